@@ -1,0 +1,80 @@
+"""The one interface between the model side and the decision side.
+
+Anything that can be fitted on encoded experiments and return posterior predictive samples of shape
+``(S, N)`` (posterior samples x candidates) is a :class:`SynergyModel`: Bayesian networks, deep ensembles
+and MC dropout alike. Acquisition functions only ever see :class:`PredictiveSamples`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from recover_pyro.data.screen import Pairs
+
+
+@dataclass
+class PredictiveSamples:
+    """Posterior predictive samples on the original target scale.
+
+    Attributes:
+        f: ``(S, N)`` samples of the mean function (epistemic spread only).
+        noise_scale: ``(S,)`` or scalar observation-noise standard deviation (aleatoric), original scale.
+    """
+
+    f: torch.Tensor
+    noise_scale: torch.Tensor
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.f.shape[0])
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """``(N,)`` posterior predictive mean."""
+        return self.f.mean(0)
+
+    @property
+    def epistemic_std(self) -> torch.Tensor:
+        """``(N,)`` standard deviation of the mean function across samples."""
+        return self.f.std(0) if self.num_samples > 1 else torch.zeros_like(self.f[0])
+
+    @property
+    def aleatoric_std(self) -> torch.Tensor:
+        """``(N,)`` noise standard deviation, :math:`\\sqrt{E[\\sigma^2]}`."""
+        var = self.noise_scale.pow(2).mean() if self.noise_scale.dim() else self.noise_scale.pow(2)
+        return var.sqrt().expand(self.f.shape[1])
+
+    @property
+    def std(self) -> torch.Tensor:
+        """``(N,)`` total predictive standard deviation, :math:`\\sqrt{Var[f] + E[\\sigma^2]}`."""
+        return (self.epistemic_std.pow(2) + self.aleatoric_std.pow(2)).sqrt()
+
+    def y(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``(S, N)`` samples of a new measurement: ``f`` plus Gaussian noise."""
+        scale = self.noise_scale.reshape(-1, 1) if self.noise_scale.dim() else self.noise_scale
+        noise = torch.randn(self.f.shape, generator=generator, dtype=self.f.dtype, device=self.f.device)
+        return self.f + scale * noise
+
+
+@dataclass
+class FitReport:
+    """What a fit did: per-epoch losses, the best validation metric and the epoch it came from."""
+
+    losses: list[float] = field(default_factory=list)
+    val_metric: list[float] = field(default_factory=list)
+    best_epoch: int = -1
+    seconds: float = 0.0
+
+
+@runtime_checkable
+class SynergyModel(Protocol):
+    """Fit on measured :class:`Pairs`; return ``(S, N)`` predictive samples for candidate :class:`Pairs`."""
+
+    def fit(self, train: Pairs, val: Pairs | None = None) -> FitReport:
+        ...
+
+    def predict(self, pairs: Pairs, num_samples: int = 100) -> PredictiveSamples:
+        ...

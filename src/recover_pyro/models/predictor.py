@@ -1,0 +1,231 @@
+"""Plain torch drug-pair predictors: RECOVER's bilinear net and a DeepSynergy-style MLP.
+
+Every layer here accepts weights with optional leading *sample* dimensions, so that a Bayesian version
+(:mod:`recover_pyro.models.bayesian`) can run ``S`` weight samples in one vectorised pass: a weight of
+shape ``(S, out, in)`` applied to inputs ``(N, in)`` or ``(S, N, in)`` gives ``(S, N, out)``. With
+ordinary unbatched weights the layers behave like :class:`torch.nn.Linear`.
+
+Inputs to a predictor are indices (see :class:`recover_pyro.data.screen.Pairs`) into fixed feature
+matrices held as buffers: ``drug_features`` ``(D, F)`` and ``cell_features`` ``(C, G)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def batched_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """:math:`x W^T + b` broadcasting leading sample dims of ``weight`` ``(*S, out, in)`` and ``x``."""
+    out = torch.matmul(x, weight.transpose(-1, -2))
+    if bias is not None:
+        out = out + bias.unsqueeze(-2)
+    return out
+
+
+class Linear(nn.Module):
+    """Affine layer that also accepts sample-batched weights (see module docstring)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # Same initialisation as torch.nn.Linear.
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1.0 / math.sqrt(self.in_features)
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return batched_linear(x, self.weight, self.bias)
+
+
+class SymmetricBilinear(nn.Module):
+    r"""Permutation-invariant bilinear merge of two drug embeddings.
+
+    For each output unit :math:`k`:
+
+    .. math:: z_k = \sum_j d_{kj} (W_k h_a)_j (W_k h_b)_j = h_a^T W_k^T \mathrm{diag}(d_k) W_k h_b
+
+    with :math:`W_k \in R^{r \times H}`. The form is symmetric in :math:`(h_a, h_b)` so ``z(a, b) == z(b, a)``
+    exactly. With ``allow_neg_eigval`` the diagonal :math:`d_k` is learned (indefinite forms allowed),
+    otherwise it is fixed to ones (positive semi-definite forms only).
+
+    Shapes: ``weight`` ``(*S, K, r, H)``, ``diag`` ``(*S, K, r)``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, rank: int, allow_neg_eigval: bool = True) -> None:
+        super().__init__()
+        self.in_features, self.out_features, self.rank = in_features, out_features, rank
+        self.weight = nn.Parameter(torch.randn(out_features, rank, in_features) / math.sqrt(in_features))
+        if allow_neg_eigval:
+            self.diag = nn.Parameter(torch.ones(out_features, rank) / math.sqrt(rank))
+        else:
+            self.register_buffer("diag", torch.ones(out_features, rank) / math.sqrt(rank))
+        self.bias = nn.Parameter(torch.zeros(out_features))
+
+    def project(self, h: Tensor) -> Tensor:
+        """``(*S, U, H) -> (*S, U, K, r)``: each embedding projected by every :math:`W_k`."""
+        w = self.weight
+        return torch.matmul(h.unsqueeze(-3), w.transpose(-1, -2)).movedim(-3, -2)
+
+    def merge(self, pa: Tensor, pb: Tensor) -> Tensor:
+        """``(*S, N, K, r) x2 -> (*S, N, K)`` from projections of the two drugs."""
+        return (pa * pb * self.diag.unsqueeze(-3)).sum(-1) + self.bias.unsqueeze(-2)
+
+    def forward(self, ha: Tensor, hb: Tensor) -> Tensor:
+        return self.merge(self.project(ha), self.project(hb))
+
+
+class FiLM(nn.Module):
+    r"""Feature-wise linear modulation :math:`h \mapsto \gamma(c) \odot h + \beta(c)` from cell-line input.
+
+    :math:`\gamma, \beta` are a linear map of the cell-line representation (one-hot gives a per-cell-line
+    embedding, expression features give a shared map). :math:`\gamma` is parameterised as ``1 + delta``
+    so that a zero-initialised map starts as the identity.
+    """
+
+    def __init__(self, cell_dim: int, features: int) -> None:
+        super().__init__()
+        self.features = features
+        self.linear = Linear(cell_dim, 2 * features)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, h: Tensor, cell: Tensor) -> Tensor:
+        """``h`` ``(*S, U, H)``, ``cell`` ``(U, G)`` or ``(*S, U, G)``."""
+        gamma_beta = self.linear(cell)
+        delta, beta = gamma_beta[..., : self.features], gamma_beta[..., self.features:]
+        return (1.0 + delta) * h + beta
+
+
+def _mlp_sizes(in_dim: int, hidden: Sequence[int]) -> list[tuple[int, int]]:
+    sizes = [in_dim, *hidden]
+    return list(zip(sizes[:-1], sizes[1:]))
+
+
+class RecoverPredictor(nn.Module):
+    """RECOVER's permutation-invariant drug-pair network.
+
+    per-drug MLP (shared by both drugs, FiLM-conditioned on the cell line after every hidden layer)
+    -> :class:`SymmetricBilinear` merge -> MLP head with one output.
+
+    The per-drug part depends only on (drug, cell line, weight sample), so :meth:`forward` computes it
+    once per unique (drug, cell line) in the batch and gathers.
+
+    Args:
+        drug_features: ``(D, F)`` drug representation (fingerprint [+ one-hot]).
+        cell_features: ``(C, G)`` cell-line representation (one-hot or expression).
+        drug_hidden: per-drug MLP widths; the last is the embedding size ``H`` (RECOVER: ``[2048, 128]``).
+        merge_dim: bilinear output units ``K`` (RECOVER: 128).
+        merge_rank: rank ``r`` of each bilinear form.
+        head_hidden: hidden widths of the head before the single output (RECOVER: ``[64]``).
+        film: condition on the cell line by FiLM; without it the cell line enters only the head input.
+        dropout: dropout rate on hidden activations (used by the MC-dropout baseline).
+        allow_neg_eigval: learn the bilinear diagonal (indefinite forms).
+    """
+
+    def __init__(
+        self,
+        drug_features: Tensor,
+        cell_features: Tensor,
+        drug_hidden: Sequence[int] = (2048, 128),
+        merge_dim: int = 128,
+        merge_rank: int = 32,
+        head_hidden: Sequence[int] = (64,),
+        film: bool = True,
+        dropout: float = 0.0,
+        allow_neg_eigval: bool = True,
+    ) -> None:
+        super().__init__()
+        self.register_buffer("drug_features", drug_features.float())
+        self.register_buffer("cell_features", cell_features.float())
+        self.dropout = dropout
+        self.mc_dropout = False
+        n_drug_in, n_cell_in = drug_features.shape[1], cell_features.shape[1]
+        self.drug_layers = nn.ModuleList(Linear(i, o) for i, o in _mlp_sizes(n_drug_in, drug_hidden))
+        self.film = nn.ModuleList(FiLM(n_cell_in, o) for _, o in _mlp_sizes(n_drug_in, drug_hidden)) if film \
+            else None
+        emb = drug_hidden[-1] if drug_hidden else n_drug_in
+        self.merge = SymmetricBilinear(emb, merge_dim, merge_rank, allow_neg_eigval)
+        head_in = merge_dim + (0 if film else n_cell_in)
+        self.head_layers = nn.ModuleList(Linear(i, o) for i, o in _mlp_sizes(head_in, [*head_hidden, 1]))
+
+    def _dropout(self, h: Tensor) -> Tensor:
+        if self.dropout > 0:
+            return F.dropout(h, self.dropout, training=self.training or self.mc_dropout)
+        return h
+
+    def embed(self, drug: Tensor, cell: Tensor) -> Tensor:
+        """``(*S, U, H)`` per-drug embeddings for (drug, cell line) index pairs of shape ``(U,)``."""
+        h = self.drug_features[drug]
+        c = self.cell_features[cell]
+        for i, layer in enumerate(self.drug_layers):
+            h = layer(h)
+            if self.film is not None:
+                h = self.film[i](h, c)
+            h = self._dropout(F.relu(h))
+        return h
+
+    def head(self, z: Tensor, cell: Tensor) -> Tensor:
+        """``(*S, N, K) -> (*S, N)``."""
+        if self.film is None:
+            c = self.cell_features[cell]
+            z = torch.cat([z, c.expand(*z.shape[:-1], c.shape[-1])], -1)
+        for i, layer in enumerate(self.head_layers):
+            z = layer(z)
+            if i < len(self.head_layers) - 1:
+                z = self._dropout(F.relu(z))
+        return z.squeeze(-1)
+
+    def forward(self, drug_a: Tensor, drug_b: Tensor, cell: Tensor) -> Tensor:
+        """Predicted (standardised) synergy ``(*S, N)`` for index tensors of shape ``(N,)``."""
+        n_cells = self.cell_features.shape[0]
+        keys = torch.cat([drug_a * n_cells + cell, drug_b * n_cells + cell])
+        unique, inverse = torch.unique(keys, return_inverse=True)
+        proj = self.merge.project(self.embed(unique // n_cells, unique % n_cells))
+        n = drug_a.shape[0]
+        z = self.merge.merge(proj[..., inverse[:n], :, :], proj[..., inverse[n:], :, :])
+        return self.head(z, cell)
+
+
+class DeepSynergyPredictor(nn.Module):
+    """DeepSynergy-style MLP on ``[x_a, x_b, cell]``; both drug orders are predicted and averaged.
+
+    Args:
+        drug_features: ``(D, F)``; cell_features: ``(C, G)``.
+        hidden: hidden widths before the single output (DeepSynergy: ``[8192, 4096]``, smaller by default).
+        dropout: dropout rate on hidden activations.
+    """
+
+    def __init__(self, drug_features: Tensor, cell_features: Tensor, hidden: Sequence[int] = (512, 128),
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        self.register_buffer("drug_features", drug_features.float())
+        self.register_buffer("cell_features", cell_features.float())
+        self.dropout = dropout
+        self.mc_dropout = False
+        n_in = 2 * drug_features.shape[1] + cell_features.shape[1]
+        self.layers = nn.ModuleList(Linear(i, o) for i, o in _mlp_sizes(n_in, [*hidden, 1]))
+
+    def _one_order(self, drug_a: Tensor, drug_b: Tensor, cell: Tensor) -> Tensor:
+        h = torch.cat([self.drug_features[drug_a], self.drug_features[drug_b], self.cell_features[cell]], -1)
+        for i, layer in enumerate(self.layers):
+            h = layer(h)
+            if i < len(self.layers) - 1:
+                h = F.relu(h)
+                if self.dropout > 0:
+                    h = F.dropout(h, self.dropout, training=self.training or self.mc_dropout)
+        return h.squeeze(-1)
+
+    def forward(self, drug_a: Tensor, drug_b: Tensor, cell: Tensor) -> Tensor:
+        """``(*S, N)``: the mean of both drug orders, so the output is order-invariant."""
+        return 0.5 * (self._one_order(drug_a, drug_b, cell) + self._one_order(drug_b, drug_a, cell))
