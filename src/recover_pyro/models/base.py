@@ -8,7 +8,7 @@ and MC dropout alike. Acquisition functions only ever see :class:`PredictiveSamp
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -71,10 +71,26 @@ class FitReport:
 
 @runtime_checkable
 class SynergyModel(Protocol):
-    """Fit on measured :class:`Pairs`; return ``(S, N)`` predictive samples for candidate :class:`Pairs`."""
+    """Fit on measured :class:`Pairs`; return ``(S, N)`` predictive samples for candidate :class:`Pairs`.
+
+    Contract:
+
+    * ``fit`` on a fresh object trains from scratch (nothing is inherited from another model, e.g. via
+      Pyro's global param store); calling ``fit`` again on a fitted object continues from its current
+      parameters (warm start).
+    * ``predict`` returns samples on the original target scale (targets are standardised internally).
+    * ``state_dict`` holds only tensors / numbers (loadable with ``torch.load(..., weights_only=True)``);
+      ``load_state_dict`` on an object built with the same constructor arguments restores predictions exactly.
+    """
 
     def fit(self, train: Pairs, val: Pairs | None = None) -> FitReport:
         ...
 
     def predict(self, pairs: Pairs, num_samples: int = 100) -> PredictiveSamples:
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         ...

@@ -1,0 +1,55 @@
+"""Build the pieces of a run (screen, features, split, model) from a Hydra config.
+
+Each builder only calls ``hydra.utils.instantiate`` on a config group whose ``_target_`` is an ordinary
+function or class of this package, so everything here can equally be built in plain Python with the same
+names (see the README's tour).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from recover_pyro.data.featurize import Features
+from recover_pyro.data.screen import Screen
+from recover_pyro.data.splits import Split
+from recover_pyro.models.base import SynergyModel
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def build_screen(cfg: DictConfig) -> Screen:
+    """Load ``cfg.data.screen`` and restrict it to ``cfg.data.cell_lines`` / ``cfg.data.studies``."""
+    screen: Screen = instantiate(cfg.data.screen)
+    if cfg.data.get("cell_lines") or cfg.data.get("studies"):
+        screen = screen.select(cell_lines=cfg.data.get("cell_lines"), studies=cfg.data.get("studies"))
+    if cfg.data.score not in screen.score_columns:
+        raise ValueError(f"score {cfg.data.score!r} is not a score column of {screen.name}; "
+                         f"choose one of {list(screen.score_columns)}")
+    return screen
+
+
+def build_features(cfg: DictConfig, screen: Screen) -> Features:
+    return instantiate(cfg.features, screen)
+
+
+def build_split(cfg: DictConfig, screen: Screen) -> Split:
+    return instantiate(cfg.split, screen)
+
+
+def model_factory(cfg: DictConfig, features: Features) -> Callable[..., SynergyModel]:
+    """A zero-argument callable building a fresh model on ``features`` (``seed`` may be overridden)."""
+    partial_model = instantiate(cfg.model)
+
+    def make(**overrides: object) -> SynergyModel:
+        return partial_model(features.drug, features.cell, **overrides)
+
+    return make
+
+

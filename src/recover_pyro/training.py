@@ -1,0 +1,41 @@
+"""Training-loop utilities shared by SVI (:mod:`recover_pyro.inference`) and the baselines."""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any, Iterator
+
+import torch
+
+
+def minibatches(n: int, batch_size: int, generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
+    """Yield shuffled index tensors covering ``range(n)`` once, each of at most ``batch_size``."""
+    perm = torch.randperm(n, generator=generator)
+    for start in range(0, n, max(1, batch_size)):
+        yield perm[start:start + batch_size]
+
+
+class EarlyStopping:
+    """Track a validation metric (lower is better), keep the best state, stop after ``patience`` misses.
+
+    ``step(metric, state)`` returns True when training should stop; ``best_state`` is a deep copy of the
+    state passed with the best metric so far, for the caller to restore.
+    """
+
+    def __init__(self, patience: int = 20, min_delta: float = 0.0) -> None:
+        self.patience, self.min_delta = patience, min_delta
+        self.best = math.inf
+        self.best_epoch = -1
+        self.best_state: Any = None
+        self._misses = 0
+        self._epoch = -1
+
+    def step(self, metric: float, state: Any) -> bool:
+        self._epoch += 1
+        if metric < self.best - self.min_delta:
+            self.best, self.best_epoch, self._misses = metric, self._epoch, 0
+            self.best_state = copy.deepcopy(state)
+        else:
+            self._misses += 1
+        return self._misses >= self.patience
