@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np
-import pandas as pd
 import rdkit
 import torch
 from rdkit import Chem, rdBase

@@ -205,7 +205,8 @@ class Screen:
         if exp.empty:
             raise EmptySelectionError(
                 f"{self.source or self.name}: no experiments left for cell_lines={cell_lines}, studies={studies}")
-        used_cells = [c for c in self.cell_lines.index if c in set(exp["cell_line"])]
+        present = set(exp["cell_line"])  # built once: a set per cell line would be O(C * N)
+        used_cells = [c for c in self.cell_lines.index if c in present]
         drugs = self.drugs
         if not keep_all_drugs:
             used = set(exp["drug_a"]) | set(exp["drug_b"])

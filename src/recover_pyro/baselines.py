@@ -1,0 +1,342 @@
+"""Non-Bayesian baselines behind the :class:`~recover_pyro.models.base.SynergyModel` interface.
+
+* :class:`DeterministicModel`: one network trained by mean squared error (no epistemic uncertainty);
+* :class:`DeepEnsemble`: ``K`` independently initialised and shuffled networks, RECOVER's own
+  uncertainty estimate;
+* :class:`MCDropoutModel`: one network trained with dropout and sampled with dropout left on.
+
+All three fit standardised targets ``z = (y - loc) / scale`` (:class:`TargetScaler`) and report on the
+original scale. Their observation-noise estimate is the root-mean-square residual
+:math:`\\hat\\sigma = \\sqrt{\\tfrac1N \\sum_n (y_n - \\hat y_n)^2}` of the fitted network on the
+validation set when one is given (training residuals of a flexible net understate the noise), otherwise on
+the training set.
+
+Randomness: a model's initial weights, minibatch order and dropout masks all derive from its ``seed``;
+the global torch RNG is used only inside :func:`torch.random.fork_rng` blocks, so fitting or predicting
+never changes the caller's RNG state, and equal seeds give equal results.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from recover_pyro.data.screen import Pairs
+from recover_pyro.data.targets import TargetScaler
+from recover_pyro.models.base import FitReport, PredictiveSamples
+from recover_pyro.models.predictor import RecoverPredictor
+from recover_pyro.training import EarlyStopping, minibatches
+
+PredictorFactory = Callable[..., nn.Module]
+"""``factory(drug_features (D, F), cell_features (C, G), **kwargs) -> module`` mapping index tensors
+``(drug_a, drug_b, cell)`` of shape ``(N,)`` to standardised predictions ``(N,)``."""
+
+DEFAULT_PREDICTOR: PredictorFactory = functools.partial(
+    RecoverPredictor, drug_hidden=(256, 64), merge_dim=64, merge_rank=16, head_hidden=(64,))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings shared by the baselines (Adam on mean squared error of standardised targets).
+
+    Args:
+        lr: Adam learning rate.
+        weight_decay: Adam (L2) weight decay.
+        epochs: maximum number of passes over the training set.
+        batch_size: minibatch size.
+        patience: with a validation set, stop after this many epochs without a lower validation MSE.
+        progress: show a tqdm bar over epochs.
+        eval_batch_size: candidates per forward pass when predicting (bounds memory, not results).
+    """
+
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    epochs: int = 200
+    batch_size: int = 128
+    patience: int = 20
+    progress: bool = False
+    eval_batch_size: int = 4096
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ValueError(f"TrainConfig: need lr > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
+        if min(self.epochs, self.batch_size, self.patience, self.eval_batch_size) < 1:
+            raise ValueError(f"TrainConfig: epochs, batch_size, patience and eval_batch_size must be >= 1: {self}")
+
+
+def _targets(pairs: Pairs, what: str) -> Tensor:
+    """``(N,)`` float targets of ``pairs``, with a clear error when they are missing or not finite."""
+    if pairs.y is None:
+        raise ValueError(f"{what} pairs have no targets (y is None)")
+    if len(pairs) == 0:
+        raise ValueError(f"{what} pairs are empty")
+    y = pairs.y.float()
+    bad = torch.nonzero(~torch.isfinite(y)).flatten()
+    if len(bad):
+        raise ValueError(f"{what} targets contain {len(bad)} NaN/infinite values (first at row {int(bad[0])})")
+    return y
+
+
+def _draw_seed(generator: torch.Generator) -> int:
+    return int(torch.randint(2**62, (1,), generator=generator))
+
+
+class DeterministicModel:
+    """One network trained with mean squared error; its predictive has no epistemic spread.
+
+    ``fit(train, val)`` trains with Adam. With ``val`` it early-stops on the validation MSE (patience
+    ``training.patience``) and restores the best weights; without ``val`` it runs ``training.epochs``
+    epochs and keeps the final weights. ``predict`` returns ``num_samples`` identical rows ``f`` (an
+    expanded view, shape ``(S, N)``) and a scalar ``noise_scale`` (the residual RMS, see module docstring).
+
+    The target scaler is fitted on the first training set and kept for later fits, so that warm-started
+    weights keep their meaning when the training set grows.
+
+    Args:
+        drug_features: ``(D, F)`` drug features; cell_features: ``(C, G)`` cell-line features.
+        predictor: factory building the network (default: a small :class:`RecoverPredictor`).
+        training: optimisation settings.
+        standardize: fit standardised targets (otherwise raw ones).
+        seed: seeds initial weights, minibatch order and dropout masks.
+    """
+
+    def __init__(
+        self,
+        drug_features: Tensor,
+        cell_features: Tensor,
+        *,
+        predictor: PredictorFactory = DEFAULT_PREDICTOR,
+        training: TrainConfig = TrainConfig(),
+        standardize: bool = True,
+        seed: int = 0,
+    ) -> None:
+        self.config = training
+        self.seed = seed
+        self.scaler = TargetScaler(standardize)
+        self.noise_scale = math.nan
+        self.fitted = False
+        self._generator = torch.Generator().manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_draw_seed(self._generator))
+            self.net = predictor(drug_features, cell_features)
+
+    # --- training ------------------------------------------------------------------------------
+    def fit(self, train: Pairs, val: Pairs | None = None) -> FitReport:
+        """Train on ``train`` (from the current weights); early-stop on ``val`` if given.
+
+        Returns a :class:`FitReport` with the per-epoch mean training MSE (standardised scale) in
+        ``losses`` and the validation MSE (original scale) in ``val_metric``.
+        """
+        start = time.perf_counter()
+        y = _targets(train, "training")
+        y_val = None if val is None else _targets(val, "validation")
+        if not self.fitted:
+            self.scaler.fit(y)
+        z = self.scaler.transform(y)
+        report = FitReport()
+        stopper = None if val is None else EarlyStopping(self.config.patience)
+        optimizer = torch.optim.Adam(self.net.parameters(), lr=self.config.lr,
+                                     weight_decay=self.config.weight_decay)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_draw_seed(self._generator))  # dropout masks while training
+            for _ in tqdm(range(self.config.epochs), disable=not self.config.progress, desc="epochs"):
+                report.losses.append(self._epoch(train, z, optimizer))
+                if stopper is not None:
+                    assert val is not None and y_val is not None
+                    report.val_metric.append(float(F.mse_loss(self._mean(val), y_val)))
+                    if stopper.step(report.val_metric[-1], self.net.state_dict()):
+                        break
+        if stopper is not None:
+            self.net.load_state_dict(stopper.best_state)
+            report.best_epoch = stopper.best_epoch
+        else:
+            report.best_epoch = len(report.losses) - 1
+        residual_set, residual_y = (train, y) if val is None else (val, y_val)
+        self.noise_scale = float((self._mean(residual_set) - residual_y).pow(2).mean().sqrt())
+        self.fitted = True
+        report.seconds = time.perf_counter() - start
+        return report
+
+    def _epoch(self, train: Pairs, z: Tensor, optimizer: torch.optim.Optimizer) -> float:
+        """One pass over shuffled minibatches; returns the mean training MSE (standardised scale)."""
+        self.net.train()
+        total = 0.0
+        for idx in minibatches(len(train), self.config.batch_size, self._generator):
+            optimizer.zero_grad()
+            loss = F.mse_loss(self.net(train.drug_a[idx], train.drug_b[idx], train.cell[idx]), z[idx])
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(idx)
+        return total / len(train)
+
+    # --- prediction ----------------------------------------------------------------------------
+    def _forward(self, pairs: Pairs) -> Tensor:
+        """``(N,)`` network output (standardised scale) in chunks of ``eval_batch_size``, no gradients."""
+        step = self.config.eval_batch_size
+        with torch.no_grad():
+            parts = [self.net(p.drug_a, p.drug_b, p.cell) for p in
+                     (pairs[i:i + step] for i in range(0, len(pairs), step))]
+        return torch.cat(parts) if parts else torch.zeros(0)
+
+    def _mean(self, pairs: Pairs) -> Tensor:
+        """``(N,)`` prediction of the network in eval mode (dropout off), original scale."""
+        self.net.eval()
+        return self.scaler.inverse(self._forward(pairs))
+
+    def _check_fitted(self) -> None:
+        if not self.fitted:
+            raise RuntimeError(f"{type(self).__name__}.predict called before fit (or load_state_dict)")
+
+    def predict(self, pairs: Pairs, num_samples: int = 100) -> PredictiveSamples:
+        """``f`` ``(S, N)``: the network's prediction repeated ``S`` times; scalar ``noise_scale``."""
+        self._check_fitted()
+        f = self._mean(pairs)
+        return PredictiveSamples(f.expand(num_samples, -1), torch.tensor(self.noise_scale))
+
+    # --- persistence ---------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Network weights, target scaler, noise estimate, seed and RNG state (tensors / numbers only).
+
+        The seed is part of the state because it also seeds MC-dropout masks at prediction time.
+        """
+        return {
+            "seed": self.seed,
+            "net": self.net.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "noise_scale": self.noise_scale,
+            "fitted": self.fitted,
+            "generator": self._generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.seed = int(state["seed"])
+        self.net.load_state_dict(state["net"])
+        self.scaler = TargetScaler(**state["scaler"])
+        self.noise_scale = float(state["noise_scale"])
+        self.fitted = bool(state["fitted"])
+        self._generator.set_state(state["generator"])
+
+
+class MCDropoutModel(DeterministicModel):
+    """A network trained with dropout whose predictive samples are forward passes with dropout on.
+
+    Training, early stopping and the noise estimate are those of :class:`DeterministicModel` (the noise
+    uses the dropout-off network). ``predict`` runs ``S`` stochastic passes in a loop (each pass already
+    batches all candidates, and a loop keeps memory at one pass); the masks are seeded by ``seed``, so
+    repeated calls on the same state return the same samples.
+
+    Args:
+        dropout: dropout rate passed to the predictor factory (which must accept ``dropout`` and expose
+            ``mc_dropout``, like :class:`RecoverPredictor` and ``DeepSynergyPredictor``).
+        Other arguments as in :class:`DeterministicModel`.
+    """
+
+    def __init__(
+        self,
+        drug_features: Tensor,
+        cell_features: Tensor,
+        *,
+        predictor: PredictorFactory = DEFAULT_PREDICTOR,
+        dropout: float = 0.2,
+        training: TrainConfig = TrainConfig(),
+        standardize: bool = True,
+        seed: int = 0,
+    ) -> None:
+        if not 0.0 < dropout < 1.0:
+            raise ValueError(f"MCDropoutModel needs 0 < dropout < 1, got {dropout}")
+        super().__init__(drug_features, cell_features, predictor=functools.partial(predictor, dropout=dropout),
+                         training=training, standardize=standardize, seed=seed)
+        if not hasattr(self.net, "mc_dropout"):
+            raise TypeError(f"{type(self.net).__name__} has no 'mc_dropout' switch; MC dropout needs one")
+
+    def predict(self, pairs: Pairs, num_samples: int = 100) -> PredictiveSamples:
+        """``f`` ``(S, N)``: ``S`` forward passes with independent dropout masks; scalar ``noise_scale``."""
+        self._check_fitted()
+        self.net.eval()
+        self.net.mc_dropout = True
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)
+                z = torch.stack([self._forward(pairs) for _ in range(num_samples)])
+        finally:
+            self.net.mc_dropout = False
+        return PredictiveSamples(self.scaler.inverse(z), torch.tensor(self.noise_scale))
+
+
+class DeepEnsemble:
+    """``K`` :class:`DeterministicModel` members with independent seeds (initial weights, batch order).
+
+    ``predict`` returns exactly ``K`` rows whatever ``num_samples`` asks for: row ``k`` is member ``k``'s
+    prediction, and ``noise_scale`` ``(K,)`` holds each member's residual RMS, so the predictive is the
+    uniform mixture of the members' Gaussians. Consumers of :class:`PredictiveSamples` accept any ``S``.
+
+    Args:
+        n_members: ensemble size ``K``.
+        seed: member seeds are spawned from it (:class:`numpy.random.SeedSequence`), so ensembles with
+            neighbouring seeds share no member.
+        Other arguments as in :class:`DeterministicModel`.
+    """
+
+    def __init__(
+        self,
+        drug_features: Tensor,
+        cell_features: Tensor,
+        *,
+        predictor: PredictorFactory = DEFAULT_PREDICTOR,
+        n_members: int = 5,
+        training: TrainConfig = TrainConfig(),
+        standardize: bool = True,
+        seed: int = 0,
+    ) -> None:
+        if n_members < 1:
+            raise ValueError(f"DeepEnsemble needs n_members >= 1, got {n_members}")
+        seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n_members)]
+        self.members = [DeterministicModel(drug_features, cell_features, predictor=predictor, training=training,
+                                           standardize=standardize, seed=s) for s in seeds]
+        self.member_reports: list[FitReport] = []
+
+    def fit(self, train: Pairs, val: Pairs | None = None) -> FitReport:
+        """Fit every member; the report averages per-epoch losses over the members still training.
+
+        ``best_epoch`` is the latest of the members' best epochs; each member's own report is kept in
+        ``member_reports``.
+        """
+        start = time.perf_counter()
+        self.member_reports = [m.fit(train, val) for m in self.members]
+        return FitReport(
+            losses=_mean_ragged([r.losses for r in self.member_reports]),
+            val_metric=_mean_ragged([r.val_metric for r in self.member_reports]),
+            best_epoch=max(r.best_epoch for r in self.member_reports),
+            seconds=time.perf_counter() - start,
+        )
+
+    def predict(self, pairs: Pairs, num_samples: int = 100) -> PredictiveSamples:
+        """``f`` ``(K, N)`` member predictions and ``noise_scale`` ``(K,)``; ``num_samples`` is ignored."""
+        for m in self.members:
+            m._check_fitted()
+        f = torch.stack([m._mean(pairs) for m in self.members])
+        return PredictiveSamples(f, torch.tensor([m.noise_scale for m in self.members]))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"members": [m.state_dict() for m in self.members]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if len(state["members"]) != len(self.members):
+            raise ValueError(f"state has {len(state['members'])} members, this ensemble {len(self.members)}")
+        for m, s in zip(self.members, state["members"]):
+            m.load_state_dict(s)
+
+
+def _mean_ragged(rows: list[list[float]]) -> list[float]:
+    """Element-wise mean of lists of different lengths over the lists long enough to have the element."""
+    longest = max((len(r) for r in rows), default=0)
+    return [float(np.mean([r[i] for r in rows if len(r) > i])) for i in range(longest)]

@@ -1,0 +1,661 @@
+"""Simulated sequential campaigns on a measured screen (benchmark mode), with exact resume.
+
+A campaign replays RECOVER's loop on a screen whose scores are all known but hidden from the model:
+
+1. The *pool* is the screen's experiments in ``pool_cell_lines`` (all of them by default); each candidate is
+   one (unordered pair, cell line, study) row. Rows with a missing score are left out.
+2. Round 0 reveals ``n_initial`` pool candidates drawn uniformly at random (seeded).
+3. Each round ``r = 1..R`` fits a model on the revealed candidates (a fresh ``model_factory(seed=...)``, or
+   the same object refitted when ``warm_start``), draws ``S`` posterior samples of the mean function ``f``
+   for every unrevealed candidate, lets the :class:`~recover_pyro.acquisition.Acquisition` pick ``q`` of
+   them and reveals their measured scores.
+
+Acquisition sees :attr:`PredictiveSamples.f` ``(S, U)`` (``U`` unrevealed candidates), not noisy draws of
+a new measurement: the goal is candidates whose *true* synergy is high, and measurement noise carries no
+information about which candidate that is (it would only blur UCB/Thompson rankings).
+
+Per-round bookkeeping (one row each; round 0 describes the initial random reveal):
+
+* ``recall_top{p}pct``: fraction of the pool's top ``p`` % by measured score revealed so far, initial
+  reveal included (:func:`recover_pyro.metrics.recall_at_top_k`); random acquisition's expectation is the
+  explored fraction ``fraction_explored = n_measured / N``.
+* batch quality: ``batch_mean`` / ``batch_max`` true score of the batch and its *immediate regret*. With
+  :math:`U_r` the candidates still unrevealed when batch :math:`B_r` was selected,
+  :math:`\\mathrm{regret}_i = \\max_{j \\in U_r} y_j - y_i` for :math:`i \\in B_r` (``>= 0``);
+  ``regret_min`` is 0 exactly when the batch holds the best remaining candidate, ``regret_median`` is its
+  median over the batch. ``unique_drugs`` counts distinct drugs in the batch, ``best_found`` the best
+  score revealed so far.
+* model quality on the unrevealed pool before acquisition: ``r2`` (squared Pearson), ``spearman`` and
+  ``nll`` (:func:`recover_pyro.metrics.evaluate`); NaN in round 0 unless a pretrained model exists.
+* wall time ``train_s`` / ``score_s`` / ``acquire_s``.
+
+Reproducibility and resume: all randomness derives from ``seed``. The campaign draws (initial reveal,
+validation subsets, Thompson / random picks) come from one :class:`torch.Generator` whose state is
+checkpointed; round ``r``'s model gets ``seed = derive_seed(seed, MODEL_STREAM, r)`` and runs with the
+global torch / numpy / ``random`` RNGs seeded from ``(seed, r)`` (restored afterwards), which covers models
+that sample from the global RNG (Pyro). After every round ``out_dir/checkpoint.pt`` is replaced atomically
+(revealed indices, rows, selections, generator state, last model's ``state_dict``, pretrained weights,
+configs; readable with ``torch.load(weights_only=True)``), so ``resume=True`` continues from the last
+completed round and ends with the same rows as an uninterrupted run (wall times aside). With
+``warm_start`` this relies on the model's ``state_dict`` holding everything its next ``fit`` depends on
+(the :class:`~recover_pyro.models.base.SynergyModel` contract). Resuming may extend ``n_rounds``; any
+other change of configuration, score or pool is refused.
+
+Pretraining (``pretrain="other_cell_lines"``): one model is fitted on every screen experiment outside the
+pool (e.g. ALMANAC's other cell lines, which the features must then cover), and each round's model starts
+from those weights via ``load_state_dict`` before fitting on the revealed pool candidates.
+
+Command line (Hydra; outputs go to the run directory)::
+
+    python -m recover_pyro.campaign                                      # synthetic screen, BNN + UCB
+    python -m recover_pyro.campaign -m +experiment=laplace_ucb,ensemble_ucb,random seed=0,1,2
+    python -m recover_pyro.campaign data=almanac campaign=almanac_mcf7
+    python -m recover_pyro.campaign data=almanac data.cell_lines=null campaign=almanac_mcf7 \\
+        campaign.pretrain=other_cell_lines                             # pretrain on the other 59 lines
+    python -m recover_pyro.campaign hydra.run.dir=<previous run dir> resume=true   # continue a killed run
+
+Outputs in ``out_dir``: ``rounds.csv``, ``rounds.json`` (rows plus configs), ``selections.csv`` (every
+revealed candidate with its round, score, acquisition value and predicted mean / sd at selection),
+``recall.png`` and ``checkpoint.pt``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import hydra
+import numpy as np
+import pandas as pd
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from matplotlib.figure import Figure
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from recover_pyro.acquisition import Acquisition, unique_drugs
+from recover_pyro.builders import CONFIG_DIR, build_features, build_screen, model_factory
+from recover_pyro.data.errors import EmptySelectionError, closest_names
+from recover_pyro.data.featurize import Features
+from recover_pyro.data.screen import Pairs, Screen
+from recover_pyro.metrics import evaluate, recall_at_top_k
+from recover_pyro.models.base import SynergyModel
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_VERSION = 1
+PRETRAIN_CHOICES = ("none", "other_cell_lines")
+# Independent random streams derived from the campaign seed.
+GENERATOR_STREAM, MODEL_STREAM, GLOBAL_STREAM = 0, 1, 2
+TIME_COLUMNS = ("train_s", "score_s", "acquire_s")
+MODEL_METRICS = ("r2", "spearman", "nll")
+# Configuration fields that may change when resuming.
+RESUMABLE_CHANGES = ("n_rounds", "progress")
+
+
+@dataclass
+class CampaignConfig:
+    """How a simulated campaign runs (the batch size ``q`` is the acquisition's).
+
+    Attributes:
+        n_initial: candidates revealed at random before the first model is fitted (``>= 1``).
+        n_rounds: acquisition rounds ``R``.
+        warm_start: refit the same model object every round instead of a fresh one.
+        num_samples: posterior samples ``S`` per candidate.
+        seed: campaign seed (non-negative); every random choice derives from it.
+        pool_cell_lines: cell lines whose experiments form the pool (``None``: all of the screen's).
+        pretrain: ``"none"`` or ``"other_cell_lines"`` (see module docstring).
+        val_fraction: fraction of the revealed candidates held out each round for the model's early
+            stopping (0: fit on all of them).
+        progress: show a tqdm bar over rounds.
+        top_fractions: pool fractions whose recall is recorded (``recall_top{100 p}pct`` columns).
+    """
+
+    n_initial: int = 30
+    n_rounds: int = 10
+    warm_start: bool = False
+    num_samples: int = 100
+    seed: int = 0
+    pool_cell_lines: list[str] | None = None
+    pretrain: str = "none"
+    val_fraction: float = 0.0
+    progress: bool = True
+    top_fractions: tuple[float, ...] = (0.01, 0.05)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.pool_cell_lines, str):
+            self.pool_cell_lines = [self.pool_cell_lines]
+        elif self.pool_cell_lines is not None:
+            self.pool_cell_lines = [str(c) for c in self.pool_cell_lines]
+            if not self.pool_cell_lines:
+                raise ValueError("pool_cell_lines is empty; use None for all cell lines of the screen")
+        self.top_fractions = tuple(float(f) for f in self.top_fractions)
+        if self.n_initial < 1:
+            raise ValueError(f"n_initial must be >= 1 (the first model needs data), got {self.n_initial}")
+        if self.n_rounds < 0 or self.num_samples < 1:
+            raise ValueError(f"need n_rounds >= 0 and num_samples >= 1, got {self.n_rounds}, {self.num_samples}")
+        if int(self.seed) != self.seed or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.pretrain not in PRETRAIN_CHOICES:
+            raise ValueError(f"pretrain must be one of {list(PRETRAIN_CHOICES)}, got {self.pretrain!r}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
+        if not self.top_fractions or any(not 0.0 < f <= 1.0 for f in self.top_fractions):
+            raise ValueError(f"top_fractions must be non-empty and lie in (0, 1], got {self.top_fractions}")
+
+
+@dataclass
+class CampaignResult:
+    """What a campaign produced: per-round rows, per-candidate selections and the files written."""
+
+    rounds: pd.DataFrame
+    selections: pd.DataFrame
+    out_dir: Path
+    rounds_csv: Path
+    rounds_json: Path
+    selections_csv: Path
+    plot: Path
+    checkpoint: Path
+
+    @property
+    def revealed(self) -> np.ndarray:
+        """``(n_measured,)`` pool indices in the order they were revealed."""
+        return self.selections["pool_index"].to_numpy()
+
+
+def recall_column(fraction: float) -> str:
+    """Column name of the recall of the top ``fraction`` of the pool, e.g. ``0.01 -> recall_top1pct``."""
+    return f"recall_top{fraction * 100:g}pct"
+
+
+def derive_seed(seed: int, *keys: int) -> int:
+    """A 32-bit seed for stream ``keys`` of ``seed`` (:class:`numpy.random.SeedSequence`, run-independent)."""
+    return int(np.random.SeedSequence([seed, *keys]).generate_state(1, np.uint32)[0])
+
+
+@contextmanager
+def seeded_global_rngs(seed: int) -> Iterator[None]:
+    """Seed the global torch, numpy and ``random`` RNGs for the block; restore the caller's states after."""
+    states = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        torch.set_rng_state(states[0])
+        np.random.set_state(states[1])
+        random.setstate(states[2])
+
+
+# --- the pool ----------------------------------------------------------------------------------
+@dataclass
+class Pool:
+    """The candidates of a campaign and their hidden scores.
+
+    Attributes:
+        experiments: ``N`` pool rows of ``screen.experiments`` (reset index = pool index).
+        pairs: ``(N,)`` encoded candidates with ``y`` = measured score.
+        outside: encoded experiments of the screen outside the pool (for pretraining), ``y`` measured.
+        drugs: ``(N, 2)`` long drug indices of each candidate.
+        digest: hash of keys and scores, to recognise the same pool when resuming.
+    """
+
+    experiments: pd.DataFrame
+    pairs: Pairs
+    outside: Pairs
+    drugs: torch.Tensor
+    digest: str
+
+    @property
+    def y(self) -> torch.Tensor:
+        assert self.pairs.y is not None
+        return self.pairs.y
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+
+def build_pool(screen: Screen, features: Features, score: str, cell_lines: Sequence[str] | None) -> Pool:
+    """Pool = experiments of ``screen`` in ``cell_lines`` (default: all) with a finite ``score``."""
+    if score not in screen.score_columns:
+        raise ValueError(f"score {score!r} is not a score column of {screen.name}; "
+                         f"choose one of {list(screen.score_columns)}")
+    if list(features.drug_ids) != list(screen.drugs.index) or list(features.cell_lines) != list(
+            screen.cell_lines.index):
+        raise ValueError(f"features do not match {screen.name}: build them with featurize() on this screen "
+                         "(same drug and cell-line order)")
+    exp = screen.experiments
+    finite = np.isfinite(exp[score].to_numpy(dtype=np.float64))
+    if not finite.all():
+        log.warning("%s: %d experiments without a finite %r are left out of the campaign",
+                    screen.name, int((~finite).sum()), score)
+    if cell_lines is None:
+        in_pool = np.ones(len(exp), dtype=bool)
+    else:
+        for name in cell_lines:
+            if name not in screen.cell_lines.index:
+                raise EmptySelectionError(f"{screen.source or screen.name}: pool cell line {name!r} is not in "
+                                          f"this screen; closest: {closest_names(name, screen.cell_lines.index)}")
+        in_pool = exp["cell_line"].isin(list(cell_lines)).to_numpy()
+    rows = exp[in_pool & finite].reset_index(drop=True)
+    if rows.empty:
+        raise EmptySelectionError(f"{screen.name}: no experiments with a {score!r} score in cell lines "
+                                  f"{cell_lines}")
+    pairs = screen.to_pairs(score, experiments=rows)
+    keys = rows[["drug_a", "drug_b", "cell_line", "study", score]].to_csv(index=False)
+    return Pool(
+        experiments=rows,
+        pairs=pairs,
+        outside=screen.to_pairs(score, experiments=exp[~in_pool & finite]),
+        drugs=torch.stack([pairs.drug_a, pairs.drug_b], dim=1),
+        digest=hashlib.sha256(keys.encode()).hexdigest(),
+    )
+
+
+# --- campaign state and checkpoint -------------------------------------------------------------
+@dataclass
+class _State:
+    """Everything needed to continue a campaign after ``completed`` rounds."""
+
+    completed: int
+    revealed: list[int]
+    rows: list[dict[str, Any]]
+    selections: list[dict[str, Any]]
+    generator: torch.Generator
+    model_state: dict[str, Any] | None = None
+    pretrained: dict[str, Any] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_checkpoint(self) -> dict[str, Any]:
+        return {
+            "version": CHECKPOINT_VERSION,
+            "completed": self.completed,
+            "revealed": torch.tensor(self.revealed, dtype=torch.long),
+            "rows": self.rows,
+            "selections": self.selections,
+            "generator": self.generator.get_state(),
+            "model_state": self.model_state,
+            "pretrained": self.pretrained,
+            "meta": self.meta,
+        }
+
+    @staticmethod
+    def from_checkpoint(ckpt: dict[str, Any]) -> "_State":
+        generator = torch.Generator()
+        generator.set_state(ckpt["generator"])
+        return _State(
+            completed=int(ckpt["completed"]),
+            revealed=[int(i) for i in ckpt["revealed"].tolist()],
+            rows=list(ckpt["rows"]),
+            selections=list(ckpt["selections"]),
+            generator=generator,
+            model_state=ckpt["model_state"],
+            pretrained=ckpt["pretrained"],
+            meta=dict(ckpt["meta"]),
+        )
+
+
+def _plain(obj: Any) -> Any:
+    """JSON-like copy of a dataclass (tuples become lists) for checkpoints and reports."""
+    return json.loads(json.dumps(asdict(obj)))
+
+
+def _meta(config: CampaignConfig, acquisition: Acquisition, score: str, pool: Pool) -> dict[str, Any]:
+    return {"config": _plain(config), "acquisition": _plain(acquisition), "score": score,
+            "pool_size": len(pool), "pool_digest": pool.digest}
+
+
+def _check_same_campaign(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
+    """Refuse to resume a checkpoint of a different campaign, naming the differences."""
+    diffs = []
+    for key in current:
+        old, new = saved.get(key), current[key]
+        if key == "config":
+            old = {k: v for k, v in (old or {}).items() if k not in RESUMABLE_CHANGES}
+            new = {k: v for k, v in new.items() if k not in RESUMABLE_CHANGES}
+        if old != new:
+            diffs.append(f"{key}: {old!r} (checkpoint) != {new!r} (now)")
+    if diffs:
+        raise ValueError(f"{path} was written by a different campaign; cannot resume ("
+                         + "; ".join(diffs) + "). Use resume=False or another output folder.")
+
+
+def save_checkpoint(path: Path, ckpt: dict[str, Any]) -> None:
+    """``torch.save`` to a temporary file in the same folder, then ``os.replace`` (never a torn file)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(ckpt, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a campaign checkpoint with ``weights_only=True`` (tensors, numbers, strings, lists, dicts)."""
+    ckpt = torch.load(path, weights_only=True)
+    if ckpt.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"{path}: unsupported campaign checkpoint version {ckpt.get('version')!r} "
+                         f"(expected {CHECKPOINT_VERSION})")
+    return ckpt
+
+
+# --- one round ---------------------------------------------------------------------------------
+def _unlabelled(pairs: Pairs) -> Pairs:
+    """The same candidates with their scores removed (what a model may see of the unrevealed pool)."""
+    return Pairs(pairs.drug_a, pairs.drug_b, pairs.cell, None)
+
+
+def _split_val(pairs: Pairs, fraction: float, generator: torch.Generator) -> tuple[Pairs, Pairs | None]:
+    """Hold out ``round(fraction * n)`` random experiments (at least 1, leaving at least 1) for validation."""
+    n = len(pairs)
+    n_val = min(max(int(round(fraction * n)), 1), n - 1) if fraction > 0 else 0
+    if n_val < 1:
+        return pairs, None
+    perm = torch.randperm(n, generator=generator)
+    return pairs[perm[n_val:]], pairs[perm[:n_val]]
+
+
+def _model_metrics(predictive: Any, y: torch.Tensor) -> dict[str, float]:
+    metrics = evaluate(predictive, y)
+    return {k: float(metrics[k]) for k in MODEL_METRICS}
+
+
+def _batch_stats(chosen: np.ndarray, unrevealed: np.ndarray, pool: Pool) -> dict[str, float]:
+    """True-score summary and immediate regret of a batch (module docstring)."""
+    y = pool.y.double().numpy()
+    regret = y[unrevealed].max() - y[chosen]
+    return {
+        "batch_size": int(len(chosen)),
+        "batch_mean": float(y[chosen].mean()),
+        "batch_max": float(y[chosen].max()),
+        "regret_median": float(np.median(regret)),
+        "regret_min": float(regret.min()),
+        "unique_drugs": unique_drugs(torch.as_tensor(chosen), pool.drugs),
+    }
+
+
+def _progress_row(round_: int, revealed: list[int], pool: Pool, config: CampaignConfig) -> dict[str, Any]:
+    y = pool.y.double().numpy()
+    row: dict[str, Any] = {
+        "round": round_,
+        "n_measured": len(revealed),
+        "fraction_explored": len(revealed) / len(pool),
+        "best_found": float(y[revealed].max()),
+    }
+    for fraction in config.top_fractions:
+        row[recall_column(fraction)] = recall_at_top_k(np.asarray(revealed), y, fraction)
+    return row
+
+
+def _selection_rows(round_: int, chosen: np.ndarray, pool: Pool, score: str, acq: np.ndarray,
+                    mean: np.ndarray, std: np.ndarray) -> list[dict[str, Any]]:
+    exp = pool.experiments
+    return [{
+        "round": round_, "pool_index": int(i), "drug_a": str(exp.at[i, "drug_a"]),
+        "drug_b": str(exp.at[i, "drug_b"]), "cell_line": str(exp.at[i, "cell_line"]),
+        "study": str(exp.at[i, "study"]), score: float(pool.y[i]), "acquisition_value": float(a),
+        "predicted_mean": float(m), "predicted_std": float(s),
+    } for i, a, m, s in zip(chosen, acq, mean, std)]
+
+
+class _Runner:
+    """Carries one campaign's fixed inputs through its rounds."""
+
+    def __init__(self, pool: Pool, factory: Callable[..., SynergyModel], acquisition: Acquisition,
+                 config: CampaignConfig, score: str) -> None:
+        self.pool, self.factory, self.acquisition, self.config, self.score = (
+            pool, factory, acquisition, config, score)
+        self.model: SynergyModel | None = None  # the warm-started object
+
+    def start(self, meta: dict[str, Any]) -> _State:
+        """Round 0: reveal ``n_initial`` random candidates and pretrain if asked."""
+        cfg, pool = self.config, self.pool
+        if cfg.n_initial > len(pool):
+            raise ValueError(f"n_initial={cfg.n_initial} exceeds the pool of {len(pool)} candidates")
+        generator = torch.Generator().manual_seed(derive_seed(cfg.seed, GENERATOR_STREAM))
+        chosen = torch.randperm(len(pool), generator=generator)[:cfg.n_initial].numpy()
+        state = _State(completed=0, revealed=[], rows=[], selections=[], generator=generator, meta=meta)
+        row = {**_progress_row(0, chosen.tolist(), pool, cfg),
+               **_batch_stats(chosen, np.arange(len(pool)), pool),
+               **{k: math.nan for k in MODEL_METRICS}, **{k: 0.0 for k in TIME_COLUMNS}}
+        nan = np.full(len(chosen), math.nan)
+        if cfg.pretrain == "other_cell_lines":
+            start = time.perf_counter()
+            with seeded_global_rngs(derive_seed(cfg.seed, GLOBAL_STREAM, 0)):
+                model = self._pretrain(generator)
+                state.pretrained = model.state_dict()
+                row["train_s"] = time.perf_counter() - start
+                start = time.perf_counter()
+                unseen = np.setdiff1d(np.arange(len(pool)), chosen)
+                predictive = model.predict(_unlabelled(pool.pairs[unseen]), num_samples=cfg.num_samples)
+                row.update(_model_metrics(predictive, pool.y[unseen]))
+                row["score_s"] = time.perf_counter() - start
+        state.revealed = chosen.tolist()
+        state.rows.append(row)
+        state.selections += _selection_rows(0, chosen, pool, self.score, nan, nan, nan)
+        return state
+
+    def _pretrain(self, generator: torch.Generator) -> SynergyModel:
+        """A model fitted on every experiment outside the pool."""
+        outside = self.pool.outside
+        if len(outside) == 0:
+            raise ValueError("pretrain='other_cell_lines' needs experiments outside the pool cell lines "
+                             f"{self.config.pool_cell_lines}, but the screen has none; load more cell lines "
+                             "(e.g. data.cell_lines=null) or set pretrain='none'")
+        log.info("pretraining on %d experiments outside the pool", len(outside))
+        model = self.factory(seed=derive_seed(self.config.seed, MODEL_STREAM, 0))
+        train, val = _split_val(outside, self.config.val_fraction, generator)
+        model.fit(train, val)
+        return model
+
+    def _round_model(self, state: _State, round_: int) -> SynergyModel:
+        """A fresh model (from pretrained weights if any), or the warm-started one."""
+        cfg = self.config
+        if not cfg.warm_start:
+            model = self.factory(seed=derive_seed(cfg.seed, MODEL_STREAM, round_))
+            if state.pretrained is not None:
+                model.load_state_dict(state.pretrained)
+            return model
+        if self.model is None:
+            # The warm-started object is always the one built for round 1; after a resume it gets the
+            # checkpointed state of the last completed round.
+            self.model = self.factory(seed=derive_seed(cfg.seed, MODEL_STREAM, 1))
+            start_state = state.model_state if state.completed >= 1 else state.pretrained
+            if start_state is not None:
+                self.model.load_state_dict(start_state)
+        return self.model
+
+    def step(self, state: _State, round_: int) -> None:
+        """Fit, score the unrevealed pool, acquire a batch and reveal it; append to ``state``."""
+        cfg, pool = self.config, self.pool
+        revealed = np.asarray(state.revealed)
+        unseen = np.setdiff1d(np.arange(len(pool)), revealed)  # sorted pool indices
+        times = {}
+        with seeded_global_rngs(derive_seed(cfg.seed, GLOBAL_STREAM, round_)):
+            start = time.perf_counter()
+            model = self._round_model(state, round_)
+            train, val = _split_val(pool.pairs[torch.as_tensor(revealed)], cfg.val_fraction, state.generator)
+            model.fit(train, val)
+            times["train_s"] = time.perf_counter() - start
+
+            start = time.perf_counter()
+            predictive = model.predict(_unlabelled(pool.pairs[torch.as_tensor(unseen)]), num_samples=cfg.num_samples)
+            metrics = _model_metrics(predictive, pool.y[unseen])
+            times["score_s"] = time.perf_counter() - start
+
+            start = time.perf_counter()
+            acquisition = self.acquisition
+            if acquisition.q > len(unseen):
+                acquisition = replace(acquisition, q=len(unseen))
+            batch = acquisition.select(predictive.f, candidate_drugs=pool.drugs[unseen],
+                                       best_f=float(pool.y[revealed].max()), round=round_ - 1,
+                                       generator=state.generator)
+            times["acquire_s"] = time.perf_counter() - start
+
+        picked = batch.indices.numpy()
+        chosen = unseen[picked]
+        state.revealed += chosen.tolist()
+        state.rows.append({**_progress_row(round_, state.revealed, pool, cfg),
+                           **_batch_stats(chosen, unseen, pool), **metrics, **times})
+        state.selections += _selection_rows(round_, chosen, pool, self.score, batch.scores.numpy(),
+                                            predictive.mean[picked].numpy(), predictive.std[picked].numpy())
+        state.model_state = model.state_dict()
+        state.completed = round_
+
+
+# --- outputs -----------------------------------------------------------------------------------
+def _json_safe(value: Any) -> Any:
+    """NaN / infinity -> None, recursively (JSON has no such numbers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def plot_recall(rounds: pd.DataFrame, pool_size: int, path: Path, title: str = "") -> Path:
+    """Recall of each top fraction against experiments done, with random's expectation (explored fraction).
+
+    Uses a bare :class:`matplotlib.figure.Figure` (Agg canvas): no pyplot state, no backend change.
+    """
+    fig = Figure(figsize=(5, 4))
+    ax = fig.subplots()
+    n = rounds["n_measured"].to_numpy()
+    for column in [c for c in rounds.columns if c.startswith("recall_top")]:
+        label = column.removeprefix("recall_top").replace("pct", " %")
+        ax.plot(n, rounds[column], marker="o", label=f"top {label} recall")
+    grid = np.linspace(0, max(n.max(), 1), 50)
+    ax.plot(grid, grid / pool_size, color="grey", linestyle="--", label="random (expected)")
+    ax.set(xlabel="experiments done", ylabel="recall", ylim=(0, 1.02), title=title)
+    ax.legend(loc="upper left", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=100)
+    return path
+
+
+def _write_tables(state: _State, out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rounds, selections = pd.DataFrame(state.rows), pd.DataFrame(state.selections)
+    rounds.to_csv(out_dir / "rounds.csv", index=False)
+    selections.to_csv(out_dir / "selections.csv", index=False)
+    report = {**state.meta, "rounds": state.rows}
+    (out_dir / "rounds.json").write_text(json.dumps(_json_safe(report), indent=2))
+    return rounds, selections
+
+
+# --- entry points ------------------------------------------------------------------------------
+def run_campaign(
+    screen: Screen,
+    features: Features,
+    model_factory: Callable[..., SynergyModel],
+    acquisition: Acquisition,
+    config: CampaignConfig,
+    out_dir: str | Path,
+    score: str | None = None,
+    resume: bool = False,
+) -> CampaignResult:
+    """Run (or, with ``resume``, continue) a simulated campaign on ``screen``; see the module docstring.
+
+    Args:
+        screen: a measured screen; its ``score`` column is the hidden truth.
+        features: features of ``screen`` (same drug / cell-line order).
+        model_factory: ``model_factory(seed=...) -> SynergyModel``, a fresh untrained model per call.
+        acquisition: batch selection rule; its ``q`` is the batch size.
+        config: campaign settings.
+        out_dir: folder for tables, plot and ``checkpoint.pt`` (created if needed).
+        score: score column (default: the screen's first).
+        resume: continue from ``out_dir/checkpoint.pt`` if it exists (otherwise start afresh).
+
+    Returns:
+        :class:`CampaignResult` with ``rounds`` (``R + 1`` rows, fewer if the pool runs out) and
+        ``selections`` (``n_measured`` rows).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    score = score or screen.score_columns[0]
+    pool = build_pool(screen, features, score, config.pool_cell_lines)
+    meta = _meta(config, acquisition, score, pool)
+    ckpt_path = out_dir / CHECKPOINT
+    runner = _Runner(pool, model_factory, acquisition, config, score)
+
+    if resume and ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path)
+        _check_same_campaign(ckpt["meta"], meta, ckpt_path)
+        state = _State.from_checkpoint(ckpt)
+        state.meta = meta
+        log.info("resuming %s after round %d of %d", ckpt_path, state.completed, config.n_rounds)
+    else:
+        if resume:
+            log.info("no checkpoint at %s; starting a new campaign", ckpt_path)
+        log.info("campaign on %d candidates (%s), %d initial, %d rounds of q=%d by %s", len(pool), score,
+                 config.n_initial, config.n_rounds, acquisition.q, acquisition.kind)
+        state = runner.start(meta)
+        save_checkpoint(ckpt_path, state.to_checkpoint())
+        _write_tables(state, out_dir)
+
+    bar = tqdm(total=config.n_rounds, initial=min(state.completed, config.n_rounds), desc="campaign rounds",
+               unit="round", disable=not config.progress)
+    with bar:
+        for round_ in range(state.completed + 1, config.n_rounds + 1):
+            if len(state.revealed) == len(pool):
+                log.warning("pool exhausted after round %d; stopping", state.completed)
+                break
+            runner.step(state, round_)
+            save_checkpoint(ckpt_path, state.to_checkpoint())
+            _write_tables(state, out_dir)
+            row = state.rows[-1]
+            bar.set_postfix({recall_column(f): f"{row[recall_column(f)]:.2f}" for f in config.top_fractions})
+            bar.update()
+            log.info("round %d: %d measured, %s", round_, row["n_measured"], ", ".join(
+                f"{recall_column(f)} {row[recall_column(f)]:.3f}" for f in config.top_fractions))
+
+    rounds, selections = _write_tables(state, out_dir)
+    plot = plot_recall(rounds, len(pool), out_dir / "recall.png",
+                       title=f"{screen.name}: {acquisition.kind}, q={acquisition.q}")
+    return CampaignResult(rounds=rounds, selections=selections, out_dir=out_dir,
+                          rounds_csv=out_dir / "rounds.csv", rounds_json=out_dir / "rounds.json",
+                          selections_csv=out_dir / "selections.csv", plot=plot, checkpoint=ckpt_path)
+
+
+def campaign_from_config(cfg: DictConfig, out_dir: str | Path) -> CampaignResult:
+    """Build screen, features, model factory, acquisition and campaign settings from ``cfg`` and run."""
+    screen = build_screen(cfg)
+    log.info("\n%s", screen.summary())
+    features = build_features(cfg, screen)
+    acquisition: Acquisition = instantiate(cfg.acquisition, _convert_="all")
+    config: CampaignConfig = instantiate(cfg.campaign, _convert_="all")
+    return run_campaign(screen, features, model_factory(cfg, features), acquisition, config, out_dir,
+                        score=cfg.data.score, resume=bool(cfg.resume))
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="campaign")
+def main(cfg: DictConfig) -> float:
+    """``python -m recover_pyro.campaign``; returns the final top-1 % recall (for sweepers)."""
+    log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    result = campaign_from_config(cfg, out_dir)
+    last = result.rounds.iloc[-1]
+    recalls = ", ".join(f"{c} {last[c]:.3f}" for c in result.rounds.columns if c.startswith("recall_top"))
+    print(f"[{cfg.data.name} / {cfg.acquisition.kind}] after {int(last['n_measured'])} experiments: {recalls}")
+    print(f"outputs in {out_dir}")
+    return float(last[recall_column(cfg.campaign.top_fractions[0])])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,338 @@
+"""Checks on raw screen tables, shared by the loaders.
+
+Every table is read by :func:`read_table`, which sets the frame's index to the 1-based line number of each
+row in the file as a human sees it (header = line 1). Checks keep that index through filtering, so an error
+always names the line at fault. All checks are vectorised; only the offending rows are formatted.
+
+Problems either raise a :class:`~recover_pyro.data.errors.ScreenDataError` subclass naming file, line and
+drug, or, under an explicit rule (``on_invalid="drop"``, ``on_unknown_drug="drop"``), drop the rows, log
+how many and record the count in a ``dropped`` dict that ends up in ``Screen.dropped``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Iterable, Literal, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from rdkit import Chem
+from rdkit.rdBase import BlockLogs
+
+from recover_pyro.data.errors import (
+    ConflictingSmilesError,
+    EmptySelectionError,
+    InvalidScoreError,
+    InvalidSmilesError,
+    MissingColumnsError,
+    ScreenDataError,
+    UnknownDrugError,
+    closest_names,
+)
+
+log = logging.getLogger(__name__)
+
+OnInvalid = Literal["raise", "drop"]
+PathLike = str | os.PathLike[str]
+
+# Header names accepted in a drug -> SMILES table, in order of preference.
+SMILES_HEADERS = ("smiles", "isosmiles", "canonical_smiles", "isomeric_smiles")
+DRUG_ID_HEADERS = ("drug_id", "drug", "name", "drug_name", "id")
+DRUG_NAME_HEADERS = ("name", "drug_name")
+
+
+# --- reading ----------------------------------------------------------------------------------------
+def sniff_separator(path: PathLike) -> str:
+    """``"\\t"`` if the first line of ``path`` holds a tab, else ``","``."""
+    with open(path, encoding="utf-8") as handle:
+        first = handle.readline()
+    return "\t" if "\t" in first else ","
+
+
+def first_fields(path: PathLike, sep: str) -> list[str]:
+    """The fields of the first line of ``path`` (quotes and surrounding spaces stripped)."""
+    with open(path, encoding="utf-8-sig") as handle:  # -sig: drop a byte-order mark
+        first = handle.readline().rstrip("\r\n")
+    return [f.strip().strip('"').strip() for f in first.split(sep)]
+
+
+def read_table(
+    path: PathLike,
+    *,
+    sep: str | None = None,
+    header: bool = True,
+    names: Sequence[str] | None = None,
+    usecols: Sequence[str] | None = None,
+    dtype: Mapping[str, type] | None = None,
+    na_values: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Read a CSV/TSV, indexed by file line number (header = line 1, first data row = line 2).
+
+    Blank lines are skipped without shifting the numbering (a quoted field spanning lines would shift it).
+
+    Args:
+        path: the file.
+        sep: field separator; ``None`` sniffs tab vs comma from the first line.
+        header: whether the first line names the columns.
+        names: column names to use (with ``header=True`` they replace the file's header).
+        usecols: read only these columns (names after ``names`` is applied).
+        dtype: per-column dtypes; drug ids and cell lines should be read as ``str`` so that ids like
+            PubChem CIDs keep their spelling.
+        na_values: extra strings meaning "missing" (e.g. DrugComb's ``\\N``).
+    """
+    sep = sep or sniff_separator(path)
+    try:
+        frame = pd.read_csv(
+            path, sep=sep, header=0 if header else None, names=names, usecols=usecols, dtype=dtype,
+            na_values=na_values, skip_blank_lines=False,
+        )
+    except (pd.errors.ParserError, ValueError) as err:
+        raise ScreenDataError(f"cannot read table: {err}", file=str(path)) from err
+    first = 2 if header else 1
+    frame.index = pd.RangeIndex(first, first + len(frame), name="line")
+    blank = frame.isna().all(axis=1)
+    if blank.any():
+        log.debug("%s: skipped %d blank lines", path, int(blank.sum()))
+        frame = frame[~blank]
+    return frame
+
+
+def read_smiles_table(
+    path: PathLike,
+    *,
+    id_column: str | None = None,
+    name_column: str | None = None,
+    smiles_column: str | None = None,
+    sep: str | None = None,
+) -> pd.DataFrame:
+    """Read a drug -> SMILES table into columns ``drug_id, name, smiles`` (index = file line).
+
+    The file is CSV or TSV (sniffed), either with a header naming an id column (``drug_id``, ``drug``,
+    ``name``, ``drug_name`` or ``id``) and a SMILES column (``smiles``, ``isosmiles``, ...), or without a header:
+    then the first column is the drug id and the second its SMILES (a first line whose second field is not a
+    SMILES is taken for a header lacking a SMILES column, and raises). ``name`` is the ``name``/``drug_name``
+    column when the table has one besides the id, else the id. Explicit ``*_column`` arguments override the
+    detection (they imply a header).
+    """
+    sep = sep or sniff_separator(path)
+    fields = first_fields(path, sep)
+    lowered = [f.lower() for f in fields]
+    explicit = any(c is not None for c in (id_column, name_column, smiles_column))
+    if explicit or any(h in lowered for h in SMILES_HEADERS):
+        by_lower = dict(zip(lowered, fields))
+        smiles_column = smiles_column or _first_present(SMILES_HEADERS, by_lower)
+        id_column = id_column or _first_present(DRUG_ID_HEADERS, by_lower)
+        missing = [what for what, col in (("drug id", id_column), ("SMILES", smiles_column)) if col is None]
+        if missing:
+            raise MissingColumnsError(
+                f"drug table lacks a {' and a '.join(missing)} column (accepted: ids {list(DRUG_ID_HEADERS)}, "
+                f"SMILES {list(SMILES_HEADERS)}); columns present: {fields}", file=str(path))
+        if name_column is None:
+            name_column = next((by_lower[h] for h in DRUG_NAME_HEADERS
+                                if h in by_lower and by_lower[h] != id_column), id_column)
+        table = read_table(path, sep=sep, dtype={id_column: str, name_column: str, smiles_column: str})
+        require_columns(table, [id_column, name_column, smiles_column], path)
+        out = pd.DataFrame({"drug_id": table[id_column], "name": table[name_column],
+                            "smiles": table[smiles_column]})
+    else:
+        if len(fields) < 2:
+            raise MissingColumnsError(
+                f"drug table without a header needs two columns (drug id, SMILES); first line has "
+                f"{len(fields)}: {fields}", file=str(path))
+        with BlockLogs():
+            looks_like_data = Chem.MolFromSmiles(fields[1]) is not None
+        if not looks_like_data:
+            raise MissingColumnsError(
+                f"drug table has no SMILES column (accepted headers: {list(SMILES_HEADERS)}) and line 1 is not "
+                f"'drug, SMILES' data; columns present: {fields}", file=str(path))
+        table = read_table(path, sep=sep, header=False, dtype=str)
+        out = pd.DataFrame({"drug_id": table[0], "name": table[0], "smiles": table[1]})
+    out["drug_id"] = out["drug_id"].str.strip()
+    out["name"] = out["name"].fillna(out["drug_id"])
+    out["smiles"] = out["smiles"].str.strip()
+    return out
+
+
+def _first_present(candidates: Iterable[str], by_lower: Mapping[str, str]) -> str | None:
+    return next((by_lower[c] for c in candidates if c in by_lower), None)
+
+
+# --- structure --------------------------------------------------------------------------------------
+def require_columns(frame: pd.DataFrame, required: Iterable[str], file: PathLike) -> None:
+    """Raise :class:`MissingColumnsError` naming the file, the missing and the present columns."""
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise MissingColumnsError(
+            f"missing required column(s) {missing}; columns present: {[str(c) for c in frame.columns]}",
+            file=str(file))
+
+
+def require_values(frame: pd.DataFrame, columns: Iterable[str], file: PathLike) -> None:
+    """Raise :class:`ScreenDataError` at the first line where one of ``columns`` is empty."""
+    for col in columns:
+        empty = frame[col].isna()
+        if empty.any():
+            line = int(frame.index[empty.to_numpy()][0])
+            raise ScreenDataError(f"empty value in column {col!r} ({int(empty.sum())} such rows)",
+                                  file=str(file), row=line)
+
+
+def record_drop(dropped: dict[str, int], rule: str, n: int, file: PathLike, detail: str = "") -> None:
+    """Count ``n`` rows dropped by ``rule`` into ``dropped`` and log it."""
+    if n:
+        dropped[rule] = dropped.get(rule, 0) + n
+        log.info("%s: dropped %d rows by rule %r%s", file, n, rule, f" ({detail})" if detail else "")
+
+
+# --- selection --------------------------------------------------------------------------------------
+def filter_names(
+    frame: pd.DataFrame, column: str, wanted: Sequence[str] | str | None, what: str, file: PathLike
+) -> pd.DataFrame:
+    """Keep rows whose ``column`` is in ``wanted`` (``None`` keeps all).
+
+    Raises :class:`EmptySelectionError` listing the closest present names when a wanted name is absent,
+    or when nothing is left.
+    """
+    if wanted is None:
+        return frame
+    wanted = [wanted] if isinstance(wanted, str) else [str(w) for w in wanted]
+    present = pd.unique(frame[column].dropna())
+    present_set = set(present)
+    for name in wanted:
+        if name not in present_set:
+            raise EmptySelectionError(
+                f"{what} {name!r} not found; closest: {closest_names(name, present)}", file=str(file))
+    kept = frame[frame[column].isin(wanted)]
+    if kept.empty:
+        raise EmptySelectionError(f"no rows left after selecting {what} {wanted}", file=str(file))
+    return kept
+
+
+# --- scores -----------------------------------------------------------------------------------------
+def check_scores(
+    frame: pd.DataFrame,
+    score_columns: Sequence[str],
+    file: PathLike,
+    on_invalid: OnInvalid = "raise",
+    dropped: dict[str, int] | None = None,
+) -> pd.DataFrame:
+    """Make ``score_columns`` numeric; rows with a missing, non-numeric or infinite score raise or drop.
+
+    Args:
+        frame: rows indexed by file line with ``drug_a, drug_b, cell_line`` and the score columns.
+        on_invalid: ``"raise"`` -> :class:`InvalidScoreError` at the first bad line (naming its drugs);
+            ``"drop"`` -> drop those rows, count them under ``"invalid_score"`` in ``dropped``.
+
+    Returns:
+        ``frame`` with float score columns and no invalid rows.
+    """
+    _check_rule(on_invalid)
+    numeric = frame[list(score_columns)].apply(pd.to_numeric, errors="coerce").astype(float)
+    bad = ~np.isfinite(numeric.to_numpy()).all(axis=1)
+    out = frame.copy()
+    out[list(score_columns)] = numeric
+    if not bad.any():
+        return out
+    if on_invalid == "raise":
+        line = frame.index[bad][0]
+        row = frame.loc[line]
+        col = next(c for c in score_columns if not np.isfinite(numeric.at[line, c]))
+        raise InvalidScoreError(
+            f"score {col}={str(row[col])!r} is missing, non-numeric or infinite for drugs {row['drug_a']!r} and "
+            f"{row['drug_b']!r} in cell line {row['cell_line']!r} ({int(bad.sum())} such row(s); "
+            f"on_invalid='drop' drops them)",
+            file=str(file), row=int(line), drug=str(row["drug_a"]))
+    record_drop(dropped if dropped is not None else {}, "invalid_score", int(bad.sum()), file,
+                f"missing/non-numeric/infinite {list(score_columns)}, first at line {int(frame.index[bad][0])}")
+    return out[~bad]
+
+
+def _check_rule(rule: str) -> None:
+    if rule not in ("raise", "drop"):
+        raise ValueError(f"unknown rule {rule!r}; use 'raise' or 'drop'")
+
+
+# --- drugs ------------------------------------------------------------------------------------------
+def check_known_drugs(
+    frame: pd.DataFrame,
+    known: pd.Index | Iterable[str],
+    file: PathLike,
+    smiles_file: PathLike,
+    on_unknown: OnInvalid = "raise",
+    dropped: dict[str, int] | None = None,
+) -> pd.DataFrame:
+    """Experiments whose drugs are all in ``known`` (the drug table of ``smiles_file``).
+
+    ``on_unknown="raise"`` -> :class:`UnknownDrugError` naming the first unknown drug, its line, and the
+    closest known names; ``"drop"`` -> drop those rows, counted under ``"unknown_drug"``.
+    """
+    _check_rule(on_unknown)
+    known = pd.Index(known)
+    bad_a = ~frame["drug_a"].isin(known).to_numpy()
+    bad_b = ~frame["drug_b"].isin(known).to_numpy()
+    bad = bad_a | bad_b
+    if not bad.any():
+        return frame
+    unknown = pd.unique(pd.concat([frame.loc[bad_a, "drug_a"], frame.loc[bad_b, "drug_b"]]))
+    if on_unknown == "raise":
+        line = int(frame.index[bad][0])
+        drug = str(frame.at[line, "drug_a"] if bad_a[bad][0] else frame.at[line, "drug_b"])
+        raise UnknownDrugError(
+            f"drug has no entry in the SMILES table {smiles_file} (closest: {closest_names(drug, known)}); "
+            f"{len(unknown)} unknown drug(s) in {int(bad.sum())} rows: {sorted(map(str, unknown))[:10]}",
+            file=str(file), row=line, drug=drug)
+    record_drop(dropped if dropped is not None else {}, "unknown_drug", int(bad.sum()), file,
+                f"{len(unknown)} drugs without SMILES, e.g. {sorted(map(str, unknown))[:5]}")
+    return frame[~bad]
+
+
+def build_drug_table(table: pd.DataFrame, used: Iterable[str], file: PathLike) -> pd.DataFrame:
+    """The drugs in ``used``, indexed by ``drug_id`` (sorted) with columns ``name, smiles``.
+
+    Args:
+        table: rows of a drug table (index = file line) with columns ``drug_id, name, smiles``.
+        used: the drug ids referenced by experiments; the other rows are not checked.
+
+    Raises:
+        InvalidSmilesError: an empty SMILES or one RDKit cannot parse (names drug, file, line).
+        ConflictingSmilesError: one id given SMILES of different molecules (compared as RDKit
+            canonical SMILES, so two spellings of one molecule are not a conflict).
+    """
+    rows = table[table["drug_id"].isin(set(used))]
+    canonical = canonical_smiles(rows, file)
+    n_forms = canonical.groupby(rows["drug_id"].to_numpy()).nunique()
+    if (n_forms > 1).any():
+        drug = str(n_forms.index[(n_forms > 1).to_numpy()][0])
+        clash = rows[rows["drug_id"] == drug]
+        listing = "; ".join(f"line {line}: {smi}" for line, smi in clash["smiles"].items())
+        raise ConflictingSmilesError(f"drug id has SMILES of different molecules: {listing}",
+                                     file=str(file), row=int(clash.index[1]), drug=drug)
+    first = rows.drop_duplicates("drug_id").set_index("drug_id").sort_index()
+    return first[["name", "smiles"]]
+
+
+def canonical_smiles(rows: pd.DataFrame, file: PathLike) -> pd.Series:
+    """RDKit canonical SMILES of each row's ``smiles`` (same index); raises :class:`InvalidSmilesError`.
+
+    Each distinct SMILES string is parsed once; errors name the first line (in file order) that holds it.
+    """
+    smiles = rows["smiles"].to_numpy(dtype=object)
+    lines = rows.index.to_numpy()
+    names = rows["name"].to_numpy(dtype=object)
+    empty = pd.isna(smiles) | (rows["smiles"].astype(str).str.len() == 0).to_numpy()
+    if empty.any():
+        pos = int(np.argmax(empty))
+        raise InvalidSmilesError(f"drug {names[pos]!r} has an empty SMILES", file=str(file),
+                                 row=int(lines[pos]), drug=str(names[pos]))
+    canon: dict[str, str] = {}
+    with BlockLogs():  # RDKit's own stderr message would not name the drug; ours does
+        for pos, smi in enumerate(smiles):
+            if smi in canon:
+                continue
+            mol = Chem.MolFromSmiles(smi)
+            if mol is None:
+                raise InvalidSmilesError(f"RDKit cannot parse the SMILES {smi!r} of drug {names[pos]!r}",
+                                         file=str(file), row=int(lines[pos]), drug=str(names[pos]))
+            canon[smi] = Chem.MolToSmiles(mol)
+    return rows["smiles"].map(canon)

@@ -1,0 +1,229 @@
+"""Accuracy, calibration and discovery metrics on the original target scale.
+
+Every function takes torch tensors or numpy arrays (computed in float64 numpy) with shapes
+
+* ``y``: ``(N,)`` observed targets of ``N`` candidates;
+* ``pred`` / ``mean`` / ``std``: ``(N,)`` point predictions, predictive means and standard deviations;
+* ``samples``: ``(S, N)`` predictive samples (``S`` draws per candidate).
+
+Scalar metrics return a ``float``; the proper scoring rules (:func:`gaussian_nll`,
+:func:`crps_from_samples`) return one score per candidate ``(N,)`` (lower is better; average for a score).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from recover_pyro.models.base import PredictiveSamples
+
+ArrayLike = Union[torch.Tensor, np.ndarray, Sequence[float]]
+COVERAGE_LEVELS = (0.5, 0.9, 0.95)
+CALIBRATION_LEVELS = tuple(np.round(np.linspace(0.05, 0.95, 19), 2))
+
+
+def _np(x: ArrayLike) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().double().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _pair(y: ArrayLike, pred: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    y, pred = _np(y), _np(pred)
+    if y.ndim != 1 or pred.shape != y.shape:
+        raise ValueError(f"expected y and predictions of equal shape (N,), got {y.shape} and {pred.shape}")
+    return y, pred
+
+
+def _samples(y: ArrayLike, samples: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    y, samples = _np(y), _np(samples)
+    if y.ndim != 1 or samples.ndim != 2 or samples.shape[1] != y.shape[0]:
+        raise ValueError(f"expected y (N,) and samples (S, N), got {y.shape} and {samples.shape}")
+    return y, samples
+
+
+# --- accuracy ----------------------------------------------------------------------------------
+def pearson(y: ArrayLike, pred: ArrayLike) -> float:
+    """Pearson correlation :math:`\\rho = \\mathrm{cov}(y, \\hat y) / (\\sigma_y \\sigma_{\\hat y})`; NaN if
+    either is constant."""
+    y, pred = _pair(y, pred)
+    dy, dp = y - y.mean(), pred - pred.mean()
+    denom = math.sqrt(float((dy ** 2).sum() * (dp ** 2).sum()))
+    return float((dy * dp).sum() / denom) if denom > 0 else math.nan
+
+
+def r2_pearson(y: ArrayLike, pred: ArrayLike) -> float:
+    """Squared Pearson correlation :math:`\\rho^2`, the "R2" RECOVER reports (invariant to affine
+    miscalibration of ``pred``)."""
+    return pearson(y, pred) ** 2
+
+
+def r2_score(y: ArrayLike, pred: ArrayLike) -> float:
+    """Coefficient of determination :math:`1 - \\sum (y - \\hat y)^2 / \\sum (y - \\bar y)^2` (can be
+    negative; NaN for constant ``y``), as in scikit-learn."""
+    y, pred = _pair(y, pred)
+    total = float(((y - y.mean()) ** 2).sum())
+    return 1.0 - float(((y - pred) ** 2).sum()) / total if total > 0 else math.nan
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``x`` ``(N,)``; tied values share the mean of their ranks."""
+    order = np.argsort(x, kind="stable")
+    xs = x[order]
+    new_group = np.r_[True, xs[1:] != xs[:-1]]
+    starts = np.flatnonzero(new_group)
+    ends = np.r_[starts[1:], len(x)]
+    ranks = np.empty(len(x))
+    ranks[order] = ((starts + ends + 1) / 2.0)[np.cumsum(new_group) - 1]
+    return ranks
+
+
+def spearman(y: ArrayLike, pred: ArrayLike) -> float:
+    """Spearman rank correlation: Pearson correlation of average ranks (ties share ranks)."""
+    y, pred = _pair(y, pred)
+    return pearson(_average_ranks(y), _average_ranks(pred))
+
+
+def mse(y: ArrayLike, pred: ArrayLike) -> float:
+    """Mean squared error :math:`\\tfrac1N \\sum_n (y_n - \\hat y_n)^2`."""
+    y, pred = _pair(y, pred)
+    return float(((y - pred) ** 2).mean())
+
+
+# --- proper scoring rules ----------------------------------------------------------------------
+def gaussian_nll(y: ArrayLike, mean: ArrayLike, std: ArrayLike | float) -> np.ndarray:
+    """``(N,)`` negative log density of ``y`` under :math:`N(\\mu, \\sigma^2)`:
+    :math:`\\tfrac12 \\log(2\\pi\\sigma^2) + (y - \\mu)^2 / (2\\sigma^2)`. ``std`` may be a scalar.
+
+    A zero ``std`` is a point mass: ``+inf`` unless ``y == mean`` exactly (then ``-inf``).
+    """
+    y, mean = _pair(y, mean)
+    var = np.broadcast_to(_np(std), y.shape) ** 2
+    point = var == 0
+    safe = np.where(point, 1.0, var)
+    nll = 0.5 * np.log(2 * np.pi * safe) + (y - mean) ** 2 / (2 * safe)
+    return np.where(point, np.where(y == mean, -np.inf, np.inf), nll)
+
+
+def crps_from_samples(y: ArrayLike, samples: ArrayLike) -> np.ndarray:
+    """``(N,)`` continuous ranked probability score of the empirical distribution of ``samples`` ``(S, N)``.
+
+    Energy form :math:`\\mathrm{CRPS} = E|X - y| - \\tfrac12 E|X - X'|` with :math:`X, X'` independent
+    draws from the ``S`` samples. With samples sorted per candidate, :math:`x_{(1)} \\le \\dots \\le x_{(S)}`,
+
+    .. math:: \\tfrac12 E|X - X'| = \\frac{1}{S^2} \\sum_{i=1}^S (2i - S - 1)\\, x_{(i)},
+
+    so the cost is :math:`O(S \\log S)` per candidate instead of :math:`O(S^2)`.
+    """
+    y, samples = _samples(y, samples)
+    s = samples.shape[0]
+    weights = (2.0 * np.arange(1, s + 1) - s - 1)[:, None]
+    spread = (weights * np.sort(samples, axis=0)).sum(0) / s ** 2
+    return np.abs(samples - y).mean(0) - spread
+
+
+# --- calibration -------------------------------------------------------------------------------
+def _coverage(y: np.ndarray, samples: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """``(L,)`` fraction of ``y`` inside the central sample intervals
+    :math:`[q_{(1-\\alpha)/2}, q_{(1+\\alpha)/2}]` (linearly interpolated quantiles, bounds included)."""
+    if np.any((levels <= 0) | (levels >= 1)):
+        raise ValueError(f"interval levels must lie in (0, 1), got {levels}")
+    bounds = np.quantile(samples, np.concatenate([(1 - levels) / 2, (1 + levels) / 2]), axis=0)  # (2L, N)
+    lo, hi = bounds[: len(levels)], bounds[len(levels):]
+    return ((lo <= y) & (y <= hi)).mean(1)
+
+
+def central_interval_coverage(y: ArrayLike, samples: ArrayLike,
+                              levels: Sequence[float] = COVERAGE_LEVELS) -> dict[float, float]:
+    """Observed coverage of each nominal central interval level, ``{level: fraction of y inside}``."""
+    y, samples = _samples(y, samples)
+    levels = [float(level) for level in levels]
+    return dict(zip(levels, map(float, _coverage(y, samples, np.asarray(levels)))))
+
+
+def calibration_curve(y: ArrayLike, samples: ArrayLike,
+                      levels: ArrayLike = CALIBRATION_LEVELS) -> tuple[np.ndarray, np.ndarray]:
+    """``(expected, observed)``, both ``(L,)``: nominal central-interval levels and observed coverage.
+
+    A calibrated predictive lies on the diagonal; below it the intervals are too narrow (overconfident).
+    """
+    y, samples = _samples(y, samples)
+    expected = _np(levels)
+    return expected, _coverage(y, samples, expected)
+
+
+def plot_calibration(expected: ArrayLike, observed: ArrayLike, path: str | Path, label: str = "model") -> Path:
+    """Write the calibration curve ``observed`` vs ``expected`` with the diagonal to a PNG at ``path``.
+
+    Uses a bare :class:`matplotlib.figure.Figure` (Agg canvas), so no pyplot state or backend changes.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(4, 4))
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="calibrated")
+    ax.plot(_np(expected), _np(observed), marker="o", label=label)
+    ax.set(xlabel="nominal central-interval level", ylabel="observed coverage", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=100)
+    return path
+
+
+# --- discovery ---------------------------------------------------------------------------------
+def recall_at_top_k(found_indices: ArrayLike, true_scores: ArrayLike, fraction: float = 0.01) -> float:
+    """Fraction of the pool's top candidates that were found.
+
+    The top set holds the :math:`k = \\lceil \\text{fraction} \\cdot N \\rceil` highest ``true_scores``
+    ``(N,)``. A found candidate counts as a hit when its score is at least the ``k``-th largest (so ties at
+    the boundary cannot be missed by index order); recall is ``min(hits, k) / k``. ``found_indices`` are
+    pool indices (duplicates count once).
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must lie in (0, 1], got {fraction}")
+    scores = _np(true_scores)
+    found = np.unique(np.asarray(found_indices, dtype=np.int64))
+    if found.size and (found.min() < 0 or found.max() >= len(scores)):
+        raise IndexError(f"found indices must lie in [0, {len(scores)}), got range [{found.min()}, {found.max()}]")
+    k = math.ceil(fraction * len(scores))
+    threshold = np.partition(scores, len(scores) - k)[len(scores) - k]
+    hits = int((scores[found] >= threshold).sum())
+    return min(hits, k) / k
+
+
+# --- all at once -------------------------------------------------------------------------------
+def evaluate(predictive: PredictiveSamples, y: ArrayLike, *, seed: int = 0,
+             min_samples: int = 256) -> dict[str, float]:
+    """All scalar metrics of a predictive against observations ``y`` ``(N,)``, original scale.
+
+    * ``r2`` (squared Pearson, RECOVER's R2), ``r2_sklearn``, ``spearman``, ``mse``: of the predictive
+      mean;
+    * ``nll``: mean :func:`gaussian_nll` of the moment-matched Gaussian
+      :math:`N(\\text{mean}, \\text{Var}[f] + E[\\sigma^2])`;
+    * ``crps``, ``coverage_50/90/95``: from samples of a new measurement, ``f`` plus Gaussian noise
+      (:meth:`PredictiveSamples.y` with a generator seeded by ``seed``), with the ``S`` rows of ``f``
+      reused with fresh noise until there are at least ``min_samples`` draws (small ensembles otherwise
+      give coarse quantiles).
+    """
+    y_np = _np(y)
+    if predictive.f.ndim != 2 or predictive.f.shape[1] != len(y_np):
+        raise ValueError(f"predictive f {tuple(predictive.f.shape)} does not match y {y_np.shape}")
+    mean = predictive.mean
+    generator = torch.Generator().manual_seed(seed)
+    draws = torch.cat([predictive.y(generator) for _ in range(math.ceil(min_samples / predictive.num_samples))])
+    metrics = {
+        "r2": r2_pearson(y_np, mean),
+        "r2_sklearn": r2_score(y_np, mean),
+        "spearman": spearman(y_np, mean),
+        "mse": mse(y_np, mean),
+        "nll": float(gaussian_nll(y_np, mean, predictive.std).mean()),
+        "crps": float(crps_from_samples(y_np, draws).mean()),
+    }
+    for level, cover in central_interval_coverage(y_np, draws, COVERAGE_LEVELS).items():
+        metrics[f"coverage_{round(100 * level)}"] = cover
+    return metrics

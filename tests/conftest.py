@@ -1,0 +1,18 @@
+"""Shared fixtures: the real screen data folder (tests that need it skip when it is absent)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recover_pyro.data import paths
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The shared data folder (``$RECOVER_PYRO_DATA`` or ``../shared/data``); skips the test if absent."""
+    root = paths.data_root()
+    if not root.is_dir():
+        pytest.skip(f"shared data folder not found at {root}; set {paths.ENV_VAR}")
+    return root

@@ -1,0 +1,168 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from recover_pyro import metrics
+from recover_pyro.models.base import PredictiveSamples
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def gaussian_crps(y, mu, s):
+    """Closed form CRPS(N(mu, s^2), y) = s (z (2 Phi(z) - 1) + 2 phi(z) - 1 / sqrt(pi))."""
+    z = (y - mu) / s
+    return s * (z * (2 * stats.norm.cdf(z) - 1) + 2 * stats.norm.pdf(z) - 1 / np.sqrt(np.pi))
+
+
+def test_correlations_match_scipy(rng):
+    y = rng.normal(size=200)
+    pred = y + rng.normal(size=200)
+    assert metrics.pearson(y, pred) == pytest.approx(stats.pearsonr(y, pred)[0], abs=1e-12)
+    assert metrics.r2_pearson(y, pred) == pytest.approx(stats.pearsonr(y, pred)[0] ** 2, abs=1e-12)
+    assert metrics.spearman(y, pred) == pytest.approx(stats.spearmanr(y, pred)[0], abs=1e-12)
+    # torch input gives the same numbers
+    assert metrics.spearman(torch.tensor(y), torch.tensor(pred)) == pytest.approx(stats.spearmanr(y, pred)[0])
+
+
+def test_spearman_with_ties_matches_scipy(rng):
+    y = rng.integers(0, 5, size=100).astype(float)
+    pred = rng.integers(0, 7, size=100).astype(float) + y
+    assert metrics.spearman(y, pred) == pytest.approx(stats.spearmanr(y, pred)[0], abs=1e-12)
+
+
+def test_r2_of_perfect_and_affine_predictions(rng):
+    y = rng.normal(size=50)
+    assert metrics.r2_pearson(y, y) == pytest.approx(1.0)
+    assert metrics.r2_score(y, y) == pytest.approx(1.0)
+    assert metrics.mse(y, y) == 0.0
+    # an affine distortion keeps the squared correlation at 1 but not the coefficient of determination
+    assert metrics.r2_pearson(y, 2 * y + 3) == pytest.approx(1.0)
+    assert metrics.r2_score(y, 2 * y + 3) < 0
+    # predicting the mean gives R2 = 0
+    assert metrics.r2_score(y, np.full_like(y, y.mean())) == pytest.approx(0.0, abs=1e-12)
+    assert math.isnan(metrics.r2_pearson(y, np.zeros_like(y)))
+
+
+def test_r2_score_closed_form(rng):
+    y, pred = rng.normal(size=30), rng.normal(size=30)
+    expected = 1 - np.sum((y - pred) ** 2) / np.sum((y - y.mean()) ** 2)
+    assert metrics.r2_score(y, pred) == pytest.approx(expected)
+    assert metrics.mse(y, pred) == pytest.approx(np.mean((y - pred) ** 2))
+
+
+def test_shape_mismatch_is_reported():
+    with pytest.raises(ValueError, match="equal shape"):
+        metrics.mse(np.zeros(3), np.zeros(4))
+    with pytest.raises(ValueError, match=r"samples \(S, N\)"):
+        metrics.crps_from_samples(np.zeros(3), np.zeros((5, 4)))
+
+
+def test_gaussian_nll_closed_form(rng):
+    y, mu, s = rng.normal(size=20), rng.normal(size=20), rng.uniform(0.5, 2, size=20)
+    assert np.allclose(metrics.gaussian_nll(y, mu, s), -stats.norm.logpdf(y, mu, s))
+    assert np.allclose(metrics.gaussian_nll(y, mu, 1.5), -stats.norm.logpdf(y, mu, 1.5))
+    assert np.array_equal(metrics.gaussian_nll([1.0, 2.0], [1.0, 0.0], 0.0), [-np.inf, np.inf])
+
+
+def test_crps_of_gaussian_samples_matches_closed_form(rng):
+    n, s_draws = 40, 4000
+    mu, s = rng.normal(size=n), rng.uniform(0.5, 3.0, size=n)
+    y = mu + s * rng.normal(size=n) * 1.5
+    samples = mu + s * rng.normal(size=(s_draws, n))
+    crps = metrics.crps_from_samples(y, samples)
+    assert crps.shape == (n,)
+    assert np.allclose(crps, gaussian_crps(y, mu, s), atol=0.03 * s.max())
+
+
+def test_crps_sorted_formula_equals_pairwise_energy_form(rng):
+    y, samples = rng.normal(size=6), rng.normal(size=(9, 6))
+    pairwise = np.abs(samples[:, None, :] - samples[None, :, :]).mean((0, 1))
+    energy = np.abs(samples - y).mean(0) - 0.5 * pairwise
+    assert np.allclose(metrics.crps_from_samples(y, samples), energy)
+    # a point mass reduces CRPS to the absolute error
+    assert np.allclose(metrics.crps_from_samples(y, np.tile(y + 1.0, (5, 1))), 1.0)
+
+
+def test_coverage_of_calibrated_gaussian_is_nominal(rng):
+    n = 4000
+    mu, s = rng.normal(size=n), rng.uniform(0.5, 2.0, size=n)
+    y = mu + s * rng.normal(size=n)
+    samples = mu + s * rng.normal(size=(500, n))
+    cover = metrics.central_interval_coverage(y, samples)
+    assert set(cover) == {0.5, 0.9, 0.95}
+    for level, observed in cover.items():
+        assert observed == pytest.approx(level, abs=0.03)
+    # intervals half as wide are overconfident
+    narrow = metrics.central_interval_coverage(y, mu + 0.5 * (samples - mu))
+    assert narrow[0.9] < 0.75
+
+
+def test_calibration_curve_near_diagonal_and_plot(rng, tmp_path):
+    n = 3000
+    mu = rng.normal(size=n)
+    y = mu + rng.normal(size=n)
+    samples = mu + rng.normal(size=(400, n))
+    expected, observed = metrics.calibration_curve(y, samples)
+    assert expected.shape == observed.shape == (19,)
+    assert np.allclose(expected, np.linspace(0.05, 0.95, 19))
+    assert np.abs(observed - expected).max() < 0.04
+    assert np.all(np.diff(observed) >= 0)
+    path = metrics.plot_calibration(expected, observed, tmp_path / "plots" / "calibration.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_recall_at_top_k_hand_built():
+    scores = np.arange(200, dtype=float)  # top 1% = indices 198, 199; top 5% = 190..199
+    assert metrics.recall_at_top_k([199, 198, 3], scores, fraction=0.01) == 1.0
+    assert metrics.recall_at_top_k([199, 5], scores, fraction=0.01) == 0.5
+    assert metrics.recall_at_top_k([], scores, fraction=0.01) == 0.0
+    assert metrics.recall_at_top_k([199, 199, 199], scores, fraction=0.01) == 0.5  # duplicates count once
+    assert metrics.recall_at_top_k(list(range(195, 200)), scores, fraction=0.05) == 0.5
+    # k = ceil(fraction * N): 1% of 50 is one candidate
+    assert metrics.recall_at_top_k([49], np.arange(50.0), fraction=0.01) == 1.0
+    # a found candidate tied with the k-th best counts
+    tied = np.array([0.0, 5.0, 5.0, 1.0])
+    assert metrics.recall_at_top_k([2], tied, fraction=0.25) == 1.0
+    with pytest.raises(IndexError):
+        metrics.recall_at_top_k([200], scores)
+    with pytest.raises(ValueError):
+        metrics.recall_at_top_k([1], scores, fraction=0.0)
+
+
+def test_evaluate_on_calibrated_predictive(rng):
+    n, s_draws, noise = 2000, 64, 0.5
+    truth = rng.normal(size=n)
+    # epistemic spread 0.3 around the truth, plus observation noise 0.5
+    f = torch.tensor(truth + 0.3 * rng.normal(size=(1, n)) + 0.3 * rng.normal(size=(s_draws, n)))
+    y = truth + noise * rng.normal(size=n)
+    predictive = PredictiveSamples(f, torch.tensor(noise))
+    out = metrics.evaluate(predictive, y, seed=1)
+    assert set(out) == {"r2", "r2_sklearn", "spearman", "mse", "nll", "crps",
+                        "coverage_50", "coverage_90", "coverage_95"}
+    total_sd = math.sqrt(0.3 ** 2 + noise ** 2)
+    assert out["mse"] == pytest.approx(total_sd ** 2, rel=0.1)
+    assert out["nll"] == pytest.approx(0.5 * math.log(2 * math.pi * math.e * total_sd ** 2), abs=0.05)
+    # CRPS of a calibrated Gaussian: E = s / sqrt(pi)
+    assert out["crps"] == pytest.approx(total_sd / math.sqrt(math.pi), rel=0.05)
+    for level in (50, 90, 95):
+        assert out[f"coverage_{level}"] == pytest.approx(level / 100, abs=0.04)
+    assert out["r2"] == pytest.approx(metrics.r2_pearson(y, f.mean(0)))
+    # seeded: the same numbers twice
+    assert metrics.evaluate(predictive, y, seed=1) == out
+
+
+def test_evaluate_without_noise_is_overconfident(rng):
+    n = 1000
+    truth = rng.normal(size=n)
+    y = truth + rng.normal(size=n)
+    predictive = PredictiveSamples(torch.tensor(truth).expand(5, n), torch.tensor(0.0))
+    out = metrics.evaluate(predictive, y)
+    assert out["coverage_95"] < 0.05
+    assert out["nll"] == math.inf
+    assert out["crps"] == pytest.approx(np.abs(y - truth).mean())
