@@ -16,6 +16,7 @@ from recover_pyro.data.errors import (
     InvalidScoreError,
     InvalidSmilesError,
     MissingColumnsError,
+    ScreenDataError,
     UnknownDrugError,
 )
 from recover_pyro.data.loaders import (
@@ -400,6 +401,16 @@ def test_same_molecule_twice_is_not_a_conflict(data_root, tmp_path):
     path.write_text(path.read_text() + "Busulfan,2478,CS(=O)(=O)OCCCCOS(C)(=O)=O\n")  # another spelling
     screen = load_almanac(tmp_path, cell_features=False)
     assert screen.drugs.loc["2478", "smiles"] == "CS(=O)(=O)OCCCCOS(=O)(=O)C"
+
+
+def test_bad_cell_feature_names_line(data_root, tmp_path):
+    folder = _almanac_copy(data_root, tmp_path)
+    path = folder / "cell_line_gene_expression.csv"
+    shutil.copyfile(data_root / "almanac" / path.name, path)
+    _edit_line(path, 4, lambda s: s.split(",", 1)[0] + ",oops," + s.split(",", 2)[2])
+    with pytest.raises(ScreenDataError, match="row 4") as err:
+        load_almanac(tmp_path)
+    assert "A549" in str(err.value)  # line 4 is the third cell line
 
 
 def test_oneil_bad_headerless_smiles(data_root, tmp_path):

@@ -144,3 +144,10 @@ def test_real_screen_encoding(data_root):
     assert list(ids[pairs.drug_a.numpy()]) == list(mcf7.experiments["drug_a"])
     assert bool((pairs.drug_a != pairs.drug_b).all())
     assert pairs.cell.unique().tolist() == [0]
+
+
+def test_to_pairs_rejects_unknown_ids():
+    screen = _screen()
+    bad = screen.experiments.assign(drug_b="Z")
+    with pytest.raises(KeyError, match="Z"):
+        screen.to_pairs(experiments=bad)

@@ -152,7 +152,7 @@ class DeterministicModel:
                 report.losses.append(self._epoch(train, z, optimizer))
                 if stopper is not None:
                     assert val is not None and y_val is not None
-                    report.val_metric.append(float(F.mse_loss(self._mean(val), y_val)))
+                    report.val_metric.append(float(F.mse_loss(self.predict_mean(val), y_val)))
                     if stopper.step(report.val_metric[-1], self.net.state_dict()):
                         break
         if stopper is not None:
@@ -161,7 +161,7 @@ class DeterministicModel:
         else:
             report.best_epoch = len(report.losses) - 1
         residual_set, residual_y = (train, y) if val is None else (val, y_val)
-        self.noise_scale = float((self._mean(residual_set) - residual_y).pow(2).mean().sqrt())
+        self.noise_scale = float((self.predict_mean(residual_set) - residual_y).pow(2).mean().sqrt())
         self.fitted = True
         report.seconds = time.perf_counter() - start
         return report
@@ -187,7 +187,7 @@ class DeterministicModel:
                      (pairs[i:i + step] for i in range(0, len(pairs), step))]
         return torch.cat(parts) if parts else torch.zeros(0)
 
-    def _mean(self, pairs: Pairs) -> Tensor:
+    def predict_mean(self, pairs: Pairs) -> Tensor:
         """``(N,)`` prediction of the network in eval mode (dropout off), original scale."""
         self.net.eval()
         return self.scaler.inverse(self._forward(pairs))
@@ -199,7 +199,7 @@ class DeterministicModel:
     def predict(self, pairs: Pairs, num_samples: int = 100) -> PredictiveSamples:
         """``f`` ``(S, N)``: the network's prediction repeated ``S`` times; scalar ``noise_scale``."""
         self._check_fitted()
-        f = self._mean(pairs)
+        f = self.predict_mean(pairs)
         return PredictiveSamples(f.expand(num_samples, -1), torch.tensor(self.noise_scale))
 
     # --- persistence ---------------------------------------------------------------------------
@@ -323,7 +323,7 @@ class DeepEnsemble:
         """``f`` ``(K, N)`` member predictions and ``noise_scale`` ``(K,)``; ``num_samples`` is ignored."""
         for m in self.members:
             m._check_fitted()
-        f = torch.stack([m._mean(pairs) for m in self.members])
+        f = torch.stack([m.predict_mean(pairs) for m in self.members])
         return PredictiveSamples(f, torch.tensor([m.noise_scale for m in self.members]))
 
     def state_dict(self) -> dict[str, Any]:

@@ -404,13 +404,14 @@ def _progress_row(round_: int, revealed: list[int], pool: Pool, config: Campaign
 
 def _selection_rows(round_: int, chosen: np.ndarray, pool: Pool, score: str, acq: np.ndarray,
                     mean: np.ndarray, std: np.ndarray) -> list[dict[str, Any]]:
-    exp = pool.experiments
-    return [{
-        "round": round_, "pool_index": int(i), "drug_a": str(exp.at[i, "drug_a"]),
-        "drug_b": str(exp.at[i, "drug_b"]), "cell_line": str(exp.at[i, "cell_line"]),
-        "study": str(exp.at[i, "study"]), score: float(pool.y[i]), "acquisition_value": float(a),
-        "predicted_mean": float(m), "predicted_std": float(s),
-    } for i, a, m, s in zip(chosen, acq, mean, std)]
+    """One plain-Python record per revealed candidate (checkpoints accept no numpy scalars)."""
+    columns = {c: pool.experiments[c].to_numpy()[chosen].astype(str).tolist()
+               for c in ("drug_a", "drug_b", "cell_line", "study")}
+    values = {score: pool.y.double().numpy()[chosen], "acquisition_value": acq, "predicted_mean": mean,
+              "predicted_std": std}
+    columns.update({k: np.asarray(v, dtype=np.float64).tolist() for k, v in values.items()})
+    return [{"round": round_, "pool_index": int(i), **{k: v[j] for k, v in columns.items()}}
+            for j, i in enumerate(chosen)]
 
 
 class _Runner:

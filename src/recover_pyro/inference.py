@@ -38,7 +38,7 @@ ELBOS: dict[str, type[ELBO]] = {"trace": Trace_ELBO, "meanfield": TraceMeanField
 VAL_METRICS = ("nll", "mse")
 
 
-@dataclass
+@dataclass(frozen=True)
 class SVIConfig:
     """SVI settings.
 
@@ -196,7 +196,7 @@ def fit_svi(
                 if config.clip_norm is not None:
                     torch.nn.utils.clip_grad_norm_(params, config.clip_norm)
                 optimizer.step()
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
             report.losses.append(sum(losses) / len(losses))
             if stopper is not None and val is not None:
                 report.val_metric.append(validation_metric(model, guide, val, config))

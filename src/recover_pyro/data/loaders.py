@@ -181,7 +181,7 @@ def load_drugcomb(
     scores = tuple(scores)
     sep = sep or sniff_separator(summary_path)
     fields = first_fields(summary_path, sep)
-    has_header = fields[0].lower() == "block_id" if header == "infer" else bool(header)
+    has_header = bool(fields) and fields[0].lower() == "block_id" if header == "infer" else bool(header)
     if has_header:
         names, columns = None, fields
     else:
@@ -248,7 +248,7 @@ def load_csv(
     Drug names come from ``drug_a_name`` / ``drug_b_name`` when present, else from the SMILES table.
     """
     sep = sep or sniff_separator(path)
-    header = [str(c) for c in pd.read_csv(path, sep=sep, nrows=0).columns]
+    header = first_fields(path, sep)
     if columns is None:
         mapping = {ours: theirs for ours, theirs in CSV_COLUMNS.items() if ours in CSV_REQUIRED or theirs in header}
     else:
@@ -463,11 +463,11 @@ def _finish(
 
 def _read_cell_features(path: Path, index_column: str, skip_lines: Sequence[int] = ()) -> pd.DataFrame:
     """A ``(C, G)`` float table indexed by cell-line name; ``skip_lines`` are 1-based lines to ignore."""
-    table = pd.read_csv(path, skiprows=[n - 1 for n in skip_lines])
+    table = read_table(path, dtype={index_column: str})
+    table = table.drop(index=[n for n in skip_lines if n in table.index])
     require_columns(table, [index_column], path)
-    first_line = 2 + len(skip_lines)  # data lines follow the header and the skipped lines
-    lines = pd.RangeIndex(first_line, first_line + len(table))
-    cells = table[index_column].astype(str).str.strip()
+    lines = table.index
+    cells = table[index_column].str.strip()
     if cells.duplicated().any():
         line = int(lines[cells.duplicated().to_numpy()][0])
         raise ScreenDataError(f"cell line {cells[cells.duplicated()].iloc[0]!r} has two feature rows",

@@ -241,11 +241,12 @@ class Screen:
         exp = self.experiments if experiments is None else experiments
         score = score or self.score_columns[0]
         di, ci = self.drug_index(), self.cell_index()
-        y = torch.as_tensor(exp[score].to_numpy(dtype=np.float32)) if score in exp else None
+        # torch.tensor copies: pandas (copy-on-write) hands out read-only arrays that torch must not alias
+        y = torch.tensor(exp[score].to_numpy(dtype=np.float32)) if score in exp else None
         return Pairs(
-            torch.as_tensor(exp["drug_a"].map(di).to_numpy(dtype=np.int64)),
-            torch.as_tensor(exp["drug_b"].map(di).to_numpy(dtype=np.int64)),
-            torch.as_tensor(exp["cell_line"].map(ci).to_numpy(dtype=np.int64)),
+            _encode(exp["drug_a"], di, "drug"),
+            _encode(exp["drug_b"], di, "drug"),
+            _encode(exp["cell_line"], ci, "cell line"),
             y,
         )
 
@@ -259,6 +260,14 @@ class Screen:
             "drug_b": np.tile(ids[ib], len(cells)),
             "cell_line": np.repeat(cells, len(ia)),
         })
+
+
+def _encode(ids: pd.Series, index: dict[str, int], what: str) -> torch.Tensor:
+    """``(N,)`` long row indices of ``ids``; a clear error for ids that are not in the screen."""
+    codes = ids.map(index)
+    if codes.isna().any():
+        raise KeyError(f"{what}(s) not in this screen: {sorted(set(ids[codes.isna()]))[:5]}")
+    return torch.tensor(codes.to_numpy(dtype=np.int64))
 
 
 def _check_names(wanted: Sequence[str], present: pd.Index, what: str, where: str) -> None:

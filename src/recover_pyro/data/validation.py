@@ -11,6 +11,7 @@ how many and record the count in a ``dropped`` dict that ends up in ``Screen.dro
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 from typing import Iterable, Literal, Mapping, Sequence
@@ -54,7 +55,7 @@ def first_fields(path: PathLike, sep: str) -> list[str]:
     """The fields of the first line of ``path`` (quotes and surrounding spaces stripped)."""
     with open(path, encoding="utf-8-sig") as handle:  # -sig: drop a byte-order mark
         first = handle.readline().rstrip("\r\n")
-    return [f.strip().strip('"').strip() for f in first.split(sep)]
+    return [f.strip() for f in next(csv.reader([first], delimiter=sep), [])]
 
 
 def read_table(
@@ -149,7 +150,7 @@ def read_smiles_table(
         table = read_table(path, sep=sep, header=False, dtype=str)
         out = pd.DataFrame({"drug_id": table[0], "name": table[0], "smiles": table[1]})
     out["drug_id"] = out["drug_id"].str.strip()
-    out["name"] = out["name"].fillna(out["drug_id"])
+    out["name"] = out["name"].str.strip().fillna(out["drug_id"])
     out["smiles"] = out["smiles"].str.strip()
     return out
 

@@ -107,7 +107,10 @@ def select_bayesian_parameters(predictor: nn.Module, bayesian_layers: BayesianLa
         if not any(hit(n, prefix) for n in names):
             raise ValueError(f"bayesian_layers prefix {prefix!r} matches no parameter of "
                              f"{type(predictor).__name__}; its parameters are {names}")
-    return [n for n in names if not prefixes or any(hit(n, p) for p in prefixes)]
+    selected = [n for n in names if not prefixes or any(hit(n, p) for p in prefixes)]
+    if not selected:
+        raise ValueError(f"{type(predictor).__name__} has no parameters to make Bayesian")
+    return selected
 
 
 def _fan_in(module: nn.Module, value: Tensor) -> int:
@@ -158,12 +161,13 @@ class BayesianRegression(LocalPyroModule):
                 setattr(module, attr, PyroSample(
                     prior.distribution(site.shape, site.fan_in, dtype=init.dtype, device=init.device)))
                 sites[site.name] = site
+        like = next(iter(sites.values())).init
         if noise == "learned":
             if not init_noise > 0:
                 raise ValueError(f"init_noise must be positive, got {init_noise}")
-            self.sigma = PyroParam(torch.tensor(float(init_noise)), constraints.positive)
+            self.sigma = PyroParam(like.new_tensor(float(init_noise)), constraints.positive)
         elif isinstance(noise, (int, float)) and not isinstance(noise, bool) and noise > 0:
-            self.register_buffer("sigma", torch.tensor(float(noise)))
+            self.register_buffer("sigma", like.new_tensor(float(noise)))
         else:
             raise ValueError(f"noise must be 'learned' or a positive number, got {noise!r}")
         self.learned_noise = noise == "learned"

@@ -1,0 +1,157 @@
+"""Bayesian neural network synergy model behind the :class:`~recover_pyro.models.base.SynergyModel` interface.
+
+:class:`BNNSynergyModel` = a predictor network (default: a small RECOVER net) made Bayesian in the chosen
+layers (:class:`~recover_pyro.models.bayesian.BayesianRegression`), a guide (default
+:class:`~recover_pyro.guides.MeanFieldNormalGuide`), SVI (:func:`~recover_pyro.inference.fit_svi`) on
+standardised targets, and the vectorised posterior predictive
+(:func:`~recover_pyro.predictive.sample_predictive`) mapped back to the original scale.
+
+Randomness: initial weights, SVI noise, minibatch order and predictive samples derive from ``seed``; the
+global torch RNG is used only inside :func:`torch.random.fork_rng`, so equal seeds give equal results and
+the caller's RNG state is untouched. ``predict`` on the same state returns the same samples.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import replace
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from recover_pyro.data.screen import Pairs
+from recover_pyro.data.targets import TargetScaler
+from recover_pyro.guides import GuideFactory, MeanFieldNormalGuide, SparseVariationalDropoutGuide
+from recover_pyro.inference import SVIConfig, fit_svi
+from recover_pyro.models.base import FitReport, PredictiveSamples
+from recover_pyro.models.bayesian import BayesianLayers, BayesianRegression
+from recover_pyro.models.predictor import RecoverPredictor
+from recover_pyro.predictive import sample_predictive
+from recover_pyro.priors import NormalPrior, Prior
+
+PredictorFactory = Callable[[Tensor, Tensor], nn.Module]
+"""``factory(drug_features (D, F), cell_features (C, G)) -> module`` mapping index tensors
+``(drug_a, drug_b, cell)`` ``(N,)`` to predictions ``(*S, N)``."""
+
+DEFAULT_PREDICTOR: PredictorFactory = functools.partial(
+    RecoverPredictor, drug_hidden=(256, 64), merge_dim=64, merge_rank=16, head_hidden=(64,))
+
+
+def _draw_seed(generator: torch.Generator) -> int:
+    return int(torch.randint(2**62, (1,), generator=generator))
+
+
+def _targets(pairs: Pairs, what: str) -> Tensor:
+    if pairs.y is None:
+        raise ValueError(f"BNNSynergyModel: {what} pairs have no targets (y is None)")
+    return pairs.y.float()
+
+
+class BNNSynergyModel:
+    """A Bayesian neural network for drug-pair synergy, fitted by SVI.
+
+    ``fit(train, val)`` standardises targets with a :class:`TargetScaler` fitted on the first training set
+    (kept for later, warm-started fits so the learned function keeps its meaning) and runs
+    :func:`fit_svi` from the current parameters; the first fit starts from the seeded initial weights of the
+    deterministic predictor (guide means) and the guide's initial spread. ``predict`` returns
+    ``f`` ``(S, N)`` and a scalar ``noise_scale``, both on the original scale.
+
+    Args:
+        drug_features: ``(D, F)`` drug features; cell_features: ``(C, G)`` cell-line features.
+        predictor: factory ``(drug_features, cell_features) -> nn.Module`` (Hydra ``_partial_: true``).
+        prior: weight prior of the Bayesian layers.
+        guide: factory ``(BayesianRegression) -> guide`` (default :class:`MeanFieldNormalGuide`).
+        bayesian_layers: ``"head"`` (default), ``"all"`` or a list of module-name prefixes.
+        noise: ``"learned"`` or a fixed noise standard deviation on the model (standardised) scale.
+        inference: SVI settings; its ``seed`` is replaced by one drawn from this model's ``seed``.
+        standardize: fit standardised targets (otherwise raw ones).
+        seed: seeds everything random (see module docstring).
+    """
+
+    def __init__(
+        self,
+        drug_features: Tensor,
+        cell_features: Tensor,
+        *,
+        predictor: PredictorFactory = DEFAULT_PREDICTOR,
+        prior: Prior = NormalPrior(),
+        guide: GuideFactory = MeanFieldNormalGuide,
+        bayesian_layers: BayesianLayers = "head",
+        noise: str | float = "learned",
+        inference: SVIConfig = SVIConfig(),
+        standardize: bool = True,
+        seed: int = 0,
+    ) -> None:
+        self.inference = inference
+        self.seed = seed
+        self.scaler = TargetScaler(standardize)
+        self.fitted = False
+        self._generator = torch.Generator().manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_draw_seed(self._generator))
+            net = predictor(drug_features, cell_features)
+        self.model = BayesianRegression(net, prior, bayesian_layers, noise)
+        self.guide = guide(self.model)
+        self.last_report: FitReport | None = None
+
+    # --- training ------------------------------------------------------------------------------
+    def fit(self, train: Pairs, val: Pairs | None = None) -> FitReport:
+        """SVI on ``train`` (standardised internally), early-stopped on ``val`` if given.
+
+        Returns the :class:`FitReport` of :func:`fit_svi` (per-datum negative ELBO, validation metric on
+        the standardised scale).
+        """
+        y = _targets(train, "training")
+        if not self.fitted:
+            self.scaler.fit(y)
+        z_train = Pairs(train.drug_a, train.drug_b, train.cell, self.scaler.transform(y))
+        z_val = None if val is None else Pairs(val.drug_a, val.drug_b, val.cell,
+                                               self.scaler.transform(_targets(val, "validation")))
+        config = replace(self.inference, seed=_draw_seed(self._generator))
+        self.last_report = fit_svi(self.model, self.guide, z_train, z_val, config)
+        self.fitted = True
+        return self.last_report
+
+    # --- prediction ----------------------------------------------------------------------------
+    def predict(self, pairs: Pairs, num_samples: int = 100) -> PredictiveSamples:
+        """``f`` ``(S, N)`` posterior samples of the mean function and scalar ``noise_scale``, original scale."""
+        if not self.fitted:
+            raise RuntimeError("BNNSynergyModel.predict called before fit (or load_state_dict)")
+        generator = torch.Generator().manual_seed(self.seed)
+        z = sample_predictive(self.model, self.guide, pairs, num_samples, self.inference.eval_batch_size, generator)
+        with torch.no_grad():
+            noise = self.scaler.inverse_scale(self.model.noise_scale().detach())
+        return PredictiveSamples(self.scaler.inverse(z), noise)
+
+    def sparsity(self) -> float:
+        """Fraction of pruned Bayesian weights (sparse variational dropout guide only)."""
+        return self._sparse_guide().sparsity()
+
+    def sparsity_by_site(self) -> dict[str, float]:
+        """Fraction of pruned weights per Bayesian site (sparse variational dropout guide only)."""
+        return self._sparse_guide().sparsity_by_site()
+
+    def _sparse_guide(self) -> SparseVariationalDropoutGuide:
+        if not isinstance(self.guide, SparseVariationalDropoutGuide):
+            raise TypeError(f"sparsity is defined for SparseVariationalDropoutGuide only; this model's guide is "
+                            f"{type(self.guide).__name__}")
+        return self.guide
+
+    # --- persistence ---------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Model and guide parameters, target scaler, fitted flag and RNG state (tensors / numbers only)."""
+        return {
+            "model": self.model.state_dict(),
+            "guide": self.guide.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "fitted": self.fitted,
+            "generator": self._generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.guide.load_state_dict(state["guide"])
+        self.scaler = TargetScaler(**state["scaler"])
+        self.fitted = bool(state["fitted"])
+        self._generator.set_state(state["generator"])

@@ -1,0 +1,452 @@
+"""Simulated campaigns: recall bookkeeping on hand-built pools, exact resume, UCB vs random, outputs, pretraining
+and the Hydra entry point.
+
+Two test-local models implement the SynergyModel protocol cheaply:
+
+* ``Oracle`` predicts the true score (no uncertainty), so greedy acquisition must find the top candidates at once;
+* ``BayesianRidge`` is Bayesian linear regression on symmetric pair features with a closed-form Gaussian posterior,
+  a genuine uncertainty-aware model that fits in milliseconds (the BNN is checked separately with tiny settings).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from recover_pyro.acquisition import Acquisition, BatchShortfallWarning
+from recover_pyro.builders import CONFIG_DIR
+from recover_pyro.campaign import (
+    MODEL_STREAM,
+    TIME_COLUMNS,
+    CampaignConfig,
+    build_pool,
+    campaign_from_config,
+    derive_seed,
+    load_checkpoint,
+    recall_column,
+    run_campaign,
+)
+from recover_pyro.data.featurize import Features, featurize
+from recover_pyro.data.screen import Pairs, Screen
+from recover_pyro.data.synthetic import make_synthetic_screen
+from recover_pyro.data.targets import TargetScaler
+from recover_pyro.models.base import FitReport, PredictiveSamples
+
+torch.set_num_threads(1)
+
+TOP1, TOP5 = recall_column(0.01), recall_column(0.05)
+
+
+# --- test-local models -------------------------------------------------------------------------
+class Oracle:
+    """Predicts the pool's true score exactly (``S`` identical rows): an upper bound for any model."""
+
+    def __init__(self, truth: dict[tuple[int, int, int], float], seed: int = 0) -> None:
+        self.truth = truth
+
+    def fit(self, train: Pairs, val: Pairs | None = None) -> FitReport:
+        return FitReport()
+
+    def predict(self, pairs: Pairs, num_samples: int = 100) -> PredictiveSamples:
+        f = torch.tensor([self.truth[k] for k in zip(pairs.drug_a.tolist(), pairs.drug_b.tolist(),
+                                                      pairs.cell.tolist())])
+        return PredictiveSamples(f.expand(num_samples, -1), torch.tensor(1.0))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class BayesianRidge:
+    """Bayesian linear regression on :math:`\\phi(a, b, c) = [1, x_a + x_b, x_a \\odot x_b, g_c]` (symmetric).
+
+    Prior :math:`w \\sim N(m_0, I/\\alpha)` with :math:`m_0 = 0` for a fresh model and the current posterior mean
+    after a fit or ``load_state_dict`` (so refitting continues from the current weights, as the protocol asks);
+    standardised targets :math:`z \\sim N(\\phi^T w, \\sigma^2)`. Posterior precision
+    :math:`A = \\alpha I + \\Phi^T\\Phi/\\sigma^2 = LL^T`, mean :math:`A^{-1}(\\alpha m_0 + \\Phi^T z/\\sigma^2)`;
+    samples :math:`w_s = \\mu + L^{-T}\\varepsilon_s`, seeded by ``seed``.
+    """
+
+    def __init__(self, drug_features: torch.Tensor, cell_features: torch.Tensor, *, alpha: float = 1.0,
+                 noise: float = 0.5, seed: int = 0) -> None:
+        self.drug, self.cell = drug_features.double(), cell_features.double()
+        self.alpha, self.noise, self.seed = alpha, noise, seed
+        self.scaler = TargetScaler()
+        dim = 1 + 2 * self.drug.shape[1] + self.cell.shape[1]
+        self.mean = torch.zeros(dim, dtype=torch.float64)
+        self.chol = torch.eye(dim, dtype=torch.float64) * math.sqrt(alpha)
+        self.fitted = False
+        self.fit_sizes: list[int] = []
+
+    def _phi(self, pairs: Pairs) -> torch.Tensor:
+        xa, xb = self.drug[pairs.drug_a], self.drug[pairs.drug_b]
+        ones = torch.ones(len(pairs), 1, dtype=torch.float64)
+        return torch.cat([ones, xa + xb, xa * xb, self.cell[pairs.cell]], dim=1)
+
+    def fit(self, train: Pairs, val: Pairs | None = None) -> FitReport:
+        assert train.y is not None
+        self.fit_sizes.append(len(train))
+        if not self.fitted:
+            self.scaler.fit(train.y.double())
+        z = self.scaler.transform(train.y.double())
+        phi = self._phi(train)
+        precision = self.alpha * torch.eye(phi.shape[1], dtype=torch.float64) + phi.T @ phi / self.noise ** 2
+        self.chol = torch.linalg.cholesky(precision)
+        rhs = self.alpha * self.mean + phi.T @ z / self.noise ** 2
+        self.mean = torch.cholesky_solve(rhs[:, None], self.chol)[:, 0]
+        self.fitted = True
+        return FitReport()
+
+    def predict(self, pairs: Pairs, num_samples: int = 100) -> PredictiveSamples:
+        eps = torch.randn(self.mean.shape[0], num_samples, generator=torch.Generator().manual_seed(self.seed),
+                          dtype=torch.float64)
+        w = self.mean[:, None] + torch.linalg.solve_triangular(self.chol.T, eps, upper=True)  # (P, S)
+        f = self.scaler.inverse((self._phi(pairs) @ w).T)
+        return PredictiveSamples(f.float(), self.scaler.inverse_scale(torch.tensor(self.noise)))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean.clone(), "chol": self.chol.clone(), "scaler": self.scaler.state_dict(),
+                "fitted": self.fitted}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.mean, self.chol = state["mean"].clone(), state["chol"].clone()
+        self.scaler = TargetScaler(**state["scaler"])
+        self.fitted = bool(state["fitted"])
+
+
+# --- fixtures ----------------------------------------------------------------------------------
+def hand_screen(n_drugs: int, scores: np.ndarray | None = None, seed: int = 0) -> tuple[Screen, Features]:
+    """All pairs of ``n_drugs`` drugs in one cell line with distinct scores (default: a random permutation)."""
+    ids = [f"d{i:02d}" for i in range(n_drugs)]
+    ia, ib = np.triu_indices(n_drugs, k=1)
+    if scores is None:
+        scores = np.random.default_rng(seed).permutation(len(ia)).astype(float)
+    experiments = pd.DataFrame({"drug_a": np.asarray(ids)[ia], "drug_b": np.asarray(ids)[ib], "cell_line": "L1",
+                                "study": "s", "n_replicates": 1, "score": scores})
+    screen = Screen(drugs=pd.DataFrame({"name": ids, "smiles": ""}, index=ids),
+                    cell_lines=pd.DataFrame({"tissue": ""}, index=["L1"]),
+                    experiments=experiments, score_columns=("score",), name="hand")
+    features = Features(drug=torch.eye(n_drugs), cell=torch.ones(1, 1), drug_ids=ids, cell_lines=["L1"])
+    return screen, features
+
+
+def oracle_factory(screen: Screen) -> Callable[..., Oracle]:
+    pairs = screen.to_pairs("score")
+    assert pairs.y is not None
+    truth = dict(zip(zip(pairs.drug_a.tolist(), pairs.drug_b.tolist(), pairs.cell.tolist()), pairs.y.tolist()))
+    return lambda seed=0: Oracle(truth, seed)
+
+
+def ridge_factory(features: Features, made: list[BayesianRidge] | None = None) -> Callable[..., BayesianRidge]:
+    def make(seed: int = 0) -> BayesianRidge:
+        model = BayesianRidge(features.drug, features.cell, seed=seed)
+        if made is not None:
+            made.append(model)
+        return model
+    return make
+
+
+def config(**kwargs: Any) -> CampaignConfig:
+    return CampaignConfig(**{"progress": False, "num_samples": 32, **kwargs})
+
+
+def without_times(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(columns=list(TIME_COLUMNS))
+
+
+# --- bookkeeping -------------------------------------------------------------------------------
+def test_oracle_greedy_finds_the_top_at_once_and_rows_match_definitions(tmp_path: Path) -> None:
+    screen, features = hand_screen(21)  # 210 candidates: top 1 % = 3, top 5 % = 11
+    result = run_campaign(screen, features, oracle_factory(screen), Acquisition("greedy", q=11),
+                          config(n_initial=5, n_rounds=3), tmp_path, score="score")
+    rounds, sel = result.rounds, result.selections
+    y = screen.experiments["score"].to_numpy()
+    assert rounds["round"].tolist() == [0, 1, 2, 3]
+    assert rounds["n_measured"].tolist() == [5, 16, 27, 38]
+    np.testing.assert_allclose(rounds["fraction_explored"], rounds["n_measured"] / 210)
+
+    initial = sel.loc[sel["round"] == 0, "pool_index"].to_numpy()
+    top3, top11 = np.argsort(-y)[:3], np.argsort(-y)[:11]
+    assert rounds.at[0, TOP1] == pytest.approx(np.isin(top3, initial).sum() / 3)
+    assert rounds.at[0, TOP5] == pytest.approx(np.isin(top11, initial).sum() / 11)
+    assert (rounds.loc[1:, [TOP1, TOP5]] == 1.0).all().all()
+
+    # Round 1 of a perfect greedy: the 11 best unrevealed candidates, best first.
+    first = sel.loc[sel["round"] == 1, "pool_index"].to_numpy()
+    unrevealed = np.setdiff1d(np.arange(210), initial)
+    best_remaining = unrevealed[np.argsort(-y[unrevealed])]
+    np.testing.assert_array_equal(first, best_remaining[:11])
+    regret = y[unrevealed].max() - y[first]
+    assert rounds.at[1, "regret_min"] == 0.0
+    assert rounds.at[1, "regret_median"] == pytest.approx(np.median(regret))
+    assert rounds.at[1, "batch_mean"] == pytest.approx(y[first].mean())
+    assert rounds.at[1, "batch_max"] == pytest.approx(y[unrevealed].max())
+    assert rounds.at[1, "unique_drugs"] == len(set(screen.experiments.loc[first, ["drug_a", "drug_b"]].to_numpy().ravel()))
+    assert rounds.at[3, "best_found"] == y.max()
+    # Round 0's regret is against the best of the whole pool.
+    assert rounds.at[0, "regret_min"] == pytest.approx(y.max() - y[initial].max())
+    # Selections carry the true score and the acquisition value (the posterior mean for greedy).
+    np.testing.assert_allclose(sel["score"], y[sel["pool_index"]])
+    np.testing.assert_allclose(sel.loc[sel["round"] == 1, "acquisition_value"], y[first])
+    assert sel.loc[sel["round"] == 0, "acquisition_value"].isna().all()
+    assert rounds.loc[0, ["r2", "spearman", "nll"]].isna().all()
+    assert rounds.loc[1:, "spearman"].eq(1.0).all()  # the oracle ranks the unrevealed pool perfectly
+
+
+def test_outputs_are_written(tmp_path: Path) -> None:
+    screen, features = hand_screen(12)
+    result = run_campaign(screen, features, oracle_factory(screen), Acquisition("ucb", q=4),
+                          config(n_initial=4, n_rounds=2), tmp_path / "run", score="score")
+    for path in (result.rounds_csv, result.rounds_json, result.selections_csv, result.plot, result.checkpoint):
+        assert path.is_file() and path.parent == tmp_path / "run"
+    assert result.plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    csv = pd.read_csv(result.rounds_csv)
+    expected = {"round", "n_measured", TOP1, TOP5, "batch_mean", "regret_median", "regret_min", "unique_drugs",
+                "r2", "spearman", "nll", *TIME_COLUMNS}
+    assert expected <= set(csv.columns)
+    pd.testing.assert_frame_equal(csv, result.rounds, check_dtype=False)
+    report = json.loads(result.rounds_json.read_text())  # strict JSON: NaN/inf written as null
+    assert report["config"]["n_initial"] == 4 and report["acquisition"]["kind"] == "ucb"
+    assert [r["round"] for r in report["rounds"]] == [0, 1, 2]
+    assert report["rounds"][0]["r2"] is None
+    assert len(pd.read_csv(result.selections_csv)) == 12
+
+
+def test_random_recall_tracks_fraction_explored(tmp_path: Path) -> None:
+    """E[recall] of uniformly random picks is exactly n / N; average over seeds and rounds."""
+    screen, features = hand_screen(41)  # 820 candidates: top 5 % = 41
+    gaps = []
+    for seed in range(12):
+        rounds = run_campaign(screen, features, oracle_factory(screen), Acquisition("random", q=100),
+                              config(n_initial=20, n_rounds=5, seed=seed), tmp_path / str(seed),
+                              score="score").rounds
+        gaps.append((rounds[TOP5] - rounds["fraction_explored"]).to_numpy())
+    gaps = np.stack(gaps)  # (seeds, rounds)
+    assert abs(gaps.mean()) < 0.03
+    assert np.abs(gaps.mean(0)).max() < 0.08
+
+
+def test_never_reproposes_and_stops_when_the_pool_is_exhausted(tmp_path: Path) -> None:
+    screen, features = hand_screen(21)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BatchShortfallWarning)  # the last batch shrinks to what is left, silently
+        result = run_campaign(screen, features, ridge_factory(features), Acquisition("thompson", q=50),
+                              config(n_initial=5, n_rounds=10), tmp_path, score="score")
+    revealed = result.revealed
+    assert len(revealed) == len(set(revealed.tolist())) == 210
+    assert result.rounds["batch_size"].tolist() == [5, 50, 50, 50, 50, 5]
+    assert result.rounds[TOP1].iloc[-1] == 1.0
+
+
+def test_seeded_and_reproducible(tmp_path: Path) -> None:
+    screen, features = hand_screen(15)
+    run = lambda seed, name: run_campaign(screen, features, ridge_factory(features), Acquisition("thompson", q=6),
+                                          config(n_initial=6, n_rounds=3, seed=seed), tmp_path / name,
+                                          score="score").selections
+    pd.testing.assert_frame_equal(run(3, "a"), run(3, "b"))
+    assert not run(4, "c")["pool_index"].equals(run(3, "a")["pool_index"])
+
+
+# --- checkpoint and resume ---------------------------------------------------------------------
+class Crash(RuntimeError):
+    pass
+
+
+def crashing(factory: Callable[..., Any], fail_at_fit: int) -> Callable[..., Any]:
+    """Wrap ``factory`` so that the ``fail_at_fit``-th call of ``fit`` (over all models) raises ``Crash``."""
+    calls = [0]
+
+    def make(seed: int = 0) -> Any:
+        model = factory(seed=seed)
+        fit = model.fit
+
+        def failing_fit(train: Pairs, val: Pairs | None = None) -> FitReport:
+            calls[0] += 1
+            if calls[0] == fail_at_fit:
+                raise Crash(f"simulated kill in fit #{fail_at_fit}")
+            return fit(train, val)
+        model.fit = failing_fit
+        return model
+    return make
+
+
+@pytest.mark.parametrize("warm_start, kind, val_fraction", [(False, "thompson", 0.25), (True, "ucb", 0.0)])
+def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path: Path, warm_start: bool, kind: str,
+                                                          val_fraction: float) -> None:
+    screen, features = hand_screen(16, seed=1)
+    acquisition = Acquisition(kind, q=7, kappa=2.0, kappa_decay=0.8)
+    cfg = config(n_initial=8, n_rounds=5, warm_start=warm_start, val_fraction=val_fraction, seed=7)
+    full = run_campaign(screen, features, ridge_factory(features), acquisition, cfg, tmp_path / "full",
+                        score="score")
+
+    with pytest.raises(Crash):  # killed while fitting round 3
+        run_campaign(screen, features, crashing(ridge_factory(features), 3), acquisition, cfg, tmp_path / "killed",
+                     score="score")
+    ckpt = load_checkpoint(tmp_path / "killed" / "checkpoint.pt")
+    assert ckpt["completed"] == 2 and len(ckpt["rows"]) == 3 and ckpt["model_state"] is not None
+    assert not list((tmp_path / "killed").glob(".tmp-*"))
+
+    resumed = run_campaign(screen, features, ridge_factory(features), acquisition, cfg, tmp_path / "killed",
+                           score="score", resume=True)
+    pd.testing.assert_frame_equal(without_times(resumed.rounds), without_times(full.rounds))
+    pd.testing.assert_frame_equal(resumed.selections, full.selections)
+    # The checkpoint holds the rows and timings of the rounds done before the kill.
+    pd.testing.assert_series_equal(resumed.rounds["train_s"].iloc[:3], pd.DataFrame(ckpt["rows"])["train_s"])
+
+
+def test_resume_can_extend_the_number_of_rounds(tmp_path: Path) -> None:
+    screen, features = hand_screen(16, seed=2)
+    acquisition = Acquisition("thompson", q=5)
+    run = lambda n_rounds, out, resume=False: run_campaign(
+        screen, features, ridge_factory(features), acquisition, config(n_initial=5, n_rounds=n_rounds, warm_start=True),
+        tmp_path / out, score="score", resume=resume)
+    full = run(4, "full")
+    run(2, "partial")
+    extended = run(4, "partial", resume=True)
+    pd.testing.assert_frame_equal(without_times(extended.rounds), without_times(full.rounds))
+
+
+def test_resume_refuses_a_different_campaign(tmp_path: Path) -> None:
+    screen, features = hand_screen(12)
+    run_campaign(screen, features, ridge_factory(features), Acquisition("ucb", q=4), config(n_initial=4, n_rounds=1),
+                 tmp_path, score="score")
+    with pytest.raises(ValueError, match="n_initial"):
+        run_campaign(screen, features, ridge_factory(features), Acquisition("ucb", q=4),
+                     config(n_initial=5, n_rounds=2), tmp_path, score="score", resume=True)
+    with pytest.raises(ValueError, match="acquisition"):
+        run_campaign(screen, features, ridge_factory(features), Acquisition("greedy", q=4),
+                     config(n_initial=4, n_rounds=2), tmp_path, score="score", resume=True)
+
+
+def test_checkpoint_loads_with_weights_only(tmp_path: Path) -> None:
+    screen, features = hand_screen(12)
+    result = run_campaign(screen, features, ridge_factory(features), Acquisition("ucb", q=4),
+                          config(n_initial=4, n_rounds=2), tmp_path, score="score")
+    ckpt = torch.load(result.checkpoint, weights_only=True)
+    assert ckpt["completed"] == 2
+    assert ckpt["revealed"].tolist() == result.revealed.tolist()
+    assert ckpt["meta"]["config"]["n_rounds"] == 2 and set(ckpt["model_state"]) == {"mean", "chol", "scaler", "fitted"}
+
+
+# --- the property the whole project is for -----------------------------------------------------
+def test_ucb_with_a_bayesian_model_beats_random_on_synthetic_screens(tmp_path: Path) -> None:
+    recalls = {"ucb": [], "random": []}
+    for seed in range(3):
+        screen = make_synthetic_screen(n_drugs=30, n_cell_lines=2, seed=seed)  # 870 candidates, top 1 % = 9
+        features = featurize(screen, one_hot=True, cell="onehot")
+        for kind in recalls:
+            rounds = run_campaign(screen, features, ridge_factory(features), Acquisition(kind, q=20, kappa=1.0),
+                                  config(n_initial=20, n_rounds=6, seed=seed), tmp_path / f"{kind}{seed}").rounds
+            recalls[kind].append(rounds[TOP1].iloc[-1])
+    ucb, rnd = np.mean(recalls["ucb"]), np.mean(recalls["random"])
+    assert ucb > rnd + 0.2, recalls
+
+
+# --- pretraining -------------------------------------------------------------------------------
+def test_pretraining_on_other_cell_lines_starts_every_round_from_its_weights(tmp_path: Path) -> None:
+    screen = make_synthetic_screen(n_drugs=12, n_cell_lines=3, seed=0)  # 66 pairs per cell line
+    features = featurize(screen, cell="onehot")
+    made: list[BayesianRidge] = []
+    loaded: list[dict[str, Any]] = []
+    base = ridge_factory(features, made)
+
+    def factory(seed: int = 0) -> BayesianRidge:
+        model = base(seed=seed)
+        load = model.load_state_dict
+        model.load_state_dict = lambda state: (loaded.append(state), load(state))[1]  # type: ignore[method-assign]
+        return model
+
+    cfg = config(n_initial=6, n_rounds=3, pool_cell_lines=["cell_1"], pretrain="other_cell_lines")
+    result = run_campaign(screen, features, factory, Acquisition("ucb", q=6), cfg, tmp_path)
+
+    pretrained = made[0]
+    assert pretrained.seed == derive_seed(cfg.seed, MODEL_STREAM, 0)
+    assert pretrained.fit_sizes == [132]  # every experiment of the two other cell lines, nothing of the pool
+    assert len(made) == 4 and len(loaded) == 3  # one fresh model per round, each loaded before fitting
+    for model, state in zip(made[1:], loaded):
+        torch.testing.assert_close(state["mean"], pretrained.state_dict()["mean"])
+    assert [m.fit_sizes for m in made[1:]] == [[6], [12], [18]]
+    assert set(result.selections["cell_line"]) == {"cell_1"}
+    assert np.isfinite(result.rounds.at[0, "r2"])  # round 0 reports the pretrained model on the pool
+    assert torch.load(result.checkpoint, weights_only=True)["pretrained"] is not None
+
+
+def test_pretraining_needs_experiments_outside_the_pool(tmp_path: Path) -> None:
+    screen = make_synthetic_screen(n_drugs=8, n_cell_lines=1, seed=0)
+    features = featurize(screen)
+    with pytest.raises(ValueError, match="outside the pool"):
+        run_campaign(screen, features, ridge_factory(features), Acquisition("ucb", q=4),
+                     config(n_initial=4, n_rounds=1, pretrain="other_cell_lines"), tmp_path)
+
+
+def test_pool_errors_name_the_problem() -> None:
+    screen, features = hand_screen(6)
+    with pytest.raises(ValueError, match="closest"):
+        build_pool(screen, features, "score", ["L2"])
+    with pytest.raises(ValueError, match="not a score column"):
+        build_pool(screen, features, "bliss", None)
+    with pytest.raises(ValueError, match="n_initial"):
+        CampaignConfig(n_initial=0)
+    with pytest.raises(ValueError, match="pretrain"):
+        CampaignConfig(pretrain="everything")
+
+
+# --- Hydra -------------------------------------------------------------------------------------
+EXPERIMENTS = {"laplace_ucb": ("bnn", "ucb"), "normal_ucb": ("bnn", "ucb"), "ensemble_ucb": ("DeepEnsemble", "ucb"),
+               "random": ("bnn", "random"), "laplace_thompson": ("bnn", "thompson"),
+               "laplace_greedy": ("bnn", "greedy")}
+
+
+def compose_campaign(overrides: list[str]) -> Any:
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="campaign", overrides=overrides)
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_experiment_configs_pair_a_model_with_an_acquisition(name: str) -> None:
+    cfg = compose_campaign([f"+experiment={name}"])
+    model, kind = EXPERIMENTS[name]
+    assert model in cfg.model._target_ and cfg.acquisition.kind == kind
+    assert instantiate(cfg.acquisition) == Acquisition(kind=kind, q=30)
+
+
+def test_acquisition_and_campaign_groups_instantiate() -> None:
+    for kind in ("ucb", "greedy", "thompson", "ei", "pi", "qei", "qpi", "random"):
+        assert instantiate(compose_campaign([f"acquisition={kind}"]).acquisition).kind == kind
+    mcf7 = instantiate(compose_campaign(["campaign=almanac_mcf7", "data=almanac"]).campaign, _convert_="all")
+    assert (mcf7.n_initial, mcf7.n_rounds, mcf7.pool_cell_lines) == (30, 10, ["MCF7"])
+    default = instantiate(compose_campaign(["seed=3"]).campaign, _convert_="all")
+    assert default == CampaignConfig(seed=3, top_fractions=(0.01, 0.05))
+
+
+def test_hydra_entry_composes_and_runs(tmp_path: Path) -> None:
+    cfg = compose_campaign([
+        "+experiment=ensemble_ucb", "data.screen.n_drugs=10", "data.screen.n_cell_lines=1", "model.n_members=2",
+        "model.training.epochs=3", "acquisition.q=5", "campaign.n_initial=5", "campaign.n_rounds=2",
+        "campaign.progress=false", "num_samples=4"])
+    result = campaign_from_config(cfg, tmp_path)
+    assert result.rounds["n_measured"].tolist() == [5, 10, 15]
+    assert (tmp_path / "recall.png").is_file()
+    resumed = campaign_from_config(compose_campaign([
+        "+experiment=ensemble_ucb", "data.screen.n_drugs=10", "data.screen.n_cell_lines=1", "model.n_members=2",
+        "model.training.epochs=3", "acquisition.q=5", "campaign.n_initial=5", "campaign.n_rounds=3",
+        "campaign.progress=false", "num_samples=4", "resume=true"]), tmp_path)
+    pd.testing.assert_frame_equal(without_times(resumed.rounds.iloc[:3]), without_times(result.rounds))
+    assert resumed.rounds["n_measured"].tolist() == [5, 10, 15, 20]
+
+
+def test_recall_column_names() -> None:
+    assert (recall_column(0.01), recall_column(0.05), recall_column(0.005)) == (
+        "recall_top1pct", "recall_top5pct", "recall_top0.5pct")
