@@ -46,6 +46,7 @@ class SVIConfig:
         elbo: ``"trace"`` (:class:`~pyro.infer.Trace_ELBO`) or ``"meanfield"``
             (:class:`~pyro.infer.TraceMeanField_ELBO`, analytic KLs; use it with sparse variational dropout).
         lr: Adam learning rate.
+        lr_decay: multiply the learning rate by this factor after every epoch (1: constant).
         epochs: maximum number of passes over the training set.
         batch_size: minibatch size.
         num_particles: ELBO particles per step.
@@ -62,6 +63,7 @@ class SVIConfig:
 
     elbo: str = "trace"
     lr: float = 1e-3
+    lr_decay: float = 1.0
     epochs: int = 200
     batch_size: int = 128
     num_particles: int = 1
@@ -79,8 +81,8 @@ class SVIConfig:
             raise ValueError(f"SVIConfig.elbo must be one of {sorted(ELBOS)}, got {self.elbo!r}")
         if self.val_metric not in VAL_METRICS:
             raise ValueError(f"SVIConfig.val_metric must be one of {VAL_METRICS}, got {self.val_metric!r}")
-        if not self.lr > 0:
-            raise ValueError(f"SVIConfig.lr must be positive, got {self.lr}")
+        if not self.lr > 0 or not 0 < self.lr_decay <= 1:
+            raise ValueError(f"SVIConfig: need lr > 0 and 0 < lr_decay <= 1, got {self.lr}, {self.lr_decay}")
         if min(self.epochs, self.batch_size, self.num_particles, self.patience, self.val_samples,
                self.eval_batch_size) < 1 or self.kl_anneal_epochs < 0:
             raise ValueError(f"SVIConfig: epochs, batch_size, num_particles, patience, val_samples and "
@@ -179,6 +181,7 @@ def fit_svi(
     elbo = make_elbo(config)
     params = _parameters(model, guide)
     optimizer = torch.optim.Adam(params, lr=config.lr)
+    schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
     stopper = None if val is None else EarlyStopping(config.patience)
     generator = torch.Generator().manual_seed(config.seed)
     report = FitReport()
@@ -198,6 +201,7 @@ def fit_svi(
                 optimizer.step()
                 losses.append(float(loss.detach()))
             report.losses.append(sum(losses) / len(losses))
+            schedule.step()
             if stopper is not None and val is not None:
                 report.val_metric.append(validation_metric(model, guide, val, config))
                 if stopper.step(report.val_metric[-1], [p.detach() for p in params]):
