@@ -11,15 +11,16 @@ A campaign replays RECOVER's loop on a screen whose scores are all known but hid
    them and reveals their measured scores.
 
 Acquisition sees :attr:`PredictiveSamples.f` ``(S, U)`` (``U`` unrevealed candidates), not noisy draws of
-a new measurement: the goal is candidates whose *true* synergy is high, and measurement noise carries no
-information about which candidate that is (it would only blur UCB/Thompson rankings).
+a new measurement: the goal is candidates whose synergy itself (the mean function) is high, and noise
+carries no information about which candidate that is (it would only blur UCB/Thompson rankings).
 
 Per-round bookkeeping (one row each; round 0 describes the initial random reveal):
 
 * ``recall_top{p}pct``: fraction of the pool's top ``p`` % by measured score revealed so far, initial
   reveal included (:func:`recover_pyro.metrics.recall_at_top_k`); random acquisition's expectation is the
   explored fraction ``fraction_explored = n_measured / N``.
-* batch quality: ``batch_mean`` / ``batch_max`` true score of the batch and its *immediate regret*. With
+* batch quality ("true" score = the screen's measured ``score``, the simulation's hidden truth):
+  ``batch_mean`` / ``batch_max`` true score of the batch and its *immediate regret*. With
   :math:`U_r` the candidates still unrevealed when batch :math:`B_r` was selected,
   :math:`\\mathrm{regret}_i = \\max_{j \\in U_r} y_j - y_i` for :math:`i \\in B_r` (``>= 0``);
   ``regret_min`` is 0 exactly when the batch holds the best remaining candidate, ``regret_median`` is its
@@ -51,8 +52,9 @@ Command line (Hydra; outputs go to the run directory)::
     python -m recover_pyro.campaign -m +experiment=laplace_ucb,ensemble_ucb,random seed=0,1,2
     python -m recover_pyro.campaign data=almanac campaign=almanac_mcf7
     python -m recover_pyro.campaign data=almanac data.cell_lines=null campaign=almanac_mcf7 \\
-        campaign.pretrain=other_cell_lines                             # pretrain on the other 59 lines
+        campaign.pretrain=other_cell_lines         # pretrain on the other cell lines
     python -m recover_pyro.campaign hydra.run.dir=<previous run dir> resume=true   # continue a killed run
+    python -m recover_pyro.campaign -m hydra.sweep.dir=<previous sweep dir> resume=true <same sweep>
 
 Outputs in ``out_dir``: ``rounds.csv``, ``rounds.json`` (rows plus configs), ``selections.csv`` (every
 revealed candidate with its round, score, acquisition value and predicted mean / sd at selection),
@@ -90,7 +92,7 @@ from recover_pyro.data.errors import EmptySelectionError, closest_names
 from recover_pyro.data.featurize import Features
 from recover_pyro.data.screen import Pairs, Screen
 from recover_pyro.metrics import evaluate, recall_at_top_k
-from recover_pyro.models.base import SynergyModel
+from recover_pyro.models.base import PredictiveSamples, SynergyModel
 
 log = logging.getLogger(__name__)
 
@@ -370,7 +372,7 @@ def _split_val(pairs: Pairs, fraction: float, generator: torch.Generator) -> tup
     return pairs[perm[n_val:]], pairs[perm[:n_val]]
 
 
-def _model_metrics(predictive: Any, y: torch.Tensor) -> dict[str, float]:
+def _model_metrics(predictive: PredictiveSamples, y: torch.Tensor) -> dict[str, float]:
     metrics = evaluate(predictive, y)
     return {k: float(metrics[k]) for k in MODEL_METRICS}
 
@@ -504,6 +506,8 @@ class _Runner:
             if acquisition.q > len(unseen):
                 acquisition = replace(acquisition, q=len(unseen))
             batch = acquisition.select(predictive.f, candidate_drugs=pool.drugs[unseen],
+                                       # acquisition rounds count from 0 = the first batch after the
+                                       # initial reveal (same UCB schedule as recommend)
                                        best_f=float(pool.y[revealed].max()), round=round_ - 1,
                                        generator=state.generator)
             times["acquire_s"] = time.perf_counter() - start
@@ -604,6 +608,8 @@ def run_campaign(
     else:
         if resume:
             log.info("no checkpoint at %s; starting a new campaign", ckpt_path)
+        elif ckpt_path.exists():
+            log.warning("overwriting the campaign in %s (pass resume=True to continue it)", out_dir)
         log.info("campaign on %d candidates (%s), %d initial, %d rounds of q=%d by %s", len(pool), score,
                  config.n_initial, config.n_rounds, acquisition.q, acquisition.kind)
         state = runner.start(meta)

@@ -7,7 +7,8 @@ vectorised prediction.
 
 * :class:`MeanFieldNormalGuide`: :math:`q(w) = N(\\mu, s^2)` per weight.
 * :class:`SparseVariationalDropoutGuide`: :math:`q(w) = N(\\theta, \\alpha \\theta^2)` with a learnable
-  :math:`\\log \\alpha` per weight (Molchanov, Ashukha & Vetrov 2017). Its distribution
+  :math:`\\log \\alpha` per weight (Molchanov, Ashukha & Vetrov 2017), learned through
+  :math:`\\log \\sigma^2 = \\log \\alpha + \\log \\theta^2`. Its distribution
   :class:`SparseDropoutNormal` has a registered KL to :class:`~recover_pyro.priors.LogUniform` (the
   paper's approximation), used by :class:`pyro.infer.TraceMeanField_ELBO`. Weights with
   :math:`\\log \\alpha >` ``threshold`` (3) are pruned (set to 0) when sampling for prediction.
@@ -28,42 +29,35 @@ from pyro.distributions import TorchDistribution, constraints
 from pyro.nn import PyroParam
 from torch import Tensor
 from torch.distributions import register_kl
-from torch.distributions.utils import broadcast_all
 
 from recover_pyro.models.bayesian import BayesianRegression, LocalPyroModule
 from recover_pyro.priors import LogUniform
 
 # Molchanov et al. (2017), eq. 14: -KL(q || p) ~ k1 sigmoid(k2 + k3 log a) - 0.5 log(1 + 1/a) - k1.
 MOLCHANOV_K1, MOLCHANOV_K2, MOLCHANOV_K3 = 0.63576, 1.87320, 1.48695
-LOG_ALPHA_RANGE = (-10.0, 10.0)  # clamp, as in the paper's code: keeps the noise sd finite
+LOG_ALPHA_RANGE = (-10.0, 10.0)  # log-alpha is clamped to this range, as in the paper's code
 
 
 class SparseDropoutNormal(dist.Normal):
-    r""":math:`N(\theta, \alpha \theta^2)` parameterised by ``loc`` :math:`\theta` and ``log_alpha``.
+    r"""The sparse variational dropout posterior :math:`N(\theta, \sigma^2) = N(\theta, \alpha\theta^2)`.
 
-    ``scale`` is :math:`\sqrt{\alpha} |\theta|` (floored at a tiny positive value so that :math:`\theta = 0`
-    stays a valid Normal). Analytic KLs: to :class:`~recover_pyro.priors.LogUniform` the registered
-    Molchanov approximation; to a Normal the Normal-Normal closed form (inherited).
+    A Normal with ``loc`` :math:`\theta` and ``scale`` :math:`\sigma`, read as dropout rate
+    :math:`\alpha = \sigma^2 / \theta^2` (Molchanov et al.'s additive reparameterisation: learning
+    :math:`\sigma` rather than :math:`\alpha` keeps :math:`\alpha`'s noise out of the gradient of
+    :math:`\theta`). Analytic KLs: to :class:`~recover_pyro.priors.LogUniform` the registered Molchanov
+    approximation; to a Normal the Normal-Normal closed form (inherited).
     """
 
-    arg_constraints = {"loc": constraints.real, "log_alpha": constraints.real}
-
-    def __init__(self, loc: Tensor, log_alpha: Tensor, validate_args: bool | None = None) -> None:
-        loc, log_alpha = broadcast_all(loc, log_alpha)
-        self.log_alpha = log_alpha
-        scale = ((0.5 * log_alpha).exp() * loc.abs()).clamp_min(torch.finfo(loc.dtype).tiny)
-        super().__init__(loc, scale, validate_args=validate_args)
+    @property
+    def log_alpha(self) -> Tensor:
+        """:math:`\log \alpha = \log \sigma^2 - \log \theta^2`, clamped to ``LOG_ALPHA_RANGE``."""
+        tiny = torch.finfo(self.loc.dtype).tiny
+        return (2.0 * (self.scale.log() - self.loc.abs().clamp_min(tiny).log())).clamp(*LOG_ALPHA_RANGE)
 
     def expand(self, batch_shape: Sequence[int], _instance: "SparseDropoutNormal | None" = None
                ) -> "SparseDropoutNormal":
         new = self._get_checked_instance(SparseDropoutNormal, _instance)
-        batch_shape = torch.Size(batch_shape)
-        new.loc = self.loc.expand(batch_shape)
-        new.scale = self.scale.expand(batch_shape)
-        new.log_alpha = self.log_alpha.expand(batch_shape)
-        torch.distributions.Distribution.__init__(new, batch_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new
+        return super().expand(batch_shape, _instance=new)
 
 
 def molchanov_kl(log_alpha: Tensor) -> Tensor:
@@ -162,12 +156,16 @@ class MeanFieldNormalGuide(WeightGuide):
 
 
 class SparseVariationalDropoutGuide(WeightGuide):
-    """Sparse variational dropout: :math:`q(w_i) = N(\\theta_i, \\alpha_i \\theta_i^2)`.
+    """Sparse variational dropout: :math:`q(w_i) = N(\theta_i, \alpha_i \theta_i^2)`.
 
-    :math:`\\theta` starts at the predictor's initial weights, :math:`\\log\\alpha` at ``init_log_alpha``
-    (learned, clamped to [-10, 10] when used). At prediction time (:meth:`sample_weights`, :meth:`locs`)
-    weights with :math:`\\log\\alpha >` ``threshold`` are set to 0: their signal-to-noise ratio
-    :math:`1/\\sqrt{\\alpha}` is below :math:`e^{-1.5} \\approx 0.22`.
+    Learned per weight: :math:`\theta` (starting at the predictor's initial weights) and
+    :math:`\sigma = \sqrt{\alpha}|\theta|` (a positive :class:`~pyro.nn.PyroParam`, starting at
+    :math:`\log\alpha` = ``init_log_alpha``), i.e. :math:`\log\alpha` is learned through
+    :math:`\log\sigma^2` (the paper's additive reparameterisation; learning :math:`\log\alpha` directly
+    made the gradient of :math:`\theta` so noisy that no weight got pruned on our toy problem).
+    :math:`\log\alpha` is clamped to [-10, 10] when used. At prediction time (:meth:`sample_weights`,
+    :meth:`locs`, :meth:`scales`) weights with :math:`\log\alpha >` ``threshold`` are set to 0: their
+    signal-to-noise ratio :math:`1/\sqrt{\alpha}` is below :math:`e^{-1.5} \approx 0.22`.
 
     Pair with :class:`~recover_pyro.priors.LogUniformPrior` and ``elbo="meanfield"`` to train with the
     registered Molchanov KL.
@@ -176,32 +174,33 @@ class SparseVariationalDropoutGuide(WeightGuide):
     def __init__(self, model: BayesianRegression, init_log_alpha: float = -6.0, threshold: float = 3.0) -> None:
         super().__init__(model)
         self.threshold = float(threshold)
+        tiny = torch.finfo(next(iter(model.sites.values())).init.dtype).tiny
         for name, site in model.sites.items():
+            scale = (0.5 * init_log_alpha * torch.ones_like(site.init)).exp() * site.init.abs()
             setattr(self, f"{_key(name)}_loc", PyroParam(site.init.clone()))
-            setattr(self, f"{_key(name)}_log_alpha", PyroParam(torch.full_like(site.init, float(init_log_alpha))))
+            setattr(self, f"{_key(name)}_scale", PyroParam(scale.clamp_min(tiny), constraints.positive))
+
+    def site_distribution(self, site: str) -> SparseDropoutNormal:
+        return SparseDropoutNormal(self._param(site, "loc"), self._param(site, "scale"))
 
     def log_alpha(self, site: str) -> Tensor:
-        """``(*shape)`` clamped :math:`\\log\\alpha` of one site."""
-        return self._param(site, "log_alpha").clamp(*LOG_ALPHA_RANGE)
-
-    def site_distribution(self, site: str) -> TorchDistribution:
-        return SparseDropoutNormal(self._param(site, "loc"), self.log_alpha(site))
+        """``(*shape)`` clamped :math:`\log\alpha` of one site."""
+        return self.site_distribution(site).log_alpha
 
     def kept(self, site: str) -> Tensor:
         """``(*shape)`` bool mask of the weights that survive pruning."""
         return self.log_alpha(site) <= self.threshold
 
     def locs(self) -> dict[str, Tensor]:
-        """Pruned posterior means :math:`\\theta \\cdot 1[\\log\\alpha \\le \\text{threshold}]`."""
+        """Pruned posterior means :math:`\theta \cdot 1[\log\alpha \le \text{threshold}]`."""
         return {site: self._param(site, "loc") * self.kept(site) for site in self.site_shapes}
 
     def scales(self) -> dict[str, Tensor]:
-        """Pruned posterior standard deviations :math:`\\sqrt{\\alpha}|\\theta|` (0 where pruned)."""
-        return {site: (0.5 * self.log_alpha(site)).exp() * self._param(site, "loc").abs() * self.kept(site)
-                for site in self.site_shapes}
+        """Pruned posterior standard deviations :math:`\sigma` (0 where pruned)."""
+        return {site: self._param(site, "scale") * self.kept(site) for site in self.site_shapes}
 
     def sample_weights(self, num_samples: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """``(theta + sqrt(alpha) |theta| eps) * kept`` with ``eps`` ``(S, *shape)`` standard normal."""
+        """``(theta + sigma * eps) * kept`` with ``eps`` ``(S, *shape)`` standard normal."""
         locs, scales = self.locs(), self.scales()
         return {site: locs[site] + scales[site] * self._noise(site, num_samples, generator)
                 for site in self.site_shapes}
