@@ -19,6 +19,7 @@ Guides are built from the model by a factory (Hydra ``_partial_: true``), e.g.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Sequence
 
 import pyro
@@ -36,6 +37,9 @@ from recover_pyro.priors import LogUniform
 # Molchanov et al. (2017), eq. 14: -KL(q || p) ~ k1 sigmoid(k2 + k3 log a) - 0.5 log(1 + 1/a) - k1.
 MOLCHANOV_K1, MOLCHANOV_K2, MOLCHANOV_K3 = 0.63576, 1.87320, 1.48695
 LOG_ALPHA_RANGE = (-10.0, 10.0)  # log-alpha is clamped to this range, as in the paper's code
+# Floor of the initial sigma: zero-initialised weights (biases, FiLM) would otherwise start at sigma ~ 0,
+# where gradients of log(sigma) overflow.
+MIN_INIT_SCALE = 1e-4
 
 
 class SparseDropoutNormal(dist.Normal):
@@ -50,7 +54,7 @@ class SparseDropoutNormal(dist.Normal):
 
     @property
     def log_alpha(self) -> Tensor:
-        """:math:`\log \alpha = \log \sigma^2 - \log \theta^2`, clamped to ``LOG_ALPHA_RANGE``."""
+        r""":math:`\log \alpha = \log \sigma^2 - \log \theta^2`, clamped to ``LOG_ALPHA_RANGE``."""
         tiny = torch.finfo(self.loc.dtype).tiny
         return (2.0 * (self.scale.log() - self.loc.abs().clamp_min(tiny).log())).clamp(*LOG_ALPHA_RANGE)
 
@@ -61,8 +65,8 @@ class SparseDropoutNormal(dist.Normal):
 
 
 def molchanov_kl(log_alpha: Tensor) -> Tensor:
-    """Elementwise approximate :math:`KL(N(\\theta, \\alpha\\theta^2) \\| \\text{LogUniform})`, which
-    depends on :math:`\\alpha` only and tends to 0 as :math:`\\alpha \\to \\infty`."""
+    r"""Elementwise approximate :math:`KL(N(\theta, \alpha\theta^2) \| \text{LogUniform})`, which
+    depends on :math:`\alpha` only and tends to 0 as :math:`\alpha \to \infty`."""
     neg_kl = (MOLCHANOV_K1 * torch.sigmoid(MOLCHANOV_K2 + MOLCHANOV_K3 * log_alpha)
               - 0.5 * F.softplus(-log_alpha) - MOLCHANOV_K1)
     return -neg_kl
@@ -123,7 +127,7 @@ class WeightGuide(LocalPyroModule):
 
 
 class MeanFieldNormalGuide(WeightGuide):
-    """:math:`q(w) = \\prod_i N(w_i; \\mu_i, s_i^2)`, ``mu`` from the predictor's initial weights,
+    r""":math:`q(w) = \prod_i N(w_i; \mu_i, s_i^2)`, ``mu`` from the predictor's initial weights,
     ``s = init_scale`` initially (a positive :class:`~pyro.nn.PyroParam`).
 
     Args:
@@ -156,13 +160,14 @@ class MeanFieldNormalGuide(WeightGuide):
 
 
 class SparseVariationalDropoutGuide(WeightGuide):
-    """Sparse variational dropout: :math:`q(w_i) = N(\theta_i, \alpha_i \theta_i^2)`.
+    r"""Sparse variational dropout: :math:`q(w_i) = N(\theta_i, \alpha_i \theta_i^2)`.
 
     Learned per weight: :math:`\theta` (starting at the predictor's initial weights) and
     :math:`\sigma = \sqrt{\alpha}|\theta|` (a positive :class:`~pyro.nn.PyroParam`, starting at
-    :math:`\log\alpha` = ``init_log_alpha``), i.e. :math:`\log\alpha` is learned through
-    :math:`\log\sigma^2` (the paper's additive reparameterisation; learning :math:`\log\alpha` directly
-    made the gradient of :math:`\theta` so noisy that no weight got pruned on our toy problem).
+    :math:`\log\alpha` = ``init_log_alpha``, floored at ``MIN_INIT_SCALE``), i.e. :math:`\log\alpha` is
+    learned through :math:`\log\sigma^2` (the paper's additive reparameterisation; learning
+    :math:`\log\alpha` directly made the gradient of :math:`\theta` so noisy that almost no weight got
+    pruned on our toy problem).
     :math:`\log\alpha` is clamped to [-10, 10] when used. At prediction time (:meth:`sample_weights`,
     :meth:`locs`, :meth:`scales`) weights with :math:`\log\alpha >` ``threshold`` are set to 0: their
     signal-to-noise ratio :math:`1/\sqrt{\alpha}` is below :math:`e^{-1.5} \approx 0.22`.
@@ -174,17 +179,16 @@ class SparseVariationalDropoutGuide(WeightGuide):
     def __init__(self, model: BayesianRegression, init_log_alpha: float = -6.0, threshold: float = 3.0) -> None:
         super().__init__(model)
         self.threshold = float(threshold)
-        tiny = torch.finfo(next(iter(model.sites.values())).init.dtype).tiny
         for name, site in model.sites.items():
-            scale = (0.5 * init_log_alpha * torch.ones_like(site.init)).exp() * site.init.abs()
+            scale = math.exp(0.5 * init_log_alpha) * site.init.abs()
             setattr(self, f"{_key(name)}_loc", PyroParam(site.init.clone()))
-            setattr(self, f"{_key(name)}_scale", PyroParam(scale.clamp_min(tiny), constraints.positive))
+            setattr(self, f"{_key(name)}_scale", PyroParam(scale.clamp_min(MIN_INIT_SCALE), constraints.positive))
 
     def site_distribution(self, site: str) -> SparseDropoutNormal:
         return SparseDropoutNormal(self._param(site, "loc"), self._param(site, "scale"))
 
     def log_alpha(self, site: str) -> Tensor:
-        """``(*shape)`` clamped :math:`\log\alpha` of one site."""
+        r"""``(*shape)`` clamped :math:`\log\alpha` of one site."""
         return self.site_distribution(site).log_alpha
 
     def kept(self, site: str) -> Tensor:
@@ -192,11 +196,11 @@ class SparseVariationalDropoutGuide(WeightGuide):
         return self.log_alpha(site) <= self.threshold
 
     def locs(self) -> dict[str, Tensor]:
-        """Pruned posterior means :math:`\theta \cdot 1[\log\alpha \le \text{threshold}]`."""
+        r"""Pruned posterior means :math:`\theta \cdot 1[\log\alpha \le \text{threshold}]`."""
         return {site: self._param(site, "loc") * self.kept(site) for site in self.site_shapes}
 
     def scales(self) -> dict[str, Tensor]:
-        """Pruned posterior standard deviations :math:`\sigma` (0 where pruned)."""
+        r"""Pruned posterior standard deviations :math:`\sigma` (0 where pruned)."""
         return {site: self._param(site, "scale") * self.kept(site) for site in self.site_shapes}
 
     def sample_weights(self, num_samples: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:

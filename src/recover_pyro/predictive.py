@@ -22,7 +22,7 @@ def sample_predictive(
     guide: WeightGuide,
     pairs: Pairs,
     num_samples: int,
-    chunk_size: int = 2048,
+    chunk_size: int = 512,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """``(S, N)`` samples of the mean function ``f`` (model scale) at ``pairs``.
@@ -31,7 +31,8 @@ def sample_predictive(
         model, guide: a fitted (model, guide) pair.
         pairs: ``N`` candidates (``y`` is ignored).
         num_samples: ``S`` joint weight samples; sample ``s`` uses the same weights for every candidate.
-        chunk_size: candidates per forward pass (bounds memory; results do not depend on it).
+        chunk_size: candidates per forward pass (bounds memory; results do not depend on it). With the
+            merge layer Bayesian, :class:`RecoverPredictor` holds about ``3 * S * chunk_size * K * r`` floats.
         generator: RNG for the weight samples (default: torch's global RNG).
     """
     if num_samples < 1 or chunk_size < 1:

@@ -24,6 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from recover_pyro.builders import CONFIG_DIR, build_features, build_screen, build_split, model_factory
+from recover_pyro.guides import SparseVariationalDropoutGuide
 from recover_pyro.metrics import calibration_curve, evaluate, plot_calibration
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         n_train=len(train_pairs), n_val=len(val_pairs), n_test=len(test_pairs),
         data=cfg.data.name, score=cfg.data.score, model=type(model).__name__, seed=cfg.seed,
     )
-    if hasattr(model, "sparsity"):
+    if isinstance(getattr(model, "guide", None), SparseVariationalDropoutGuide):
         metrics["pruned_fraction"] = float(model.sparsity())
 
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))

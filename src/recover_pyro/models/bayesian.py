@@ -170,7 +170,6 @@ class BayesianRegression(LocalPyroModule):
             self.register_buffer("sigma", like.new_tensor(float(noise)))
         else:
             raise ValueError(f"noise must be 'learned' or a positive number, got {noise!r}")
-        self.learned_noise = noise == "learned"
         order = self._sampling_order({n: s.init for n, s in sites.items()})
         self.sites: OrderedDict[str, WeightSite] = OrderedDict((n, sites[n]) for n in order)
 

@@ -1,0 +1,226 @@
+import math
+
+import pyro
+import pytest
+import torch
+from pyro import poutine
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from torch import nn
+
+from recover_pyro.data.screen import Pairs
+from recover_pyro.guides import MeanFieldNormalGuide
+from recover_pyro.inference import LatentScale, SVIConfig, fit_svi, kl_weight, validation_metric
+from recover_pyro.models.bayesian import BayesianRegression
+from recover_pyro.models.predictor import Linear, RecoverPredictor
+from recover_pyro.priors import LaplacePrior, NormalPrior
+
+
+class RowLinear(nn.Module):
+    """Linear regression on rows of a design matrix ``x``: the row index comes in as ``drug_a``."""
+
+    def __init__(self, x: torch.Tensor, bias: bool = False) -> None:
+        super().__init__()
+        self.register_buffer("x", x)
+        self.layers = nn.ModuleList([Linear(x.shape[1], 1, bias=bias)])
+
+    def forward(self, drug_a: torch.Tensor, drug_b: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+        return self.layers[0](self.x[drug_a]).squeeze(-1)
+
+
+def rows(n: int, y: torch.Tensor | None = None) -> Pairs:
+    i = torch.arange(n)
+    return Pairs(i, i, i, y)
+
+
+def set_guide(guide: MeanFieldNormalGuide, locs: dict, scales: dict) -> None:
+    for name in locs:
+        key = name.replace(".", "__")
+        setattr(guide, f"{key}_loc", locs[name])
+        setattr(guide, f"{key}_scale", scales[name])
+
+
+def test_mean_field_svi_recovers_the_conjugate_posterior_for_an_orthogonal_design():
+    g = torch.Generator().manual_seed(0)
+    n, p, c, noise, prior_sd = 40, 4, 10.0, 1.0, 1.0
+    q, _ = torch.linalg.qr(torch.randn(n, p, generator=g))
+    x = q * math.sqrt(c)                                  # X^T X = c I: the exact posterior is diagonal
+    y = x @ torch.tensor([1.0, -0.5, 0.0, 2.0]) + noise * torch.randn(n, generator=g)
+    precision = c / noise ** 2 + 1 / prior_sd ** 2
+    post_mean, post_sd = (x.T @ y / noise ** 2) / precision, precision ** -0.5
+
+    torch.manual_seed(0)
+    model = BayesianRegression(RowLinear(x), NormalPrior(prior_sd), bayesian_layers="all", noise=noise)
+    guide = MeanFieldNormalGuide(model, init_scale=0.1)
+    epochs, lr = 800, 0.05
+    config = SVIConfig(elbo="meanfield", lr=lr, lr_decay=(5e-4 / lr) ** (1 / epochs), epochs=epochs, batch_size=n)
+    fit_svi(model, guide, rows(n, y), None, config)
+    name = "predictor.layers.0.weight"
+    torch.testing.assert_close(guide.locs()[name].detach()[0], post_mean, atol=0.05, rtol=0)
+    torch.testing.assert_close(guide.scales()[name].detach()[0], torch.full((p,), post_sd), rtol=0.08, atol=0)
+
+
+def normal_kl(mu, s, prior_sd):
+    return (math.log(prior_sd) - s.log() + (s ** 2 + mu ** 2) / (2 * prior_sd ** 2) - 0.5).sum()
+
+
+def laplace_kl(mu, s, b):
+    """E_q[log q - log p] for q = N(mu, s^2), p = Laplace(0, b), with E|w| of the folded normal."""
+    abs_mean = (s * math.sqrt(2 / math.pi) * torch.exp(-mu ** 2 / (2 * s ** 2))
+                + mu * (1 - 2 * torch.special.ndtr(-mu / s)))
+    return (-0.5 * torch.log(2 * math.pi * math.e * s ** 2) + math.log(2 * b) + abs_mean / b).sum()
+
+
+@pytest.mark.parametrize("prior, closed_form", [
+    (NormalPrior(0.7), lambda mu, s: normal_kl(mu, s, 0.7)),
+    (LaplacePrior(0.4), lambda mu, s: laplace_kl(mu, s, 0.4)),
+])
+def test_elbo_kl_part_matches_the_closed_form(prior, closed_form):
+    torch.manual_seed(0)
+    x = torch.randn(3, 30, dtype=torch.float64)
+    model = BayesianRegression(RowLinear(x, bias=True).double(), prior, bayesian_layers="all")
+    guide = MeanFieldNormalGuide(model)
+    locs = {n: 0.8 * torch.randn(s.shape, dtype=torch.float64) for n, s in model.sites.items()}
+    scales = {n: 0.05 + 0.5 * torch.rand(s.shape, dtype=torch.float64) for n, s in model.sites.items()}
+    set_guide(guide, locs, scales)
+    expected = float(sum(closed_form(locs[n], scales[n]) for n in model.sites))
+    no_likelihood = poutine.block(model, hide=["obs"])   # the ELBO of zero data is -KL
+    args = rows(3).drug_a, rows(3).drug_b, rows(3).cell, None
+    particles = torch.tensor([Trace_ELBO().loss(no_likelihood, guide, *args) for _ in range(400)])
+    standard_error = float(particles.std()) / math.sqrt(len(particles))
+    assert abs(float(particles.mean()) - expected) < 4 * standard_error
+    # The mean-field ELBO uses torch's registered analytic KL for both priors: no Monte-Carlo error.
+    assert TraceMeanField_ELBO().loss(no_likelihood, guide, *args) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("elbo_cls", [Trace_ELBO, TraceMeanField_ELBO])
+def test_kl_annealing_scales_only_the_kl_part(elbo_cls):
+    torch.manual_seed(0)
+    n = 8
+    x = torch.randn(n, 5)
+    y = torch.randn(n)
+    model = BayesianRegression(RowLinear(x, bias=True), NormalPrior(0.5), bayesian_layers="all", noise=0.3)
+    guide = MeanFieldNormalGuide(model, init_scale=0.2)
+    data = rows(n, y)
+    args = data.drug_a, data.drug_b, data.cell, data.y
+    no_likelihood = poutine.block(model, hide=["obs"])
+    kl = TraceMeanField_ELBO().loss(no_likelihood, guide, *args)
+    beta = 0.25
+
+    def loss(m, g):
+        pyro.set_rng_seed(3)   # the same weight sample in both losses
+        return elbo_cls().loss(m, g, *args)
+
+    full, annealed = loss(model, guide), loss(LatentScale(beta)(model), LatentScale(beta)(guide))
+    # -ELBO = -E[log lik] + KL; annealing turns KL into beta * KL (for Trace_ELBO: its 1-sample estimate).
+    kl_estimate = kl if elbo_cls is TraceMeanField_ELBO else loss(no_likelihood, guide)
+    assert annealed - full == pytest.approx((beta - 1) * kl_estimate, rel=1e-4)
+    assert [kl_weight(e, 4) for e in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert kl_weight(0, 0) == 1.0
+
+
+def small_problem(seed: int = 0, n: int = 160):
+    g = torch.Generator().manual_seed(seed)
+    drugs, cells = 12, 2
+    a, b, c = torch.randint(drugs, (n,), generator=g), torch.randint(drugs, (n,), generator=g), \
+        torch.randint(cells, (n,), generator=g)
+    y = torch.sin(a.float()) * torch.cos(b.float()) + torch.sin(b.float()) * torch.cos(a.float()) + 0.3 * c
+    y = y + 0.2 * torch.randn(n, generator=g)
+    y = (y - y.mean()) / y.std()
+    torch.manual_seed(seed)
+    net = RecoverPredictor(torch.rand(drugs, 16).round(), torch.eye(cells), drug_hidden=(16, 8), merge_dim=8,
+                           merge_rank=3, head_hidden=(8,))
+    model = BayesianRegression(net, bayesian_layers="head")
+    data = Pairs(a, b, c, y)
+    return model, MeanFieldNormalGuide(model), data[:120], data[120:]
+
+
+def guide_state(guide) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in guide.state_dict().items()}
+
+
+def test_early_stopping_restores_the_best_epoch():
+    model, guide, train, val = small_problem()
+    config = SVIConfig(lr=0.05, epochs=40, batch_size=32, patience=3, val_samples=8)
+    report = fit_svi(model, guide, train, val, config)
+    assert len(report.losses) == len(report.val_metric) <= 40
+    assert report.best_epoch == min(range(len(report.val_metric)), key=report.val_metric.__getitem__)
+    assert validation_metric(model, guide, val, config) == pytest.approx(report.val_metric[report.best_epoch],
+                                                                         rel=1e-6)
+    mse = validation_metric(model, guide, val, SVIConfig(val_metric="mse", val_samples=8))
+    assert 0 < mse < 10
+
+
+def test_fit_is_reproducible_and_leaves_the_callers_rng_alone():
+    results = []
+    for _ in range(2):
+        model, guide, train, val = small_problem()
+        rng = torch.get_rng_state()
+        report = fit_svi(model, guide, train, None, SVIConfig(lr=0.01, epochs=3, batch_size=40, seed=7))
+        assert torch.equal(torch.get_rng_state(), rng)
+        assert report.best_epoch == 2 and report.val_metric == []
+        results.append((report.losses, guide_state(guide), float(model.noise_scale().detach())))
+    assert results[0][0] == results[1][0] and results[0][2] == results[1][2]
+    for k in results[0][1]:
+        assert torch.equal(results[0][1][k], results[1][1][k])
+
+
+def test_models_fitted_one_after_another_share_no_parameters():
+    pyro.clear_param_store()
+    first, first_guide, train, _ = small_problem()
+    initial = guide_state(first_guide)
+    fit_svi(first, first_guide, train, None, SVIConfig(lr=0.05, epochs=5, batch_size=40))
+    fitted_first = guide_state(first_guide)
+    noise_first = float(first.noise_scale().detach())
+    assert any(not torch.equal(initial[k], fitted_first[k]) for k in initial)
+
+    second, second_guide, train2, _ = small_problem()
+    # Same architecture, names and seed: starts from its own initial values, not from the first fit.
+    for k, v in guide_state(second_guide).items():
+        assert torch.equal(v, initial[k])
+    assert float(second.noise_scale().detach()) == pytest.approx(1.0)
+    fit_svi(second, second_guide, Pairs(train2.drug_a, train2.drug_b, train2.cell, -train2.y), None,
+            SVIConfig(lr=0.05, epochs=5, batch_size=40))
+    # ... and fitting it left the first model untouched.
+    for k, v in guide_state(first_guide).items():
+        assert torch.equal(v, fitted_first[k])
+    assert float(first.noise_scale().detach()) == noise_first
+    assert len(pyro.get_param_store()) == 0
+
+
+def test_refit_continues_from_the_current_parameters():
+    model, guide, train, _ = small_problem()
+    config = SVIConfig(lr=0.05, epochs=4, batch_size=40)
+    first = fit_svi(model, guide, train, None, config)
+    second = fit_svi(model, guide, train, None, config)
+    assert second.losses[0] < first.losses[0]
+
+
+def test_kl_annealing_and_clipping_run_and_fit():
+    model, guide, train, val = small_problem()
+    report = fit_svi(model, guide, train, val, SVIConfig(lr=0.05, epochs=6, batch_size=40, kl_anneal_epochs=4,
+                                                         clip_norm=5.0, elbo="meanfield", num_particles=2))
+    assert all(math.isfinite(v) for v in report.losses + report.val_metric)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"elbo": "tracegraph"}, "elbo"),
+    ({"val_metric": "mae"}, "val_metric"),
+    ({"lr": 0.0}, "lr"),
+    ({"lr_decay": 1.5}, "lr_decay"),
+    ({"epochs": 0}, "epochs"),
+    ({"kl_anneal_epochs": -1}, "kl_anneal_epochs"),
+    ({"clip_norm": 0.0}, "clip_norm"),
+])
+def test_invalid_config_raises(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SVIConfig(**kwargs)
+
+
+def test_missing_or_bad_targets_raise():
+    model, guide, train, _ = small_problem()
+    with pytest.raises(ValueError, match="no targets"):
+        fit_svi(model, guide, Pairs(train.drug_a, train.drug_b, train.cell), None, SVIConfig(epochs=1))
+    bad = train.y.clone()
+    bad[4] = float("nan")
+    with pytest.raises(ValueError, match="row 4"):
+        fit_svi(model, guide, Pairs(train.drug_a, train.drug_b, train.cell, bad), None, SVIConfig(epochs=1))
