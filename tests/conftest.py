@@ -5,8 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from recover_pyro.data import paths
+
+# The nets under test are small: one intra-op thread is faster than two fighting over a 2-core machine.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

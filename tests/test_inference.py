@@ -59,6 +59,31 @@ def test_mean_field_svi_recovers_the_conjugate_posterior_for_an_orthogonal_desig
     torch.testing.assert_close(guide.scales()[name].detach()[0], torch.full((p,), post_sd), rtol=0.08, atol=0)
 
 
+def test_laplace_prior_gives_sparser_posterior_means_than_a_normal_of_equal_variance():
+    g = torch.Generator().manual_seed(0)
+    n, p, sd = 50, 100, 0.3                               # fewer data than inputs: the prior matters
+    x = torch.randn(n, p, generator=g)
+    beta = torch.zeros(p)
+    beta[:10] = torch.tensor([1.0, -1.0, 1.5, -1.5, 2.0, -2.0, 1.0, -1.0, 1.2, -1.2])
+    y = x @ beta + 0.5 * torch.randn(n, generator=g)
+    means = {}
+    for prior in (NormalPrior(sd), LaplacePrior(sd / math.sqrt(2))):   # both have variance sd^2
+        torch.manual_seed(0)
+        model = BayesianRegression(RowLinear(x), prior, bayesian_layers="all", noise=0.5)
+        guide = MeanFieldNormalGuide(model)
+        epochs, lr = 500, 0.02
+        fit_svi(model, guide, rows(n, y), None, SVIConfig(elbo="meanfield", lr=lr, lr_decay=(5e-4 / lr) ** (1 / epochs),
+                                                          epochs=epochs, batch_size=n))
+        means[type(prior).__name__] = guide.locs()["predictor.layers.0.weight"].detach()[0]
+    normal, laplace = means["NormalPrior"], means["LaplacePrior"]
+
+    def l1_over_l2(w: torch.Tensor) -> float:
+        return float(w.abs().sum() / w.norm())
+
+    assert l1_over_l2(laplace) < 0.97 * l1_over_l2(normal)
+    assert float((laplace.abs() < 0.05).float().mean()) > 1.5 * float((normal.abs() < 0.05).float().mean())
+
+
 def normal_kl(mu, s, prior_sd):
     return (math.log(prior_sd) - s.log() + (s ** 2 + mu ** 2) / (2 * prior_sd ** 2) - 0.5).sum()
 
