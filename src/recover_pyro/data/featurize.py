@@ -49,13 +49,15 @@ def standardize_smiles(smiles: str, drug: str | None = None) -> str:
     """
     if not isinstance(smiles, str) or not smiles.strip():
         raise InvalidSmilesError(f"empty or missing SMILES {smiles!r}", drug=drug)
-    with rdBase.BlockLogs():  # RDKit's own parse warnings would duplicate the error raised below
+    # RDKit's own messages: parse warnings would duplicate the error raised below, and the standardiser
+    # logs a line per molecule ("Running LargestFragmentChooser") that buries real output.
+    with rdBase.BlockLogs():
         mol = Chem.MolFromSmiles(smiles.strip())
-    if mol is None or mol.GetNumAtoms() == 0:
-        raise InvalidSmilesError(f"RDKit cannot parse SMILES {smiles!r}", drug=drug)
-    parent = rdMolStandardize.LargestFragmentChooser(preferOrganic=True).choose(mol)
-    parent = rdMolStandardize.Uncharger().uncharge(parent)
-    return Chem.MolToSmiles(parent)
+        if mol is None or mol.GetNumAtoms() == 0:
+            raise InvalidSmilesError(f"RDKit cannot parse SMILES {smiles!r}", drug=drug)
+        parent = rdMolStandardize.LargestFragmentChooser(preferOrganic=True).choose(mol)
+        parent = rdMolStandardize.Uncharger().uncharge(parent)
+        return Chem.MolToSmiles(parent)
 
 
 # --- Morgan fingerprints with a disk cache -------------------------------------------------------

@@ -1,0 +1,222 @@
+"""Discovery benchmark: simulated campaigns on ALMANAC MCF7 (RECOVER's in-silico protocol).
+
+Runs ``recover_pyro.campaign.run_campaign`` in-process for every (experiment, seed), one at a time and
+single-threaded, keeps each campaign's ``rounds.csv`` under ``<results>/<tag>/runs/`` (finished runs are
+skipped when the script is rerun, so a killed benchmark continues where it stopped) and aggregates:
+
+* ``<results>/<tag>/per_round.csv``: per experiment and round, mean and sd over seeds of top-1 % / top-5 %
+  recall, ``n_measured`` and wall time (train / score / acquire);
+* ``<results>/<tag>/final.csv``: recall after 5 and after the last round (mean, sd, seeds) and mean wall time
+  per round;
+* a recall-vs-experiments plot (mean +/- sd band per experiment, random for reference).
+
+Campaign run folders (checkpoints) go to a temporary directory, never under ``benchmarks/``.
+
+Examples::
+
+    python scripts/benchmark_discovery.py --tag mcf7 --seeds 0 1 2 3 4 \\
+        --experiments random ensemble_ucb normal_ucb laplace_ucb
+    python scripts/benchmark_discovery.py --tag mcf7_pretrain --seeds 0 1 2 --experiments laplace_ucb \\
+        --override data.cell_lines=null campaign.pretrain=other_cell_lines
+    python scripts/benchmark_discovery.py --tag mcf7 --aggregate-only --plot docs/img/discovery_mcf7.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch: the benchmark machine's cores are shared
+
+import numpy as np
+import pandas as pd
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from matplotlib.figure import Figure
+
+from recover_pyro.acquisition import Acquisition
+from recover_pyro.builders import CONFIG_DIR, build_features, build_screen, model_factory
+from recover_pyro.campaign import TIME_COLUMNS, CampaignConfig, run_campaign
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "discovery"
+RECALLS = ("recall_top1pct", "recall_top5pct")
+# Model settings that only BNN experiments understand (kept off the baselines' configs).
+BNN_PREFIXES = ("inference.", "prior.", "guide.", "model.bayesian_layers", "model.noise", "acquisition.kappa")
+
+log = logging.getLogger("benchmark_discovery")
+
+
+def machine() -> str:
+    """``<CPU model name>, <n> cores, <date>`` for the report."""
+    model = platform.processor() or "unknown CPU"
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return f"{model}, {os.cpu_count()} cores, torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M %Z')}"
+
+
+def is_bnn(experiment: str) -> bool:
+    return experiment not in ("ensemble_ucb", "ensemble", "deterministic", "mc_dropout")
+
+
+def compose_config(experiment: str, seed: int, common: list[str], bnn: list[str]):
+    """Hydra config of one campaign: ALMANAC MCF7 protocol + experiment + overrides."""
+    overrides = ["data=almanac", "campaign=almanac_mcf7", f"+experiment={experiment}", f"seed={seed}",
+                 "campaign.progress=false", *common]
+    if is_bnn(experiment):
+        overrides += bnn
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="campaign", overrides=overrides)
+
+
+class ScreenCache:
+    """Screens and features by data config (loading and featurising ALMANAC is the slow part)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple] = {}
+
+    def get(self, cfg):
+        key = repr((cfg.data, cfg.features))
+        if key not in self._cache:
+            screen = build_screen(cfg)
+            self._cache[key] = (screen, build_features(cfg, screen))
+        return self._cache[key]
+
+
+def run_one(experiment: str, seed: int, common: list[str], bnn: list[str], cache: ScreenCache,
+            out_csv: Path) -> pd.DataFrame:
+    """One campaign; its per-round rows are written to ``out_csv`` (with experiment and seed columns)."""
+    cfg = compose_config(experiment, seed, common, bnn)
+    screen, features = cache.get(cfg)
+    acquisition: Acquisition = instantiate(cfg.acquisition, _convert_="all")
+    config: CampaignConfig = instantiate(cfg.campaign, _convert_="all")
+    with tempfile.TemporaryDirectory(prefix="discovery_") as run_dir:
+        result = run_campaign(screen, features, model_factory(cfg, features), acquisition, config, run_dir,
+                              score=cfg.data.score)
+    rounds = result.rounds.assign(experiment=experiment, seed=seed)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    rounds.to_csv(out_csv, index=False)
+    return rounds
+
+
+def load_runs(tag_dir: Path) -> pd.DataFrame:
+    files = sorted((tag_dir / "runs").glob("*.csv"))
+    if not files:
+        raise FileNotFoundError(f"no finished campaigns under {tag_dir / 'runs'}")
+    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+
+
+def aggregate(runs: pd.DataFrame, mid_round: int = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-round mean / sd over seeds, and the table after ``mid_round`` and the last round."""
+    columns = ["n_measured", *RECALLS, *TIME_COLUMNS]
+    grouped = runs.groupby(["experiment", "round"])[columns]
+    per_round = grouped.mean().add_suffix("_mean").join(grouped.std().add_suffix("_sd"))
+    per_round["n_seeds"] = grouped.size()
+    per_round = per_round.reset_index()
+    rows = []
+    for experiment, df in runs.groupby("experiment"):
+        last = int(df["round"].max())
+        acq_rounds = df[df["round"] >= 1]
+        row = {"experiment": experiment, "n_seeds": df["seed"].nunique(), "last_round": last}
+        for r, name in ((mid_round, f"r{mid_round}"), (last, "final")):
+            at = df[df["round"] == r]
+            for c in RECALLS:
+                row[f"{c}_{name}_mean"], row[f"{c}_{name}_sd"] = at[c].mean(), at[c].std()
+        for c in TIME_COLUMNS:
+            row[f"{c}_per_round"] = acq_rounds[c].mean()
+        row["total_s_per_round"] = sum(row[f"{c}_per_round"] for c in TIME_COLUMNS)
+        rows.append(row)
+    final = pd.DataFrame(rows).sort_values(f"{RECALLS[0]}_final_mean", ascending=False)
+    return per_round, final
+
+
+def plot(per_round: pd.DataFrame, path: Path, title: str) -> None:
+    """Top-1 % and top-5 % recall against experiments done; mean line, +/- sd band, one colour each."""
+    fig = Figure(figsize=(11, 4.5))
+    axes = fig.subplots(1, 2, sharey=True)
+    order = per_round.groupby("experiment")[f"{RECALLS[0]}_mean"].max().sort_values(ascending=False).index
+    for ax, column in zip(axes, RECALLS):
+        for experiment in order:
+            df = per_round[per_round["experiment"] == experiment]
+            n, m, s = df["n_measured_mean"], df[f"{column}_mean"], df[f"{column}_sd"].fillna(0.0)
+            style = {"color": "black", "linestyle": "--"} if experiment == "random" else {}
+            line, = ax.plot(n, m, marker=".", label=experiment, **style)
+            ax.fill_between(n, m - s, m + s, alpha=0.12, color=line.get_color())
+        ax.set(xlabel="experiments done", title=column.replace("recall_top", "top ").replace("pct", " % recall"),
+               ylim=(0, 1.02))
+    axes[0].set_ylabel("recall (mean +/- sd over seeds)")
+    axes[1].legend(loc="upper left", fontsize="x-small", ncol=2)
+    fig.suptitle(title, fontsize="medium")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=80)
+
+
+def print_table(final: pd.DataFrame) -> None:
+    mid = [c for c in final.columns if c.endswith("_mean") and "_r" in c and "final" not in c]
+    print(f"{'experiment':<24}{'seeds':>6}  " + "  ".join(
+        f"{c.replace('_mean', ''):>22}" for c in [*mid, *(f'{r}_final_mean' for r in RECALLS)])
+        + "   train_s  score_s  acq_s")
+    for _, r in final.iterrows():
+        cells = [f"{r[c]:.3f} +/- {r[c.replace('_mean', '_sd')]:.3f}"
+                 for c in [*mid, *(f"{x}_final_mean" for x in RECALLS)]]
+        print(f"{r['experiment']:<24}{int(r['n_seeds']):>6}  " + "  ".join(f"{c:>22}" for c in cells)
+              + f"  {r['train_s_per_round']:8.2f} {r['score_s_per_round']:8.3f} {r['acquire_s_per_round']:6.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tag", required=True, help="results sub-folder, e.g. mcf7 or mcf7_pretrain")
+    parser.add_argument("--experiments", nargs="*", default=[], help="conf/experiment names")
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--override", nargs="*", default=[], help="Hydra overrides for every campaign")
+    parser.add_argument("--bnn-override", nargs="*", default=[],
+                        help="Hydra overrides for BNN campaigns only (e.g. inference.epochs=100)")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--aggregate-only", action="store_true")
+    parser.add_argument("--plot", type=Path, default=None, help="PNG path (default: none)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    log.setLevel(logging.INFO)
+    bad = [o for o in args.bnn_override if not o.lstrip("+~").startswith(BNN_PREFIXES)]
+    if bad:
+        parser.error(f"--bnn-override only takes {BNN_PREFIXES} settings, got {bad}")
+
+    tag_dir = args.results / args.tag
+    print(f"machine: {machine()}")
+    if not args.aggregate_only:
+        cache = ScreenCache()
+        for seed in args.seeds:  # seeds outermost: every experiment gets seed 0 before any gets seed 1
+            for experiment in args.experiments:
+                out_csv = tag_dir / "runs" / f"{experiment}_s{seed}.csv"
+                if out_csv.exists():
+                    continue
+                start = time.perf_counter()
+                rounds = run_one(experiment, seed, args.override, args.bnn_override, cache, out_csv)
+                last = rounds.iloc[-1]
+                print(f"{experiment} seed {seed}: top1 {last['recall_top1pct']:.3f} top5 "
+                      f"{last['recall_top5pct']:.3f} after {int(last['n_measured'])} "
+                      f"({time.perf_counter() - start:.0f} s)", flush=True)
+    per_round, final = aggregate(load_runs(tag_dir))
+    per_round.to_csv(tag_dir / "per_round.csv", index=False, float_format="%.4g")
+    final.to_csv(tag_dir / "final.csv", index=False, float_format="%.4g")
+    print_table(final)
+    if args.plot is not None:
+        plot(per_round, args.plot, f"ALMANAC MCF7 discovery ({args.tag}): 30 initial + 10 x 30")
+        print(f"plot: {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
