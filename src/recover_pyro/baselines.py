@@ -34,7 +34,7 @@ from recover_pyro.data.screen import Pairs
 from recover_pyro.data.targets import TargetScaler
 from recover_pyro.models.base import FitReport, PredictiveSamples
 from recover_pyro.models.predictor import RecoverPredictor
-from recover_pyro.training import EarlyStopping, minibatches
+from recover_pyro.training import EarlyStopping, checked_targets, minibatches
 
 PredictorFactory = Callable[..., nn.Module]
 """``factory(drug_features (D, F), cell_features (C, G), **kwargs) -> module`` mapping index tensors
@@ -73,17 +73,6 @@ class TrainConfig:
             raise ValueError(f"TrainConfig: epochs, batch_size, patience and eval_batch_size must be >= 1: {self}")
 
 
-def _targets(pairs: Pairs, what: str) -> Tensor:
-    """``(N,)`` float targets of ``pairs``, with a clear error when they are missing or not finite."""
-    if pairs.y is None:
-        raise ValueError(f"{what} pairs have no targets (y is None)")
-    if len(pairs) == 0:
-        raise ValueError(f"{what} pairs are empty")
-    y = pairs.y.float()
-    bad = torch.nonzero(~torch.isfinite(y)).flatten()
-    if len(bad):
-        raise ValueError(f"{what} targets contain {len(bad)} NaN/infinite values (first at row {int(bad[0])})")
-    return y
 
 
 def _draw_seed(generator: torch.Generator) -> int:
@@ -137,8 +126,8 @@ class DeterministicModel:
         ``losses`` and the validation MSE (original scale) in ``val_metric``.
         """
         start = time.perf_counter()
-        y = _targets(train, "training")
-        y_val = None if val is None else _targets(val, "validation")
+        y = checked_targets(train, "training")
+        y_val = None if val is None else checked_targets(val, "validation")
         if not self.fitted:
             self.scaler.fit(y)
         z = self.scaler.transform(y)

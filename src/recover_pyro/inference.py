@@ -34,7 +34,7 @@ from recover_pyro.guides import WeightGuide
 from recover_pyro.models.base import FitReport
 from recover_pyro.models.bayesian import BayesianRegression, local_params
 from recover_pyro.predictive import sample_predictive
-from recover_pyro.training import EarlyStopping, minibatches
+from recover_pyro.training import EarlyStopping, checked_targets, minibatches
 
 ELBOS: dict[str, type[ELBO]] = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
 VAL_METRICS = ("nll", "mse")
@@ -117,23 +117,12 @@ def make_elbo(config: SVIConfig) -> ELBO:
     return ELBOS[config.elbo](num_particles=config.num_particles, max_plate_nesting=1)
 
 
-def _targets(pairs: Pairs, what: str) -> Tensor:
-    if pairs.y is None:
-        raise ValueError(f"fit_svi: {what} pairs have no targets (y is None)")
-    if len(pairs) == 0:
-        raise ValueError(f"fit_svi: {what} pairs are empty")
-    y = pairs.y.float()
-    bad = torch.nonzero(~torch.isfinite(y)).flatten()
-    if len(bad):
-        raise ValueError(f"fit_svi: {what} targets contain {len(bad)} NaN/infinite values "
-                         f"(first at row {int(bad[0])})")
-    return y
 
 
 def validation_metric(model: BayesianRegression, guide: WeightGuide, val: Pairs, config: SVIConfig) -> float:
     """The configured validation metric (standardised scale, lower is better), with a fixed seed so that
     epochs are compared on common random numbers."""
-    y = _targets(val, "validation")
+    y = checked_targets(val, "fit_svi: validation")
     generator = torch.Generator().manual_seed(config.seed)
     with torch.no_grad():
         f = sample_predictive(model, guide, val, config.val_samples, config.eval_batch_size, generator)
@@ -176,9 +165,9 @@ def fit_svi(
     unchanged and equal seeds give equal fits.
     """
     start = time.perf_counter()
-    y = _targets(train, "training")
+    y = checked_targets(train, "fit_svi: training")
     if val is not None:
-        _targets(val, "validation")
+        checked_targets(val, "fit_svi: validation")
     n = len(train)
     elbo = make_elbo(config)
     params = _parameters(model, guide)

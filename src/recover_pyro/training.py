@@ -8,12 +8,27 @@ from typing import Any, Iterator
 
 import torch
 
+from recover_pyro.data.screen import Pairs
+
 
 def minibatches(n: int, batch_size: int, generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
     """Yield shuffled index tensors covering ``range(n)`` once, each of at most ``batch_size``."""
     perm = torch.randperm(n, generator=generator)
     for start in range(0, n, max(1, batch_size)):
         yield perm[start:start + batch_size]
+
+
+def checked_targets(pairs: Pairs, what: str) -> torch.Tensor:
+    """``(N,)`` float targets of ``pairs``; a clear error when they are missing, empty or not finite."""
+    if pairs.y is None:
+        raise ValueError(f"{what} pairs have no targets (y is None)")
+    if len(pairs) == 0:
+        raise ValueError(f"{what} pairs are empty")
+    y = pairs.y.float()
+    bad = torch.nonzero(~torch.isfinite(y)).flatten()
+    if len(bad):
+        raise ValueError(f"{what} targets contain {len(bad)} NaN/infinite values (first at row {int(bad[0])})")
+    return y
 
 
 class EarlyStopping:

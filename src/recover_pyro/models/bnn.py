@@ -29,6 +29,7 @@ from recover_pyro.models.bayesian import BayesianLayers, BayesianRegression
 from recover_pyro.models.predictor import RecoverPredictor
 from recover_pyro.predictive import sample_predictive
 from recover_pyro.priors import NormalPrior, Prior
+from recover_pyro.training import checked_targets
 
 PredictorFactory = Callable[[Tensor, Tensor], nn.Module]
 """``factory(drug_features (D, F), cell_features (C, G)) -> module`` mapping index tensors
@@ -42,10 +43,6 @@ def _draw_seed(generator: torch.Generator) -> int:
     return int(torch.randint(2**62, (1,), generator=generator))
 
 
-def _targets(pairs: Pairs, what: str) -> Tensor:
-    if pairs.y is None:
-        raise ValueError(f"BNNSynergyModel: {what} pairs have no targets (y is None)")
-    return pairs.y.float()
 
 
 class BNNSynergyModel:
@@ -102,12 +99,14 @@ class BNNSynergyModel:
         Returns the :class:`FitReport` of :func:`fit_svi` (per-datum negative ELBO, validation metric on
         the standardised scale).
         """
-        y = _targets(train, "training")
+        y = checked_targets(train, "BNNSynergyModel: training")
         if not self.fitted:
             self.scaler.fit(y)
         z_train = Pairs(train.drug_a, train.drug_b, train.cell, self.scaler.transform(y))
-        z_val = None if val is None else Pairs(val.drug_a, val.drug_b, val.cell,
-                                               self.scaler.transform(_targets(val, "validation")))
+        z_val = None
+        if val is not None:
+            y_val = checked_targets(val, "BNNSynergyModel: validation")
+            z_val = Pairs(val.drug_a, val.drug_b, val.cell, self.scaler.transform(y_val))
         config = replace(self.inference, seed=_draw_seed(self._generator))
         self.last_report = fit_svi(self.model, self.guide, z_train, z_val, config)
         self.fitted = True
