@@ -43,7 +43,7 @@ from matplotlib.figure import Figure
 
 from recover_pyro.acquisition import Acquisition
 from recover_pyro.builders import CONFIG_DIR, build_features, build_screen, model_factory
-from recover_pyro.campaign import TIME_COLUMNS, CampaignConfig, run_campaign
+from recover_pyro.campaign import MODEL_STREAM, TIME_COLUMNS, CampaignConfig, derive_seed, run_campaign
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "discovery"
@@ -94,16 +94,37 @@ class ScreenCache:
         return self._cache[key]
 
 
+def factory_with_pretrain_epochs(experiment: str, seed: int, common: list[str], bnn: list[str],
+                                 features, epochs: int):
+    """The campaign's model factory, except that the pretraining model trains for ``epochs`` epochs.
+
+    ``run_campaign`` builds its pretraining model with ``seed = derive_seed(seed, MODEL_STREAM, 0)`` and
+    every round's model with round ``r >= 1`` seeds, so that seed identifies the pretraining call. Only the
+    epoch count differs (same architecture), so the pretrained ``state_dict`` loads into the round models.
+    """
+    epochs_key = "inference.epochs" if is_bnn(experiment) else "model.training.epochs"
+    rounds = model_factory(compose_config(experiment, seed, common, bnn), features)
+    pretrain = model_factory(compose_config(experiment, seed, [*common, f"{epochs_key}={epochs}"], bnn), features)
+    pretrain_seed = derive_seed(seed, MODEL_STREAM, 0)
+
+    def make(**overrides):
+        return (pretrain if overrides.get("seed") == pretrain_seed else rounds)(**overrides)
+
+    return make
+
+
 def run_one(experiment: str, seed: int, common: list[str], bnn: list[str], cache: ScreenCache,
-            out_csv: Path) -> pd.DataFrame:
+            out_csv: Path, pretrain_epochs: int | None = None) -> pd.DataFrame:
     """One campaign; its per-round rows are written to ``out_csv`` (with experiment and seed columns)."""
     cfg = compose_config(experiment, seed, common, bnn)
     screen, features = cache.get(cfg)
     acquisition: Acquisition = instantiate(cfg.acquisition, _convert_="all")
     config: CampaignConfig = instantiate(cfg.campaign, _convert_="all")
+    factory = model_factory(cfg, features)
+    if pretrain_epochs is not None and config.pretrain != "none":
+        factory = factory_with_pretrain_epochs(experiment, seed, common, bnn, features, pretrain_epochs)
     with tempfile.TemporaryDirectory(prefix="discovery_") as run_dir:
-        result = run_campaign(screen, features, model_factory(cfg, features), acquisition, config, run_dir,
-                              score=cfg.data.score)
+        result = run_campaign(screen, features, factory, acquisition, config, run_dir, score=cfg.data.score)
     rounds = result.rounds.assign(experiment=experiment, seed=seed)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     rounds.to_csv(out_csv, index=False)
@@ -183,6 +204,8 @@ def main() -> None:
     parser.add_argument("--override", nargs="*", default=[], help="Hydra overrides for every campaign")
     parser.add_argument("--bnn-override", nargs="*", default=[],
                         help="Hydra overrides for BNN campaigns only (e.g. inference.epochs=100)")
+    parser.add_argument("--pretrain-epochs", type=int, default=None,
+                        help="epochs of the pretraining fit only (with campaign.pretrain=other_cell_lines)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--aggregate-only", action="store_true")
     parser.add_argument("--plot", type=Path, default=None, help="PNG path (default: none)")
@@ -204,7 +227,8 @@ def main() -> None:
                 if out_csv.exists():
                     continue
                 start = time.perf_counter()
-                rounds = run_one(experiment, seed, args.override, args.bnn_override, cache, out_csv)
+                rounds = run_one(experiment, seed, args.override, args.bnn_override, cache, out_csv,
+                                 args.pretrain_epochs)
                 last = rounds.iloc[-1]
                 print(f"{experiment} seed {seed}: top1 {last['recall_top1pct']:.3f} top5 "
                       f"{last['recall_top5pct']:.3f} after {int(last['n_measured'])} "

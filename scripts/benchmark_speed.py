@@ -1,0 +1,219 @@
+"""Speed / memory benchmark: campaign round, posterior scoring throughput, whole ALMANAC candidate space.
+
+    python scripts/benchmark_speed.py --out benchmarks/results/speed/speed.csv
+    python scripts/benchmark_speed.py --only space_head --threads-space 2     # one measurement
+
+Every measurement runs in a fresh subprocess (``--measure NAME``) so its peak resident memory
+(``resource.getrusage(RUSAGE_SELF).ru_maxrss``, which sees torch's allocations, unlike tracemalloc) is its own.
+Timings are wall clock (``time.perf_counter``) after one untimed warm-up call where noted; repeated
+measurements are reported as mean and sd (ddof = 1).
+
+Measurements (models are built from the same configs as ``python -m recover_pyro.train``):
+
+* ``round_bnn`` / ``round_ensemble``: one campaign round on ALMANAC MCF7: fit on 330 revealed pairs (no
+  validation split, as the campaign's default ``val_fraction: 0``, so both run all 200 epochs), score the
+  other 1146 pairs with ``S = 100``, acquire a UCB batch of ``q = 30``. Default BNN (``+experiment=normal``,
+  Bayesian head) vs the 5-member deep ensemble (``+experiment=ensemble``).
+* ``throughput_head`` / ``throughput_all``: candidates x samples per second of ``model.predict`` with
+  ``S = 100`` on ALMANAC candidates (all 55 cell lines) for the default model and for
+  ``model.bayesian_layers=all``.
+* ``space_head`` / ``space_all``: all unordered pairs of ALMANAC's drugs x its cell lines scored with
+  ``S = 100``; ``space_all`` times a subset of ``--space-all-subset`` candidates and extrapolates linearly.
+
+Scoring cost does not depend on the fitted weights, so the scoring measurements fit the model for one
+epoch only (the guide must be fitted before ``predict``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from recover_pyro.acquisition import Acquisition
+from recover_pyro.builders import CONFIG_DIR, build_features, build_screen, model_factory
+from recover_pyro.data.featurize import Features
+from recover_pyro.data.screen import Pairs
+
+MEASUREMENTS = ["round_bnn", "round_ensemble", "throughput_head", "throughput_all", "space_head", "space_all"]
+NUM_SAMPLES = 100
+
+
+def _config(overrides: Sequence[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose("config", overrides=["data=almanac", "inference.progress=false", *overrides])
+
+
+def _peak_rss_mb() -> float:
+    # Linux reports ru_maxrss in KiB.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _load(cfg: DictConfig) -> tuple[Pairs, Features]:
+    screen = build_screen(cfg)
+    return screen.to_pairs(cfg.data.score), build_features(cfg, screen)
+
+
+def _fitted_model(cfg: DictConfig, features: Features, train: Pairs) -> Any:
+    model = model_factory(cfg, features)()
+    model.fit(train, None)
+    return model
+
+
+def all_pairs_space(n_drugs: int, n_cells: int) -> Pairs:
+    """Every unordered pair of distinct drugs (``a < b``) in every cell line: ``n_drugs (n_drugs - 1) / 2 * n_cells``."""
+    a, b = torch.triu_indices(n_drugs, n_drugs, offset=1)
+    cells = torch.arange(n_cells).repeat_interleave(a.shape[0])
+    return Pairs(a.repeat(n_cells), b.repeat(n_cells), cells)
+
+
+def measure_round(experiment: str, repeats: int) -> dict[str, Any]:
+    """Train on 330 revealed MCF7 pairs, score the rest with S = 100, acquire UCB q = 30; per repeat (seed)."""
+    times: dict[str, list[float]] = {"train_s": [], "score_s": [], "acquire_s": [], "round_s": []}
+    for seed in range(repeats):
+        cfg = _config([f"+experiment={experiment}", f"seed={seed}"])
+        pairs, features = _load(cfg)
+        order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed))
+        revealed, pool = pairs[order[:330]], pairs[order[330:]]
+        candidates = Pairs(pool.drug_a, pool.drug_b, pool.cell)
+        start = time.perf_counter()
+        model = model_factory(cfg, features)()
+        model.fit(revealed, None)
+        t_train = time.perf_counter()
+        predictive = model.predict(candidates, num_samples=NUM_SAMPLES)
+        t_score = time.perf_counter()
+        Acquisition(kind="ucb", q=30, kappa=1.0).select(predictive.f)
+        t_acquire = time.perf_counter()
+        times["train_s"].append(t_train - start)
+        times["score_s"].append(t_score - t_train)
+        times["acquire_s"].append(t_acquire - t_score)
+        times["round_s"].append(t_acquire - start)
+    return {"n_train": 330, "n_candidates": len(candidates), "repeats": repeats, "times": times}
+
+
+def _space_setup(layers: str) -> tuple[Any, Pairs]:
+    cfg = _config(["+experiment=normal", "data.cell_lines=null", f"model.bayesian_layers={layers}",
+                   "inference.epochs=1"])
+    pairs, features = _load(cfg)
+    model = _fitted_model(cfg, features, pairs[torch.randperm(len(pairs), generator=torch.Generator().manual_seed(0))[:512]])
+    space = all_pairs_space(features.drug.shape[0], features.cell.shape[0])
+    return model, space
+
+
+def _timed(fn: Callable[[], Any], repeats: int) -> list[float]:
+    fn()  # warm-up (allocator, lazy init)
+    out = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def measure_throughput(layers: str, n_candidates: int, repeats: int) -> dict[str, Any]:
+    model, space = _space_setup(layers)
+    subset = space[torch.randperm(len(space), generator=torch.Generator().manual_seed(0))[:n_candidates]]
+    times = _timed(lambda: model.predict(subset, num_samples=NUM_SAMPLES), repeats)
+    return {"n_candidates": n_candidates, "repeats": repeats,
+            "times": {"score_s": times,
+                      "cand_samples_per_s": [n_candidates * NUM_SAMPLES / t for t in times]}}
+
+
+def measure_space(layers: str, subset: int | None, repeats: int) -> dict[str, Any]:
+    model, space = _space_setup(layers)
+    n_total = len(space)
+    scored = space if subset is None else space[:subset]
+    times = _timed(lambda: model.predict(scored, num_samples=NUM_SAMPLES), repeats)
+    scale = n_total / len(scored)
+    return {"n_candidates": n_total, "n_scored": len(scored), "extrapolated": subset is not None,
+            "repeats": repeats, "times": {"score_s": [t * scale for t in times]}}
+
+
+def run_measurement(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    if name == "round_bnn":
+        return measure_round("normal", args.repeats)
+    if name == "round_ensemble":
+        return measure_round("ensemble", args.repeats)
+    if name == "throughput_head":
+        return measure_throughput("head", args.throughput_candidates, args.repeats)
+    if name == "throughput_all":
+        return measure_throughput("all", args.throughput_all_candidates, args.repeats)
+    if name == "space_head":
+        return measure_space("head", None, args.repeats)
+    if name == "space_all":
+        return measure_space("all", args.space_all_subset, 1)
+    raise ValueError(f"unknown measurement {name!r}; choose from {MEASUREMENTS}")
+
+
+def _threads(name: str, args: argparse.Namespace) -> int:
+    return args.threads_space if name.startswith("space") else args.threads
+
+
+def _rows(name: str, threads: int, result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per timed quantity: mean and sd over repeats, plus the run's peak RSS."""
+    rows = []
+    for key, values in result["times"].items():
+        v = np.asarray(values, dtype=float)
+        rows.append({"measurement": name, "quantity": key, "mean": v.mean(),
+                     "sd": v.std(ddof=1) if len(v) > 1 else float("nan"), "n": len(v), "threads": threads,
+                     "n_candidates": result.get("n_candidates"), "n_scored": result.get("n_scored"),
+                     "extrapolated": result.get("extrapolated", False), "peak_rss_mb": result["peak_rss_mb"]})
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> pd.DataFrame | None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/speed/speed.csv"))
+    parser.add_argument("--only", nargs="+", default=MEASUREMENTS, choices=MEASUREMENTS)
+    parser.add_argument("--measure", default=None, help=argparse.SUPPRESS)  # child process: one measurement
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for rounds and throughput")
+    parser.add_argument("--threads-space", type=int, default=2, help="torch threads for the whole-space runs")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--throughput-candidates", type=int, default=20000)
+    parser.add_argument("--throughput-all-candidates", type=int, default=2000)
+    parser.add_argument("--space-all-subset", type=int, default=5000)
+    args = parser.parse_args(argv)
+
+    if args.measure:
+        torch.set_num_threads(_threads(args.measure, args))
+        result = run_measurement(args.measure, args)
+        result["peak_rss_mb"] = _peak_rss_mb()
+        print("RESULT " + json.dumps(result), flush=True)
+        return None
+
+    rows: list[dict[str, Any]] = []
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    child_args = ["--threads", str(args.threads), "--threads-space", str(args.threads_space), "--repeats",
+                  str(args.repeats), "--throughput-candidates", str(args.throughput_candidates),
+                  "--throughput-all-candidates", str(args.throughput_all_candidates),
+                  "--space-all-subset", str(args.space_all_subset)]
+    for name in args.only:
+        threads = _threads(name, args)
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        proc = subprocess.run([sys.executable, __file__, "--measure", name, *child_args], env=env,
+                              capture_output=True, text=True)
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+        if proc.returncode != 0 or not lines:
+            sys.exit(f"measurement {name} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        rows += _rows(name, threads, json.loads(lines[-1][len("RESULT "):]))
+        table = pd.DataFrame(rows)
+        table.to_csv(args.out, index=False)
+        print(table[table["measurement"] == name].to_string(index=False), flush=True)
+    return pd.DataFrame(rows)
+
+
+if __name__ == "__main__":
+    main()
