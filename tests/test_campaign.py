@@ -369,16 +369,24 @@ def small_bnn_factory(features: Features, epochs: int) -> Callable[..., BNNSyner
                                           inference=SVIConfig(epochs=epochs, lr=3e-3), seed=seed)
 
 
-def test_bnn_with_ucb_finds_top_candidates_far_faster_than_random(tmp_path: Path) -> None:
-    screen = make_synthetic_screen(n_drugs=30, n_cell_lines=2, seed=1)
-    features = featurize(screen, one_hot=True, cell="onehot")
-    rounds = run_campaign(screen, features, small_bnn_factory(features, epochs=40), Acquisition("ucb", q=20),
-                          config(n_initial=20, n_rounds=5, seed=1), tmp_path).rounds
-    last = rounds.iloc[-1]
-    # Random's expected recall is the explored fraction (0.14 here); the BNN + UCB found 0.5-0.6 of the
-    # top 5 % over four screen seeds when this test was written.
-    assert last[TOP5] > last["fraction_explored"] + 0.2, rounds[[TOP1, TOP5, "fraction_explored"]]
-    assert rounds["r2"].iloc[1:].notna().all()
+def test_bnn_with_ucb_beats_random_on_top1_recall_over_seeds(tmp_path: Path) -> None:
+    """The product's claim on the synthetic screen: a real BNN + UCB against real random campaigns."""
+    bnn, rnd = [], []
+    for seed in (1, 2, 3):
+        screen = make_synthetic_screen(n_drugs=30, n_cell_lines=2, seed=seed)  # 870 candidates
+        features = featurize(screen, one_hot=True, cell="onehot")
+        cfg = config(n_initial=20, n_rounds=5, seed=seed)
+        rounds = run_campaign(screen, features, small_bnn_factory(features, epochs=40), Acquisition("ucb", q=20),
+                              cfg, tmp_path / f"bnn{seed}").rounds
+        assert rounds["r2"].iloc[1:].notna().all()
+        bnn.append(rounds.iloc[-1][[TOP1, TOP5]].to_numpy(dtype=float))
+        rounds = run_campaign(screen, features, small_bnn_factory(features, epochs=1), Acquisition("random", q=20),
+                              cfg, tmp_path / f"random{seed}").rounds
+        rnd.append(rounds.iloc[-1][[TOP1, TOP5]].to_numpy(dtype=float))
+    bnn_mean, rnd_mean = np.mean(bnn, 0), np.mean(rnd, 0)
+    # 120 of 870 explored: random finds ~0.14 of each top set; the BNN found ~0.5 of both when written.
+    assert bnn_mean[0] > rnd_mean[0] + 0.2, (bnn, rnd)
+    assert bnn_mean[1] > rnd_mean[1] + 0.2, (bnn, rnd)
 
 
 def test_bnn_warm_started_campaign_resumes_exactly(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from recover_pyro.acquisition import Acquisition
 from recover_pyro.baselines import DeterministicModel, TrainConfig
-from recover_pyro.data.errors import ConflictingMeasurementError, UnknownDrugError
+from recover_pyro.data.errors import ConflictingMeasurementError, InvalidScoreError, UnknownDrugError
 from recover_pyro.data.featurize import featurize
 from recover_pyro.data.loaders import load_almanac, save_drug_table, save_measurements_csv
 from recover_pyro.models.predictor import RecoverPredictor
@@ -107,3 +107,13 @@ def test_recommend_entry_point(lab: dict, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert len(pd.read_csv(out)) == 5
     assert "next batch written" in done.stdout
+
+
+def test_nan_score_in_measured_file_names_the_line(lab: dict) -> None:
+    rows = pd.read_csv(lab["round0"], dtype={"drug_a": str, "drug_b": str})
+    rows.loc[6, "comboscore"] = float("nan")
+    bad = lab["folder"] / "nan_round.csv"
+    rows.to_csv(bad, index=False)
+    with pytest.raises(InvalidScoreError) as info:
+        _recommend([bad], lab["smiles"])
+    assert info.value.row == 8 and "nan_round.csv" in str(info.value)
