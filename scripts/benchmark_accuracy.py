@@ -113,7 +113,8 @@ def to_markdown(table: pd.DataFrame, digits: int = 3) -> str:
         cells = []
         for m in metrics:
             mean, sd = float(row[f"{m}_mean"]), float(row[f"{m}_sd"])
-            cells.append("–" if np.isnan(mean) else f"{mean:.{digits}f}" + ("" if np.isnan(sd) else f" ± {sd:.{digits}f}"))
+            text = "–" if np.isnan(mean) else f"{mean:.{digits}f}"
+            cells.append(text if np.isnan(mean) or np.isnan(sd) else f"{text} ± {sd:.{digits}f}")
         lines.append(f"| {row['experiment']} | {int(row['n_runs'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -75,7 +75,8 @@ def compose_config(experiment: str, seed: int, common: list[str], bnn: list[str]
     overrides = ["data=almanac", "campaign=almanac_mcf7", f"+experiment={experiment}", f"seed={seed}",
                  "campaign.progress=false", *common]
     if is_bnn(experiment):
-        overrides += bnn
+        # kappa is a UCB setting: greedy / Thompson / random configs have no such key.
+        overrides += [o for o in bnn if experiment.endswith("_ucb") or not o.startswith("acquisition.kappa")]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(config_name="campaign", overrides=overrides)
 
@@ -104,7 +105,8 @@ def factory_with_pretrain_epochs(experiment: str, seed: int, common: list[str], 
     """
     epochs_key = "inference.epochs" if is_bnn(experiment) else "model.training.epochs"
     rounds = model_factory(compose_config(experiment, seed, common, bnn), features)
-    pretrain = model_factory(compose_config(experiment, seed, [*common, f"{epochs_key}={epochs}"], bnn), features)
+    override = f"{epochs_key}={epochs}"  # last, so that it wins over an epochs setting in ``bnn``
+    pretrain = model_factory(compose_config(experiment, seed, [*common, override], [*bnn, override]), features)
     pretrain_seed = derive_seed(seed, MODEL_STREAM, 0)
 
     def make(**overrides):
@@ -157,9 +159,22 @@ def aggregate(runs: pd.DataFrame, mid_round: int = 5) -> tuple[pd.DataFrame, pd.
         for c in TIME_COLUMNS:
             row[f"{c}_per_round"] = acq_rounds[c].mean()
         row["total_s_per_round"] = sum(row[f"{c}_per_round"] for c in TIME_COLUMNS)
+        row["round0_train_s"] = df.loc[df["round"] == 0, "train_s"].mean()  # pretraining, if any
         rows.append(row)
     final = pd.DataFrame(rows).sort_values(f"{RECALLS[0]}_final_mean", ascending=False)
     return per_round, final
+
+
+MODEL_COLOURS = {"normal": "tab:blue", "laplace": "tab:orange", "scale_mixture": "tab:green",
+                 "sparse_dropout": "tab:purple", "ensemble": "tab:red", "random": "black"}
+ACQUISITION_LINES = {"ucb": "-", "greedy": ":", "thompson": "-.", "random": "--"}
+
+
+def line_style(experiment: str) -> dict[str, str]:
+    """Colour by model (prior), line style by acquisition, so that 14 curves stay readable."""
+    model, _, acquisition = experiment.rpartition("_")
+    model, acquisition = (model or experiment), (acquisition if model else "random")
+    return {"color": MODEL_COLOURS.get(model, "grey"), "linestyle": ACQUISITION_LINES.get(acquisition, "-")}
 
 
 def plot(per_round: pd.DataFrame, path: Path, title: str) -> None:
@@ -171,8 +186,7 @@ def plot(per_round: pd.DataFrame, path: Path, title: str) -> None:
         for experiment in order:
             df = per_round[per_round["experiment"] == experiment]
             n, m, s = df["n_measured_mean"], df[f"{column}_mean"], df[f"{column}_sd"].fillna(0.0)
-            style = {"color": "black", "linestyle": "--"} if experiment == "random" else {}
-            line, = ax.plot(n, m, marker=".", label=experiment, **style)
+            line, = ax.plot(n, m, marker=".", label=experiment, **line_style(experiment))
             ax.fill_between(n, m - s, m + s, alpha=0.12, color=line.get_color())
         ax.set(xlabel="experiments done", title=column.replace("recall_top", "top ").replace("pct", " % recall"),
                ylim=(0, 1.02))
@@ -194,6 +208,18 @@ def print_table(final: pd.DataFrame) -> None:
                  for c in [*mid, *(f"{x}_final_mean" for x in RECALLS)]]
         print(f"{r['experiment']:<24}{int(r['n_seeds']):>6}  " + "  ".join(f"{c:>22}" for c in cells)
               + f"  {r['train_s_per_round']:8.2f} {r['score_s_per_round']:8.3f} {r['acquire_s_per_round']:6.3f}")
+
+
+def markdown_table(final: pd.DataFrame) -> str:
+    """The final table as Markdown (recall mean +/- sd after round 5 and the last round, seconds per round)."""
+    lines = ["| experiment | seeds | top-1 % r5 | top-5 % r5 | top-1 % r10 | top-5 % r10 | train s | score s "
+             "| acquire s | total s/round |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for _, r in final.iterrows():
+        cells = [f"{r[f'{c}_{w}_mean']:.3f} ± {r[f'{c}_{w}_sd']:.3f}" for w in ("r5", "final") for c in RECALLS]
+        lines.append(f"| {r['experiment']} | {int(r['n_seeds'])} | " + " | ".join(cells)
+                     + f" | {r['train_s_per_round']:.2f} | {r['score_s_per_round']:.3f} "
+                       f"| {r['acquire_s_per_round']:.4f} | {r['total_s_per_round']:.2f} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -237,6 +263,7 @@ def main() -> None:
     per_round.to_csv(tag_dir / "per_round.csv", index=False, float_format="%.4g")
     final.to_csv(tag_dir / "final.csv", index=False, float_format="%.4g")
     print_table(final)
+    print(markdown_table(final))
     if args.plot is not None:
         plot(per_round, args.plot, f"ALMANAC MCF7 discovery ({args.tag}): 30 initial + 10 x 30")
         print(f"plot: {args.plot}")

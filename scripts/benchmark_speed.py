@@ -5,8 +5,9 @@
 
 Every measurement runs in a fresh subprocess (``--measure NAME``) so its peak resident memory
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss``, which sees torch's allocations, unlike tracemalloc) is its own.
-Timings are wall clock (``time.perf_counter``) after one untimed warm-up call where noted; repeated
-measurements are reported as mean and sd (ddof = 1).
+Timings are wall clock (``time.perf_counter``) after one untimed warm-up call where noted, and for scoring
+also process CPU time over all threads (``score_cpu_s``, insensitive to other processes on the cores);
+repeated measurements are reported as mean and sd (ddof = 1).
 
 Measurements (models are built from the same configs as ``python -m recover_pyro.train``):
 
@@ -73,7 +74,9 @@ def _fitted_model(cfg: DictConfig, features: Features, train: Pairs) -> Any:
 
 
 def all_pairs_space(n_drugs: int, n_cells: int) -> Pairs:
-    """Every unordered pair of distinct drugs (``a < b``) in every cell line: ``n_drugs (n_drugs - 1) / 2 * n_cells``."""
+    """Every unordered pair of distinct drugs (``a < b``) in every cell line.
+
+    ``n_drugs (n_drugs - 1) / 2 * n_cells`` candidates, cell line by cell line."""
     a, b = torch.triu_indices(n_drugs, n_drugs, offset=1)
     cells = torch.arange(n_cells).repeat_interleave(a.shape[0])
     return Pairs(a.repeat(n_cells), b.repeat(n_cells), cells)
@@ -107,27 +110,31 @@ def _space_setup(layers: str) -> tuple[Any, Pairs]:
     cfg = _config(["+experiment=normal", "data.cell_lines=null", f"model.bayesian_layers={layers}",
                    "inference.epochs=1"])
     pairs, features = _load(cfg)
-    model = _fitted_model(cfg, features, pairs[torch.randperm(len(pairs), generator=torch.Generator().manual_seed(0))[:512]])
+    train = pairs[torch.randperm(len(pairs), generator=torch.Generator().manual_seed(0))[:512]]
+    model = _fitted_model(cfg, features, train)
     space = all_pairs_space(features.drug.shape[0], features.cell.shape[0])
     return model, space
 
 
-def _timed(fn: Callable[[], Any], repeats: int) -> list[float]:
+def _timed(fn: Callable[[], Any], repeats: int) -> tuple[list[float], list[float]]:
+    """(wall seconds, process CPU seconds) of ``repeats`` calls after one warm-up call. CPU seconds over all
+    threads do not grow when other processes compete for the cores, wall seconds do."""
     fn()  # warm-up (allocator, lazy init)
-    out = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
-        out.append(time.perf_counter() - start)
-    return out
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return wall, cpu
 
 
 def measure_throughput(layers: str, n_candidates: int, repeats: int) -> dict[str, Any]:
     model, space = _space_setup(layers)
     subset = space[torch.randperm(len(space), generator=torch.Generator().manual_seed(0))[:n_candidates]]
-    times = _timed(lambda: model.predict(subset, num_samples=NUM_SAMPLES), repeats)
+    times, cpu = _timed(lambda: model.predict(subset, num_samples=NUM_SAMPLES), repeats)
     return {"n_candidates": n_candidates, "repeats": repeats,
-            "times": {"score_s": times,
+            "times": {"score_s": times, "score_cpu_s": cpu,
                       "cand_samples_per_s": [n_candidates * NUM_SAMPLES / t for t in times]}}
 
 
@@ -135,10 +142,11 @@ def measure_space(layers: str, subset: int | None, repeats: int) -> dict[str, An
     model, space = _space_setup(layers)
     n_total = len(space)
     scored = space if subset is None else space[:subset]
-    times = _timed(lambda: model.predict(scored, num_samples=NUM_SAMPLES), repeats)
+    times, cpu = _timed(lambda: model.predict(scored, num_samples=NUM_SAMPLES), repeats)
     scale = n_total / len(scored)
     return {"n_candidates": n_total, "n_scored": len(scored), "extrapolated": subset is not None,
-            "repeats": repeats, "times": {"score_s": [t * scale for t in times]}}
+            "repeats": repeats, "times": {"score_s": [t * scale for t in times],
+                                          "score_cpu_s": [t * scale for t in cpu]}}
 
 
 def run_measurement(name: str, args: argparse.Namespace) -> dict[str, Any]:

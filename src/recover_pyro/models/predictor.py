@@ -23,7 +23,10 @@ def batched_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """:math:`x W^T + b` broadcasting leading sample dims of ``weight`` ``(*S, out, in)`` and ``x``."""
     out = torch.matmul(x, weight.transpose(-1, -2))
     if bias is not None:
-        out = out + bias.unsqueeze(-2)
+        bias = bias.unsqueeze(-2)
+        # In place where the bias fits the product's shape: the product is a fresh tensor, and the saved
+        # (*S, N, out) copy is a large part of posterior scoring time. Same values either way.
+        out = out.add_(bias) if torch.broadcast_shapes(out.shape, bias.shape) == out.shape else out + bias
     return out
 
 
@@ -119,7 +122,9 @@ class RecoverPredictor(nn.Module):
     -> :class:`SymmetricBilinear` merge -> MLP head with one output.
 
     The per-drug part depends only on (drug, cell line, weight sample), so :meth:`forward` computes it
-    once per unique (drug, cell line) in the batch and gathers.
+    once per unique (drug, cell line) in the batch and gathers. ``forward = head(trunk(...))``: with a
+    Bayesian head only, :func:`~recover_pyro.predictive.sample_predictive` runs the deterministic
+    :meth:`trunk` once and only :meth:`head` per weight sample.
 
     Args:
         drug_features: ``(D, F)`` drug representation (fingerprint [+ one-hot]).
@@ -183,18 +188,22 @@ class RecoverPredictor(nn.Module):
         for i, layer in enumerate(self.head_layers):
             z = layer(z)
             if i < len(self.head_layers) - 1:
-                z = self._dropout(F.relu(z))
+                # In place: z is the layer's fresh output, and (S, N, H) copies dominate posterior scoring.
+                z = self._dropout(F.relu(z, inplace=True))
         return z.squeeze(-1)
 
-    def forward(self, drug_a: Tensor, drug_b: Tensor, cell: Tensor) -> Tensor:
-        """Predicted (standardised) synergy ``(*S, N)`` for index tensors of shape ``(N,)``."""
+    def trunk(self, drug_a: Tensor, drug_b: Tensor, cell: Tensor) -> Tensor:
+        """``(*S, N, K)`` merged pair representation (everything before :meth:`head`) for ``(N,)`` indices."""
         n_cells = self.cell_features.shape[0]
         keys = torch.cat([drug_a * n_cells + cell, drug_b * n_cells + cell])
         unique, inverse = torch.unique(keys, return_inverse=True)
         proj = self.merge.project(self.embed(unique // n_cells, unique % n_cells))
         n = drug_a.shape[0]
-        z = self.merge.merge(proj[..., inverse[:n], :, :], proj[..., inverse[n:], :, :])
-        return self.head(z, cell)
+        return self.merge.merge(proj[..., inverse[:n], :, :], proj[..., inverse[n:], :, :])
+
+    def forward(self, drug_a: Tensor, drug_b: Tensor, cell: Tensor) -> Tensor:
+        """Predicted (standardised) synergy ``(*S, N)`` for index tensors of shape ``(N,)``."""
+        return self.head(self.trunk(drug_a, drug_b, cell), cell)
 
 
 class DeepSynergyPredictor(nn.Module):
