@@ -43,6 +43,8 @@ def notebook_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
     monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "matplotlib"))
+    # A forced backend (e.g. MPLBACKEND=Agg in a CI shell) would stop the kernel's inline figures.
+    monkeypatch.delenv("MPLBACKEND", raising=False)
 
 
 def execute(name: str, kernel_dirs: list[str]) -> Any:
