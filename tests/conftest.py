@@ -20,3 +20,11 @@ def data_root() -> Path:
     if not root.is_dir():
         pytest.skip(f"shared data folder not found at {root}; set {paths.ENV_VAR}")
     return root
+
+
+@pytest.fixture(scope="session")
+def almanac(data_root: Path):
+    """The full ALMANAC screen from the shared data (read once per session; tests must not modify it)."""
+    from recover_pyro.data.loaders import load_almanac
+
+    return load_almanac(data_root)

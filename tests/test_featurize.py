@@ -17,22 +17,11 @@ from recover_pyro.data.featurize import (
     pca_scores,
     standardize_smiles,
 )
-from recover_pyro.data.paths import data_root
 from recover_pyro.data.synthetic import make_synthetic_screen
 
 MECHLORETHAMINE = "CN(CCCl)CCCl"
 SORAFENIB = "CNC(=O)C1=NC=CC(=C1)OC2=CC=C(C=C2)NC(=O)NC3=CC(=C(C=C3)Cl)C(F)(F)F"
 TOSYLATE = "CC1=CC=C(C=C1)S(=O)(=O)O"
-
-
-@pytest.fixture(scope="module")
-def almanac():
-    folder = data_root() / "almanac"
-    if not folder.is_dir():
-        pytest.skip(f"ALMANAC data not found at {folder}; set RECOVER_PYRO_DATA to the shared data folder")
-    from recover_pyro.data.loaders import load_almanac
-
-    return load_almanac()
 
 
 @pytest.fixture(autouse=True)

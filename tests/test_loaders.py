@@ -34,11 +34,6 @@ from recover_pyro.data.validation import read_smiles_table, read_table
 
 
 @pytest.fixture(scope="module")
-def almanac(data_root: Path):
-    return load_almanac(data_root)
-
-
-@pytest.fixture(scope="module")
 def oneil(data_root: Path):
     return load_oneil(data_root)
 

@@ -5,7 +5,6 @@ import pandas as pd
 import pytest
 
 from recover_pyro.data.errors import EmptySelectionError
-from recover_pyro.data.paths import data_root
 from recover_pyro.data.splits import (
     Split,
     make_split,
@@ -19,16 +18,6 @@ from recover_pyro.data.synthetic import make_synthetic_screen
 @pytest.fixture(scope="module")
 def synthetic():
     return make_synthetic_screen(n_drugs=30, n_cell_lines=4, seed=0)
-
-
-@pytest.fixture(scope="module")
-def almanac():
-    folder = data_root() / "almanac"
-    if not folder.is_dir():
-        pytest.skip(f"ALMANAC data not found at {folder}; set RECOVER_PYRO_DATA to the shared data folder")
-    from recover_pyro.data.loaders import load_almanac
-
-    return load_almanac()
 
 
 def assert_partition(split: Split, n: int) -> None:
