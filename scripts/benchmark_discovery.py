@@ -34,7 +34,6 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch: the benchmark machine's cores are shared
 
-import numpy as np
 import pandas as pd
 import torch
 from hydra import compose, initialize_config_dir

@@ -26,7 +26,6 @@ from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import Message
 from pyro.poutine.util import is_validation_enabled
-from torch import Tensor
 from tqdm.auto import tqdm
 
 from recover_pyro.data.screen import Pairs

@@ -34,7 +34,7 @@ from recover_pyro.acquisition import Acquisition, unique_drugs
 from recover_pyro.builders import CONFIG_DIR
 from recover_pyro.data.errors import ConflictingMeasurementError, EmptySelectionError
 from recover_pyro.data.loaders import load_csv, load_drugcomb
-from recover_pyro.data.screen import KEY_COLUMNS, Screen, aggregate_measurements
+from recover_pyro.data.screen import KEY_COLUMNS, Screen
 from recover_pyro.data.validation import build_drug_table, first_fields, read_smiles_table, sniff_separator
 from recover_pyro.models.base import SynergyModel
 
