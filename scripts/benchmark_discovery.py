@@ -1,4 +1,10 @@
-"""Discovery benchmark: simulated campaigns on ALMANAC MCF7 (RECOVER's in-silico protocol).
+"""Discovery benchmark: simulated campaigns on a measured screen (RECOVER's in-silico protocol).
+
+Protocols (``--protocol``):
+
+* ``mcf7``: ALMANAC ComboScore in MCF7 (1,476 experiments), 30 random initial, 10 rounds of q = 30;
+* ``oneil``: O'Neil / DrugComb Bliss, all 39 cell lines as one pool (22,737 experiments), 1 % initial, 10
+  rounds of q = 1 % (227).
 
 Runs ``recover_pyro.campaign.run_campaign`` in-process for every (experiment, seed), one at a time and
 single-threaded, keeps each campaign's ``rounds.csv`` under ``<results>/<tag>/runs/`` (finished runs are
@@ -6,9 +12,19 @@ skipped when the script is rerun, so a killed benchmark continues where it stopp
 
 * ``<results>/<tag>/per_round.csv``: per experiment and round, mean and sd over seeds of top-1 % / top-5 %
   recall, ``n_measured`` and wall time (train / score / acquire);
-* ``<results>/<tag>/final.csv``: recall after 5 and after the last round (mean, sd, seeds) and mean wall time
-  per round;
+* ``<results>/<tag>/final.csv``: recall after 5 and after the last round (mean, sd, seeds), enrichment over
+  random at 5 % and 10 % of the pool explored, and mean wall time per round;
 * a recall-vs-experiments plot (mean +/- sd band per experiment, random for reference).
+
+Enrichment at a fraction ``x`` explored = top-1 % recall (linearly interpolated at ``n_measured = x N``) / ``x``,
+the recall random acquisition has in expectation; 1 = no better than random.
+
+Pretraining (``--override data.cell_lines=null campaign.pretrain=other_cell_lines``): ``--pretrain-override``
+sets the pretraining fit's own settings (the library's ``pretrain_overrides``), and each pretrained state is
+cached on disk (``--pretrain-cache``, keyed by the pretraining model's resolved config and seed), so that
+experiments differing only in the acquisition rule reuse one pretraining fit: the campaign then gives exactly
+the rows it would give with its own fit (``run_campaign(pretrained=...)``), but round 0's ``train_s`` is the
+cached fit's time.
 
 Campaign run folders (checkpoints) go to a temporary directory, never under ``benchmarks/``.
 
@@ -17,13 +33,18 @@ Examples::
     python scripts/benchmark_discovery.py --tag mcf7 --seeds 0 1 2 3 4 \\
         --experiments random ensemble_ucb normal_ucb laplace_ucb
     python scripts/benchmark_discovery.py --tag mcf7_pretrain --seeds 0 1 2 --experiments laplace_ucb \\
-        --override data.cell_lines=null campaign.pretrain=other_cell_lines
+        --override data.cell_lines=null campaign.pretrain=other_cell_lines \\
+        --pretrain-override inference.epochs=3 inference.lr=0.003
     python scripts/benchmark_discovery.py --tag mcf7 --aggregate-only --plot docs/img/discovery_mcf7.png
+    python scripts/benchmark_discovery.py --protocol oneil --tag oneil --seeds 0 1 2 \\
+        --experiments random ensemble_ucb scale_mixture_ucb
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import os
 import platform
@@ -34,21 +55,30 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch: the benchmark machine's cores are shared
 
+import numpy as np
 import pandas as pd
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from matplotlib.figure import Figure
+from omegaconf import OmegaConf
 
 from recover_pyro.acquisition import Acquisition
 from recover_pyro.builders import CONFIG_DIR, build_features, build_screen, model_factory
-from recover_pyro.campaign import MODEL_STREAM, TIME_COLUMNS, CampaignConfig, derive_seed, run_campaign
+from recover_pyro.campaign import TIME_COLUMNS, CampaignConfig, pretrain_model_factory, run_campaign
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "discovery"
 RECALLS = ("recall_top1pct", "recall_top5pct")
 # Model settings that only BNN experiments understand (kept off the baselines' configs).
 BNN_PREFIXES = ("inference.", "prior.", "guide.", "model.bayesian_layers", "model.noise", "acquisition.kappa")
+# Base overrides and plot title of each protocol.
+PROTOCOLS = {
+    "mcf7": (["data=almanac", "campaign=almanac_mcf7"], "ALMANAC MCF7 discovery ({tag}): 30 initial + 10 x 30"),
+    "oneil": (["data=oneil", "campaign=oneil_all", "acquisition.q=227"],
+              "O'Neil Bliss, 39 cell lines as one pool ({tag}): 227 initial + 10 x 227"),
+}
+ENRICHMENT_AT = (0.05, 0.10)
 
 log = logging.getLogger("benchmark_discovery")
 
@@ -69,10 +99,13 @@ def is_bnn(experiment: str) -> bool:
     return experiment not in ("ensemble_ucb", "ensemble", "deterministic", "mc_dropout")
 
 
-def compose_config(experiment: str, seed: int, common: list[str], bnn: list[str]):
-    """Hydra config of one campaign: ALMANAC MCF7 protocol + experiment + overrides."""
-    overrides = ["data=almanac", "campaign=almanac_mcf7", f"+experiment={experiment}", f"seed={seed}",
-                 "campaign.progress=false", *common]
+def compose_config(protocol: str, experiment: str, seed: int, common: list[str], bnn: list[str],
+                   pretrain: list[str] = ()):
+    """Hydra config of one campaign: protocol + experiment + overrides (+ the pretraining fit's settings)."""
+    overrides = [*PROTOCOLS[protocol][0], f"+experiment={experiment}", f"seed={seed}", "campaign.progress=false",
+                 *common]
+    if pretrain:
+        overrides.append(f"pretrain_overrides={json.dumps(list(pretrain))}")
     if is_bnn(experiment):
         # kappa is a UCB setting: greedy / Thompson / random configs have no such key.
         overrides += [o for o in bnn if experiment.endswith("_ucb") or not o.startswith("acquisition.kappa")]
@@ -94,38 +127,35 @@ class ScreenCache:
         return self._cache[key]
 
 
-def factory_with_pretrain_epochs(experiment: str, seed: int, common: list[str], bnn: list[str],
-                                 features, epochs: int):
-    """The campaign's model factory, except that the pretraining model trains for ``epochs`` epochs.
-
-    ``run_campaign`` builds its pretraining model with ``seed = derive_seed(seed, MODEL_STREAM, 0)`` and
-    every round's model with round ``r >= 1`` seeds, so that seed identifies the pretraining call. Only the
-    epoch count differs (same architecture), so the pretrained ``state_dict`` loads into the round models.
-    """
-    epochs_key = "inference.epochs" if is_bnn(experiment) else "model.training.epochs"
-    rounds = model_factory(compose_config(experiment, seed, common, bnn), features)
-    override = f"{epochs_key}={epochs}"  # last, so that it wins over an epochs setting in ``bnn``
-    pretrain = model_factory(compose_config(experiment, seed, [*common, override], [*bnn, override]), features)
-    pretrain_seed = derive_seed(seed, MODEL_STREAM, 0)
-
-    def make(**overrides):
-        return (pretrain if overrides.get("seed") == pretrain_seed else rounds)(**overrides)
-
-    return make
+def pretrain_key(cfg) -> str:
+    """Identifies a pretraining fit: the pretraining model's resolved config, data, features and seed."""
+    merged = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(cfg.get("pretrain_overrides") or [])))
+    text = json.dumps({k: OmegaConf.to_container(merged[k], resolve=True) for k in ("model", "data", "features")}
+                      | {"seed": merged.seed}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def run_one(experiment: str, seed: int, common: list[str], bnn: list[str], cache: ScreenCache,
-            out_csv: Path, pretrain_epochs: int | None = None) -> pd.DataFrame:
+def run_one(protocol: str, experiment: str, seed: int, common: list[str], bnn: list[str], cache: ScreenCache,
+            out_csv: Path, pretrain: list[str], pretrain_cache: Path) -> pd.DataFrame:
     """One campaign; its per-round rows are written to ``out_csv`` (with experiment and seed columns)."""
-    cfg = compose_config(experiment, seed, common, bnn)
+    cfg = compose_config(protocol, experiment, seed, common, bnn, pretrain)
     screen, features = cache.get(cfg)
     acquisition: Acquisition = instantiate(cfg.acquisition, _convert_="all")
     config: CampaignConfig = instantiate(cfg.campaign, _convert_="all")
-    factory = model_factory(cfg, features)
-    if pretrain_epochs is not None and config.pretrain != "none":
-        factory = factory_with_pretrain_epochs(experiment, seed, common, bnn, features, pretrain_epochs)
+    cached, pretrained = None, None
+    if config.pretrain != "none":
+        cached = pretrain_cache / f"{pretrain_key(cfg)}.pt"
+        if cached.exists():
+            pretrained = torch.load(cached, weights_only=True)
     with tempfile.TemporaryDirectory(prefix="discovery_") as run_dir:
-        result = run_campaign(screen, features, factory, acquisition, config, run_dir, score=cfg.data.score)
+        result = run_campaign(screen, features, model_factory(cfg, features), acquisition, config, run_dir,
+                              score=cfg.data.score, pretrain_factory=pretrain_model_factory(cfg, features),
+                              pretrained=pretrained)
+    if cached is not None and pretrained is None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(".tmp")
+        torch.save(result.pretrained, tmp)
+        tmp.replace(cached)  # atomic: parallel benchmark processes may share the cache
     rounds = result.rounds.assign(experiment=experiment, seed=seed)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     rounds.to_csv(out_csv, index=False)
@@ -137,6 +167,15 @@ def load_runs(tag_dir: Path) -> pd.DataFrame:
     if not files:
         raise FileNotFoundError(f"no finished campaigns under {tag_dir / 'runs'}")
     return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+
+
+def enrichment(run: pd.DataFrame, fraction: float, column: str = RECALLS[0]) -> float:
+    """``recall(x N) / x`` of one campaign at ``x = fraction`` of the pool explored (NaN beyond its end)."""
+    pool = run["n_measured"].iloc[0] / run["fraction_explored"].iloc[0]
+    n = fraction * pool
+    if n > run["n_measured"].max() or n < run["n_measured"].min():
+        return float("nan")
+    return float(np.interp(n, run["n_measured"], run[column])) / fraction
 
 
 def aggregate(runs: pd.DataFrame, mid_round: int = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -155,6 +194,10 @@ def aggregate(runs: pd.DataFrame, mid_round: int = 5) -> tuple[pd.DataFrame, pd.
             at = df[df["round"] == r]
             for c in RECALLS:
                 row[f"{c}_{name}_mean"], row[f"{c}_{name}_sd"] = at[c].mean(), at[c].std()
+        for x in ENRICHMENT_AT:
+            values = [enrichment(run.sort_values("round"), x) for _, run in df.groupby("seed")]
+            row[f"enrich_{x * 100:g}pct_mean"], row[f"enrich_{x * 100:g}pct_sd"] = np.mean(values), np.std(values,
+                                                                                                          ddof=1)
         for c in TIME_COLUMNS:
             row[f"{c}_per_round"] = acq_rounds[c].mean()
         row["total_s_per_round"] = sum(row[f"{c}_per_round"] for c in TIME_COLUMNS)
@@ -211,10 +254,13 @@ def print_table(final: pd.DataFrame) -> None:
 
 def markdown_table(final: pd.DataFrame) -> str:
     """The final table as Markdown (recall mean +/- sd after round 5 and the last round, seconds per round)."""
-    lines = ["| experiment | seeds | top-1 % r5 | top-5 % r5 | top-1 % r10 | top-5 % r10 | train s | score s "
-             "| acquire s | total s/round |", "|---|---|---|---|---|---|---|---|---|---|"]
+    enrich = [f"enrich_{x * 100:g}pct" for x in ENRICHMENT_AT]
+    lines = ["| experiment | seeds | top-1 % r5 | top-5 % r5 | top-1 % r10 | top-5 % r10 | "
+             + " | ".join(f"enrich. {x * 100:g} %" for x in ENRICHMENT_AT)
+             + " | train s | score s | acquire s | total s/round |", "|" + "---|" * (10 + len(enrich))]
     for _, r in final.iterrows():
         cells = [f"{r[f'{c}_{w}_mean']:.3f} ± {r[f'{c}_{w}_sd']:.3f}" for w in ("r5", "final") for c in RECALLS]
+        cells += [f"{r[f'{e}_mean']:.2f} ± {r[f'{e}_sd']:.2f}" for e in enrich]
         lines.append(f"| {r['experiment']} | {int(r['n_seeds'])} | " + " | ".join(cells)
                      + f" | {r['train_s_per_round']:.2f} | {r['score_s_per_round']:.3f} "
                        f"| {r['acquire_s_per_round']:.4f} | {r['total_s_per_round']:.2f} |")
@@ -224,13 +270,16 @@ def markdown_table(final: pd.DataFrame) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tag", required=True, help="results sub-folder, e.g. mcf7 or mcf7_pretrain")
+    parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="mcf7")
     parser.add_argument("--experiments", nargs="*", default=[], help="conf/experiment names")
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--override", nargs="*", default=[], help="Hydra overrides for every campaign")
     parser.add_argument("--bnn-override", nargs="*", default=[],
                         help="Hydra overrides for BNN campaigns only (e.g. inference.epochs=100)")
-    parser.add_argument("--pretrain-epochs", type=int, default=None,
-                        help="epochs of the pretraining fit only (with campaign.pretrain=other_cell_lines)")
+    parser.add_argument("--pretrain-override", nargs="*", default=[],
+                        help="settings of the pretraining fit only (pretrain_overrides), e.g. inference.epochs=3")
+    parser.add_argument("--pretrain-cache", type=Path, default=Path(tempfile.gettempdir()) / "recover_pyro_pretrain",
+                        help="folder of cached pretrained states (outside the repository)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--aggregate-only", action="store_true")
     parser.add_argument("--plot", type=Path, default=None, help="PNG path (default: none)")
@@ -252,8 +301,10 @@ def main() -> None:
                 if out_csv.exists():
                     continue
                 start = time.perf_counter()
-                rounds = run_one(experiment, seed, args.override, args.bnn_override, cache, out_csv,
-                                 args.pretrain_epochs)
+                pretrain = [o for o in args.pretrain_override
+                            if o.startswith("inference.") == is_bnn(experiment)]  # BNN vs baseline settings
+                rounds = run_one(args.protocol, experiment, seed, args.override, args.bnn_override, cache, out_csv,
+                                 pretrain, args.pretrain_cache)
                 last = rounds.iloc[-1]
                 print(f"{experiment} seed {seed}: top1 {last['recall_top1pct']:.3f} top5 "
                       f"{last['recall_top5pct']:.3f} after {int(last['n_measured'])} "
@@ -264,7 +315,7 @@ def main() -> None:
     print_table(final)
     print(markdown_table(final))
     if args.plot is not None:
-        plot(per_round, args.plot, f"ALMANAC MCF7 discovery ({args.tag}): 30 initial + 10 x 30")
+        plot(per_round, args.plot, PROTOCOLS[args.protocol][1].format(tag=args.tag))
         print(f"plot: {args.plot}")
 
 

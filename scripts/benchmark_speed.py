@@ -19,7 +19,7 @@ Measurements (models are built from the same configs as ``python -m recover_pyro
   ``S = 100`` on ALMANAC candidates (all 55 cell lines) for the default model and for
   ``model.bayesian_layers=all``.
 * ``space_head`` / ``space_all``: all unordered pairs of ALMANAC's drugs x its cell lines scored with
-  ``S = 100``; ``space_all`` times a subset of ``--space-all-subset`` candidates and extrapolates linearly.
+  ``S = 100``; ``space_all`` may time only the first ``--space-all-subset`` candidates and extrapolate linearly.
 
 Scoring cost does not depend on the fitted weights, so the scoring measurements fit the model for one
 epoch only (the guide must be fitted before ``predict``).
@@ -161,7 +161,7 @@ def run_measurement(name: str, args: argparse.Namespace) -> dict[str, Any]:
     if name == "space_head":
         return measure_space("head", None, args.repeats)
     if name == "space_all":
-        return measure_space("all", args.space_all_subset, 1)
+        return measure_space("all", args.space_all_subset or None, 1)
     raise ValueError(f"unknown measurement {name!r}; choose from {MEASUREMENTS}")
 
 
@@ -192,7 +192,8 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame | None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--throughput-candidates", type=int, default=20000)
     parser.add_argument("--throughput-all-candidates", type=int, default=2000)
-    parser.add_argument("--space-all-subset", type=int, default=5000)
+    parser.add_argument("--space-all-subset", type=int, default=0,
+                        help="time only the first N candidates of space_all and extrapolate (0: all)")
     args = parser.parse_args(argv)
 
     if args.measure:

@@ -173,3 +173,23 @@ def test_builds_from_the_hydra_model_config(features, experiment):
     expected = SparseVariationalDropoutGuide if experiment == "sparse_dropout" else MeanFieldNormalGuide
     assert type(model.guide) is expected
     assert model.inference.elbo == ("meanfield" if experiment == "sparse_dropout" else "trace")
+
+
+def test_posterior_as_prior_centres_the_prior_on_the_fitted_posterior(features, split):
+    train, _, _ = split
+    model = bnn(features)
+    with pytest.raises(RuntimeError, match="fitted"):
+        model.posterior_as_prior()
+    model.fit(train)
+    model.posterior_as_prior(widen=2.0)
+    trace = pyro.poutine.trace(model.model).get_trace(train.drug_a[:3], train.drug_b[:3], train.cell[:3])
+    for site in model.model.sites:
+        prior = trace.nodes[site]["fn"].base_dist
+        torch.testing.assert_close(prior.loc, model.guide.locs()[site].detach())
+        torch.testing.assert_close(prior.scale, 2.0 * model.guide.scales()[site].detach())
+    before = model.guide.locs()
+    model.fit(train[:50])  # refits from the current guide under the new prior
+    assert all(torch.isfinite(v).all() for v in model.guide.locs().values())
+    assert set(before) == set(model.guide.locs())
+    with pytest.raises(ValueError, match="widen"):
+        model.posterior_as_prior(widen=0.0)

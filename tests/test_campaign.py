@@ -11,6 +11,7 @@ Two test-local models implement the SynergyModel protocol cheaply:
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 import json
 import math
 import warnings
@@ -19,13 +20,14 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+import pyro
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from recover_pyro.acquisition import Acquisition, BatchShortfallWarning
-from recover_pyro.builders import CONFIG_DIR
+from recover_pyro.builders import CONFIG_DIR, build_features, build_screen, model_factory
 from recover_pyro.campaign import (
     MODEL_STREAM,
     TIME_COLUMNS,
@@ -34,6 +36,7 @@ from recover_pyro.campaign import (
     campaign_from_config,
     derive_seed,
     load_checkpoint,
+    pretrain_model_factory,
     recall_column,
     run_campaign,
 )
@@ -438,6 +441,89 @@ def test_pretraining_on_other_cell_lines_starts_every_round_from_its_weights(tmp
     assert torch.load(result.checkpoint, weights_only=True)["pretrained"] is not None
 
 
+def test_pretrain_factory_builds_only_the_pretraining_model(tmp_path: Path) -> None:
+    """A separate pretraining model (here a stronger prior) is fitted once; rounds use the campaign factory."""
+    screen = make_synthetic_screen(n_drugs=12, n_cell_lines=3, seed=0)
+    features = featurize(screen, cell="onehot")
+    rounds_made: list[BayesianRidge] = []
+
+    def pretrain_factory(seed: int = 0) -> BayesianRidge:
+        model = BayesianRidge(features.drug, features.cell, alpha=7.0, seed=seed)
+        pretrain_made.append(model)
+        return model
+
+    pretrain_made: list[BayesianRidge] = []
+    cfg = config(n_initial=6, n_rounds=2, pool_cell_lines=["cell_1"], pretrain="other_cell_lines")
+    result = run_campaign(screen, features, ridge_factory(features, rounds_made), Acquisition("ucb", q=6), cfg,
+                          tmp_path, pretrain_factory=pretrain_factory)
+    assert [m.fit_sizes for m in pretrain_made] == [[132]]
+    assert [m.alpha for m in rounds_made] == [1.0, 1.0] and [m.fit_sizes for m in rounds_made] == [[6], [12]]
+    assert result.pretrained is not None
+    torch.testing.assert_close(result.pretrained["mean"], pretrain_made[0].state_dict()["mean"])
+
+
+def test_given_pretrained_state_skips_the_fit_and_reproduces_the_campaign(tmp_path: Path) -> None:
+    screen = make_synthetic_screen(n_drugs=12, n_cell_lines=3, seed=0)
+    features = featurize(screen, cell="onehot")
+    cfg = config(n_initial=6, n_rounds=3, pool_cell_lines=["cell_1"], pretrain="other_cell_lines",
+                 val_fraction=0.2)
+    acquisition = Acquisition("thompson", q=5)
+    first = run_campaign(screen, features, ridge_factory(features), acquisition, cfg, tmp_path / "a")
+    made: list[BayesianRidge] = []
+    again = run_campaign(screen, features, ridge_factory(features, made), acquisition, cfg, tmp_path / "b",
+                         pretrained=first.pretrained)
+    assert made[0].fit_sizes == []  # the pretraining model only loaded the given state
+    pd.testing.assert_frame_equal(without_times(again.rounds), without_times(first.rounds))
+    pd.testing.assert_frame_equal(again.selections, first.selections)
+    with pytest.raises(ValueError, match="pretrain"):
+        run_campaign(screen, features, ridge_factory(features), acquisition, replace(cfg, pretrain="none"),
+                     tmp_path / "c", pretrained=first.pretrained)
+
+
+def test_posterior_transfer_gives_round_models_the_pretrained_posterior_as_prior(tmp_path: Path) -> None:
+    screen = make_synthetic_screen(n_drugs=10, n_cell_lines=2, seed=0)
+    features = featurize(screen, cell="onehot")
+    made: list[BNNSynergyModel] = []
+    base = small_bnn_factory(features, epochs=2)
+
+    def factory(seed: int = 0) -> BNNSynergyModel:
+        made.append(base(seed=seed))
+        return made[-1]
+
+    cfg = config(n_initial=5, n_rounds=2, num_samples=4, pool_cell_lines=["cell_1"], pretrain="other_cell_lines",
+                 transfer="posterior", transfer_widen=2.0)
+    run_campaign(screen, features, factory, Acquisition("ucb", q=5), cfg, tmp_path)
+    pretrained, first_round = made[0], made[1]
+    pairs = screen.to_pairs()[:3]
+    trace = pyro.poutine.trace(first_round.model).get_trace(pairs.drug_a, pairs.drug_b, pairs.cell)
+    for site in pretrained.model.sites:
+        prior = trace.nodes[site]["fn"].base_dist
+        q = pretrained.guide.site_distribution(site)
+        torch.testing.assert_close(prior.loc, q.loc.detach())
+        torch.testing.assert_close(prior.scale, 2.0 * q.scale.detach())
+    with pytest.raises(TypeError, match="posterior_as_prior"):
+        run_campaign(screen, features, ridge_factory(features), Acquisition("ucb", q=5), cfg, tmp_path / "ridge")
+    with pytest.raises(ValueError, match="transfer"):
+        CampaignConfig(transfer="everything")
+
+
+def test_resume_with_a_transferred_posterior_prior_and_warm_start(tmp_path: Path) -> None:
+    """Priors are not in a state_dict: a resumed warm-started model must rebuild them from the pretrained state."""
+    screen = make_synthetic_screen(n_drugs=10, n_cell_lines=2, seed=0)
+    features = featurize(screen, cell="onehot")
+    cfg = config(n_initial=5, n_rounds=3, num_samples=4, pool_cell_lines=["cell_1"], pretrain="other_cell_lines",
+                 transfer="posterior", warm_start=True)
+    acquisition = Acquisition("ucb", q=5)
+    full = run_campaign(screen, features, small_bnn_factory(features, epochs=2), acquisition, cfg, tmp_path / "a")
+    with pytest.raises(Crash):  # fit 1 is the pretraining, fit 3 round 2
+        run_campaign(screen, features, crashing(small_bnn_factory(features, epochs=2), 3), acquisition, cfg,
+                     tmp_path / "b")
+    resumed = run_campaign(screen, features, small_bnn_factory(features, epochs=2), acquisition, cfg, tmp_path / "b",
+                           resume=True)
+    pd.testing.assert_frame_equal(without_times(resumed.rounds), without_times(full.rounds))
+    pd.testing.assert_frame_equal(resumed.selections, full.selections)
+
+
 def test_pretraining_needs_experiments_outside_the_pool(tmp_path: Path) -> None:
     screen = make_synthetic_screen(n_drugs=8, n_cell_lines=1, seed=0)
     features = featurize(screen)
@@ -484,6 +570,22 @@ def test_acquisition_and_campaign_groups_instantiate() -> None:
     assert (mcf7.n_initial, mcf7.n_rounds, mcf7.pool_cell_lines) == (30, 10, ["MCF7"])
     default = instantiate(compose_campaign(["seed=3"]).campaign, _convert_="all")
     assert default == CampaignConfig(seed=3, top_fractions=(0.01, 0.05))
+
+
+def test_pretrain_overrides_change_only_the_pretraining_model() -> None:
+    small = ["data.screen.n_drugs=8", "data.screen.n_cell_lines=2"]
+    cfg = compose_campaign(["+experiment=normal_ucb", *small,
+                            'pretrain_overrides=["inference.epochs=5","inference.lr=0.002"]'])
+    features = build_features(cfg, build_screen(cfg))
+    pretrain = pretrain_model_factory(cfg, features)(seed=0)
+    rounds = model_factory(cfg, features)(seed=0)
+    assert (pretrain.inference.epochs, pretrain.inference.lr) == (5, 0.002)
+    assert (rounds.inference.epochs, rounds.inference.lr) == (200, 0.003)
+    ensemble = compose_campaign(["+experiment=ensemble_ucb", *small, 'pretrain_overrides=["model.training.epochs=3"]'])
+    assert all(m.config.epochs == 3 for m in pretrain_model_factory(ensemble, features)(seed=0).members)
+    assert pretrain_model_factory(compose_campaign(small), features) is None
+    with pytest.raises(ValueError, match="key=value"):
+        pretrain_model_factory(compose_campaign([*small, 'pretrain_overrides=["epochs"]']), features)
 
 
 def test_hydra_entry_composes_and_runs(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from recover_pyro.data.screen import Pairs
 from recover_pyro.guides import MeanFieldNormalGuide, SparseVariationalDropoutGuide
 from recover_pyro.models.bayesian import BayesianRegression
 from recover_pyro.models.predictor import DeepSynergyPredictor, RecoverPredictor
-from recover_pyro.predictive import sample_predictive
+from recover_pyro.predictive import _cell_line_chunks, sample_predictive
 
 D, C = 15, 3
 
@@ -81,18 +81,21 @@ def test_drug_order_symmetry_with_the_same_weight_samples():
 
 def test_deterministic_layers_run_once_unbatched():
     model, guide = make("head", init_scale=0.2)
-    shapes: dict[str, list[torch.Size]] = {"drug": [], "head": []}
+    shapes: dict[str, list[torch.Size]] = {"drug0": [], "drug1": [], "head": []}
     net = model.predictor
     hooks = [
-        net.drug_layers[0].register_forward_hook(lambda m, i, o: shapes["drug"].append(o.shape)),
+        net.drug_layers[0].register_forward_hook(lambda m, i, o: shapes["drug0"].append(o.shape)),
+        net.drug_layers[1].register_forward_hook(lambda m, i, o: shapes["drug1"].append(o.shape)),
         net.head_layers[0].register_forward_hook(lambda m, i, o: shapes["head"].append(o.shape)),
     ]
     pairs = candidates(40)
+    n_drugs = len(torch.unique(torch.cat([pairs.drug_a, pairs.drug_b])))
     n_unique = len(torch.unique(torch.cat([pairs.drug_a * C + pairs.cell, pairs.drug_b * C + pairs.cell])))
     sample_predictive(model, guide, pairs, num_samples=30)
     for h in hooks:
         h.remove()
-    assert shapes["drug"] == [torch.Size([n_unique, 16])]        # once, per unique (drug, cell line), no S
+    assert shapes["drug0"] == [torch.Size([n_drugs, 16])]         # first layer (before FiLM): per drug
+    assert shapes["drug1"] == [torch.Size([n_unique, 8])]         # once, per unique (drug, cell line), no S
     assert shapes["head"] == [torch.Size([30, 40, 6])]            # Bayesian head: all samples at once
 
 
@@ -113,3 +116,11 @@ def test_empty_candidates_and_bad_arguments():
     assert sample_predictive(model, guide, empty, 4).shape == (4, 0)
     with pytest.raises(ValueError, match="num_samples"):
         sample_predictive(model, guide, candidates(3), 0)
+
+
+def test_cell_line_chunks_cover_every_candidate_once_one_cell_line_each():
+    cell = torch.tensor([2, 0, 2, 1, 0, 2, 2, 0])
+    chunks = _cell_line_chunks(cell, 2)
+    assert sorted(torch.cat(chunks).tolist()) == list(range(len(cell)))
+    assert all(len(c) <= 2 and len(set(cell[c].tolist())) == 1 for c in chunks)
+    assert _cell_line_chunks(torch.zeros(0, dtype=torch.long), 4) == []

@@ -44,7 +44,11 @@ other change of configuration, score or pool is refused.
 
 Pretraining (``pretrain="other_cell_lines"``): one model is fitted on every screen experiment outside the
 pool (e.g. ALMANAC's other cell lines, which the features must then cover), and each round's model starts
-from those weights via ``load_state_dict`` before fitting on the revealed pool candidates.
+from those weights via ``load_state_dict`` (parameters, guide scales and target scaler) before fitting on
+the revealed pool candidates. The pretraining fit may use its own settings (``pretrain_factory``; from the
+command line ``pretrain_overrides``, e.g. fewer epochs over the large outside set), and a pretrained
+``state_dict`` (:attr:`CampaignResult.pretrained` of an earlier campaign with the same model, screen and
+seed) can be passed in to skip the fit.
 
 Command line (Hydra; outputs go to the run directory)::
 
@@ -53,6 +57,7 @@ Command line (Hydra; outputs go to the run directory)::
     python -m recover_pyro.campaign data=almanac campaign=almanac_mcf7
     python -m recover_pyro.campaign data=almanac data.cell_lines=null campaign=almanac_mcf7 \\
         campaign.pretrain=other_cell_lines         # pretrain on the other cell lines
+    python -m recover_pyro.campaign +experiment=scale_mixture_ucb_pretrained   # tuned pretrained BNN
     python -m recover_pyro.campaign hydra.run.dir=<previous run dir> resume=true   # continue a killed run
     python -m recover_pyro.campaign -m hydra.sweep.dir=<previous sweep dir> resume=true <same sweep>
 
@@ -99,6 +104,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_VERSION = 1
 PRETRAIN_CHOICES = ("none", "other_cell_lines")
+TRANSFER_CHOICES = ("weights", "posterior")
 # Independent random streams derived from the campaign seed.
 GENERATOR_STREAM, MODEL_STREAM, GLOBAL_STREAM = 0, 1, 2
 TIME_COLUMNS = ("train_s", "score_s", "acquire_s")
@@ -119,6 +125,12 @@ class CampaignConfig:
         seed: campaign seed (non-negative); every random choice derives from it.
         pool_cell_lines: cell lines whose experiments form the pool (``None``: all of the screen's).
         pretrain: ``"none"`` or ``"other_cell_lines"`` (see module docstring).
+        transfer: what round models take from the pretrained model: ``"weights"`` (its parameters, as
+            starting values) or ``"posterior"`` (also its posterior as their prior, for Bayesian models with
+            ``posterior_as_prior``, e.g. :meth:`BNNSynergyModel.posterior_as_prior
+            <recover_pyro.models.bnn.BNNSynergyModel.posterior_as_prior>`).
+        transfer_widen: with ``transfer="posterior"``, the prior's standard deviations are the posterior's
+            times this factor (``> 1`` lets the pool's cell lines differ more from the pretraining data).
         val_fraction: fraction of the revealed candidates held out each round for the model's early
             stopping (0: fit on all of them).
         progress: show a tqdm bar over rounds.
@@ -132,6 +144,8 @@ class CampaignConfig:
     seed: int = 0
     pool_cell_lines: list[str] | None = None
     pretrain: str = "none"
+    transfer: str = "weights"
+    transfer_widen: float = 1.0
     val_fraction: float = 0.0
     progress: bool = True
     top_fractions: tuple[float, ...] = (0.01, 0.05)
@@ -152,6 +166,10 @@ class CampaignConfig:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.pretrain not in PRETRAIN_CHOICES:
             raise ValueError(f"pretrain must be one of {list(PRETRAIN_CHOICES)}, got {self.pretrain!r}")
+        if self.transfer not in TRANSFER_CHOICES:
+            raise ValueError(f"transfer must be one of {list(TRANSFER_CHOICES)}, got {self.transfer!r}")
+        if not self.transfer_widen > 0:
+            raise ValueError(f"transfer_widen must be positive, got {self.transfer_widen}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
         if not self.top_fractions or any(not 0.0 < f <= 1.0 for f in self.top_fractions):
@@ -170,6 +188,8 @@ class CampaignResult:
     selections_csv: Path
     plot: Path
     checkpoint: Path
+    pretrained: dict[str, Any] | None = None
+    """``state_dict`` of the pretrained model (``None`` without pretraining)."""
 
     @property
     def revealed(self) -> np.ndarray:
@@ -420,9 +440,12 @@ class _Runner:
     """Carries one campaign's fixed inputs through its rounds."""
 
     def __init__(self, pool: Pool, factory: Callable[..., SynergyModel], acquisition: Acquisition,
-                 config: CampaignConfig, score: str) -> None:
+                 config: CampaignConfig, score: str, pretrain_factory: Callable[..., SynergyModel] | None = None,
+                 pretrained: dict[str, Any] | None = None) -> None:
         self.pool, self.factory, self.acquisition, self.config, self.score = (
             pool, factory, acquisition, config, score)
+        self.pretrain_factory = pretrain_factory or factory
+        self.given_pretrained = pretrained
         self.model: SynergyModel | None = None  # the warm-started object
 
     def start(self, meta: dict[str, Any]) -> _State:
@@ -460,28 +483,42 @@ class _Runner:
             raise ValueError("pretrain='other_cell_lines' needs experiments outside the pool cell lines "
                              f"{self.config.pool_cell_lines}, but the screen has none; load more cell lines "
                              "(e.g. data.cell_lines=null) or set pretrain='none'")
-        log.info("pretraining on %d experiments outside the pool", len(outside))
-        model = self.factory(seed=derive_seed(self.config.seed, MODEL_STREAM, 0))
+        model = self.pretrain_factory(seed=derive_seed(self.config.seed, MODEL_STREAM, 0))
+        # Drawn even when the fit is skipped, so a given pretrained state leaves the campaign draws unchanged.
         train, val = _split_val(outside, self.config.val_fraction, generator)
-        model.fit(train, val)
+        if self.given_pretrained is not None:
+            log.info("starting from the given pretrained state (no pretraining fit)")
+            model.load_state_dict(self.given_pretrained)
+        else:
+            log.info("pretraining on %d experiments outside the pool", len(outside))
+            model.fit(train, val)
         return model
 
     def _round_model(self, state: _State, round_: int) -> SynergyModel:
         """A fresh model (from pretrained weights if any), or the warm-started one."""
         cfg = self.config
         if not cfg.warm_start:
-            model = self.factory(seed=derive_seed(cfg.seed, MODEL_STREAM, round_))
-            if state.pretrained is not None:
-                model.load_state_dict(state.pretrained)
-            return model
+            return self._from_pretrained(self.factory(seed=derive_seed(cfg.seed, MODEL_STREAM, round_)), state)
         if self.model is None:
             # The warm-started object is always the one built for round 1; after a resume it gets the
-            # checkpointed state of the last completed round.
-            self.model = self.factory(seed=derive_seed(cfg.seed, MODEL_STREAM, 1))
-            start_state = state.model_state if state.completed >= 1 else state.pretrained
-            if start_state is not None:
-                self.model.load_state_dict(start_state)
+            # checkpointed state of the last completed round (priors are not in a state_dict, so a
+            # transferred posterior prior is rebuilt from the pretrained state first).
+            self.model = self._from_pretrained(self.factory(seed=derive_seed(cfg.seed, MODEL_STREAM, 1)), state)
+            if state.completed >= 1:
+                self.model.load_state_dict(state.model_state)
         return self.model
+
+    def _from_pretrained(self, model: SynergyModel, state: _State) -> SynergyModel:
+        """``model`` loaded with the pretrained state (if any) and, if asked, its posterior as prior."""
+        if state.pretrained is None:
+            return model
+        model.load_state_dict(state.pretrained)
+        if self.config.transfer == "posterior":
+            if not callable(getattr(model, "posterior_as_prior", None)):
+                raise TypeError(f"transfer='posterior' needs a Bayesian model with posterior_as_prior(); "
+                                f"{type(model).__name__} has none (use transfer='weights')")
+            model.posterior_as_prior(self.config.transfer_widen)
+        return model
 
     def step(self, state: _State, round_: int) -> None:
         """Fit, score the unrevealed pool, acquire a batch and reveal it; append to ``state``."""
@@ -574,6 +611,8 @@ def run_campaign(
     out_dir: str | Path,
     score: str | None = None,
     resume: bool = False,
+    pretrain_factory: Callable[..., SynergyModel] | None = None,
+    pretrained: dict[str, Any] | None = None,
 ) -> CampaignResult:
     """Run (or, with ``resume``, continue) a simulated campaign on ``screen``; see the module docstring.
 
@@ -586,6 +625,12 @@ def run_campaign(
         out_dir: folder for tables, plot and ``checkpoint.pt`` (created if needed).
         score: score column (default: the screen's first).
         resume: continue from ``out_dir/checkpoint.pt`` if it exists (otherwise start afresh).
+        pretrain_factory: builds the model of the pretraining fit (``config.pretrain != "none"``; default
+            ``model_factory``); it must have the same architecture, since round models load its
+            ``state_dict``, but may train differently (epochs, learning rate).
+        pretrained: a pretrained ``state_dict`` to start from instead of fitting one (e.g.
+            :attr:`CampaignResult.pretrained` of a campaign with the same model, screen, pool and seed,
+            which then gives identical results); needs ``config.pretrain != "none"``.
 
     Returns:
         :class:`CampaignResult` with ``rounds`` (``R + 1`` rows, fewer if the pool runs out) and
@@ -597,7 +642,10 @@ def run_campaign(
     pool = build_pool(screen, features, score, config.pool_cell_lines)
     meta = _meta(config, acquisition, score, pool)
     ckpt_path = out_dir / CHECKPOINT
-    runner = _Runner(pool, model_factory, acquisition, config, score)
+    if pretrained is not None and config.pretrain == "none":
+        raise ValueError("a pretrained state was given but config.pretrain is 'none'; set "
+                         "pretrain='other_cell_lines' to start the rounds from it")
+    runner = _Runner(pool, model_factory, acquisition, config, score, pretrain_factory, pretrained)
 
     if resume and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path)
@@ -637,7 +685,8 @@ def run_campaign(
                        title=f"{screen.name}: {acquisition.kind}, q={acquisition.q}")
     return CampaignResult(rounds=rounds, selections=selections, out_dir=out_dir,
                           rounds_csv=out_dir / "rounds.csv", rounds_json=out_dir / "rounds.json",
-                          selections_csv=out_dir / "selections.csv", plot=plot, checkpoint=ckpt_path)
+                          selections_csv=out_dir / "selections.csv", plot=plot, checkpoint=ckpt_path,
+                          pretrained=state.pretrained)
 
 
 def campaign_from_config(cfg: DictConfig, out_dir: str | Path) -> CampaignResult:
@@ -648,7 +697,24 @@ def campaign_from_config(cfg: DictConfig, out_dir: str | Path) -> CampaignResult
     acquisition: Acquisition = instantiate(cfg.acquisition, _convert_="all")
     config: CampaignConfig = instantiate(cfg.campaign, _convert_="all")
     return run_campaign(screen, features, model_factory(cfg, features), acquisition, config, out_dir,
-                        score=cfg.data.score, resume=bool(cfg.resume))
+                        score=cfg.data.score, resume=bool(cfg.resume),
+                        pretrain_factory=pretrain_model_factory(cfg, features))
+
+
+def pretrain_model_factory(cfg: DictConfig, features: Features) -> Callable[..., SynergyModel] | None:
+    """The pretraining model's factory: ``cfg`` with ``cfg.pretrain_overrides`` applied (``None`` if empty).
+
+    ``pretrain_overrides`` are dotted ``key=value`` strings on the root config, e.g.
+    ``["inference.epochs=5", "inference.lr=0.003"]`` for a BNN or ``["model.training.epochs=3"]`` for the
+    deep ensemble; only training settings may change (round models load the pretrained weights).
+    """
+    overrides = list(cfg.get("pretrain_overrides") or [])
+    if not overrides:
+        return None
+    bad = [o for o in overrides if not isinstance(o, str) or "=" not in o]
+    if bad:
+        raise ValueError(f"pretrain_overrides must be 'key=value' strings, got {bad}")
+    return model_factory(OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides)), features)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="campaign")

@@ -23,7 +23,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
-from pyro.distributions import constraints
+from pyro.distributions import TorchDistribution, constraints
 from pyro.nn import PyroModule, PyroParam, PyroSample
 from pyro.nn.module import to_pyro_module_
 from torch import Tensor, nn
@@ -185,6 +185,26 @@ class BayesianRegression(LocalPyroModule):
             raise ValueError(f"{type(self.predictor).__name__}.forward never uses the Bayesian parameters "
                              f"{missing}; choose bayesian_layers among the layers it uses")
         return order
+
+    def set_priors(self, priors: dict[str, TorchDistribution]) -> None:
+        """Replace the prior of the named sites (e.g. by a pretrained posterior, see
+        :meth:`~recover_pyro.models.bnn.BNNSynergyModel.posterior_as_prior`).
+
+        Args:
+            priors: ``{site name: distribution}`` whose ``batch_shape + event_shape`` is the site's shape;
+                batch dimensions are declared event dimensions, as for :meth:`Prior.distribution`.
+        """
+        for name, prior in priors.items():
+            if name not in self.sites:
+                raise KeyError(f"set_priors: {name!r} is not a Bayesian site; sites are {list(self.sites)}")
+            shape = prior.batch_shape + prior.event_shape
+            if shape != self.sites[name].shape:
+                raise ValueError(f"set_priors: prior of {name!r} has shape {tuple(shape)}, the site "
+                                 f"{tuple(self.sites[name].shape)}")
+            module_name, _, attr = name.removeprefix("predictor.").rpartition(".")
+            with local_params():
+                setattr(self.predictor.get_submodule(module_name), attr,
+                        PyroSample(prior.to_event(len(prior.batch_shape))))
 
     def noise_scale(self) -> Tensor:
         """Observation-noise standard deviation :math:`\\sigma` (model scale), a 0-d tensor."""

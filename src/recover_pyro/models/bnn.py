@@ -17,6 +17,7 @@ import functools
 from dataclasses import replace
 from typing import Any, Callable
 
+import pyro.distributions as dist
 import torch
 from torch import Tensor, nn
 
@@ -122,6 +123,27 @@ class BNNSynergyModel:
         with torch.no_grad():
             noise = self.scaler.inverse_scale(self.model.noise_scale().detach())
         return PredictiveSamples(self.scaler.inverse(z), noise)
+
+    def posterior_as_prior(self, widen: float = 1.0) -> None:
+        r"""Make the current posterior approximation the prior of later fits (variational continual learning).
+
+        Every Bayesian site gets the prior :math:`N(\mu, (c\,s)^2)` with :math:`\mu, s` the guide's current
+        (unpruned) per-weight mean and standard deviation and :math:`c` = ``widen``. After a fit on data
+        :math:`A`, a fit on :math:`B` then approximates the posterior given :math:`A \cup B` (exactly so for a
+        conjugate model whose posterior factorises); ``widen > 1`` tempers what :math:`A` says, for data
+        :math:`B` from a shifted distribution (e.g. a new cell line). The guide keeps its parameters, so the
+        next fit starts at the old posterior. Priors are not part of :meth:`state_dict`.
+        """
+        if not widen > 0:
+            raise ValueError(f"posterior_as_prior: widen must be positive, got {widen}")
+        if not self.fitted:
+            raise RuntimeError("posterior_as_prior needs a fitted (or loaded) model")
+        priors = {}
+        with torch.no_grad():
+            for site in self.model.sites:
+                q = self.guide.site_distribution(site)
+                priors[site] = dist.Normal(q.loc.detach().clone(), widen * q.scale.detach().clone())
+        self.model.set_priors(priors)
 
     def sparsity(self) -> float:
         """Fraction of pruned Bayesian weights (sparse variational dropout guide only)."""

@@ -19,6 +19,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+# Merge pairs from a per-group all-pairs table when (rows in the group)^2 <= ratio x (pairs in it): the table
+# is dense matrix products, gathering (K, r) projections per pair is memory-bound; and only while the table
+# (samples x K x rows^2 elements) stays below ~256 MB. Otherwise gather in pieces of <= 2^24 elements.
+DENSE_MERGE_RATIO = 8
+DENSE_MERGE_MAX_ELEMENTS = 2**26
+GATHER_MAX_ELEMENTS = 2**24
+
+
 def batched_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """:math:`x W^T + b` broadcasting leading sample dims of ``weight`` ``(*S, out, in)`` and ``x``."""
     out = torch.matmul(x, weight.transpose(-1, -2))
@@ -83,6 +91,47 @@ class SymmetricBilinear(nn.Module):
     def merge(self, pa: Tensor, pb: Tensor) -> Tensor:
         """``(*S, N, K, r) x2 -> (*S, N, K)`` from projections of the two drugs."""
         return (pa * pb * self.diag.unsqueeze(-3)).sum(-1) + self.bias.unsqueeze(-2)
+
+    def table(self, proj: Tensor) -> Tensor:
+        r"""``(*S, U, K, r) -> (*S, K, U, U)``: the merge of every pair of ``U`` projections at once.
+
+        :math:`T_{kuv} = \sum_j p_{ukj} d_{kj} p_{vkj}`, one ``(U, r) x (r, U)`` matrix product per output
+        unit ``k``. Read only its upper triangle (``u <= v``) so that both drug orders get the same bits.
+        """
+        p = proj.movedim(-3, -2)  # (*S, K, U, r)
+        return torch.matmul(p * self.diag.unsqueeze(-2), p.transpose(-1, -2))
+
+    def merge_pairs(self, proj: Tensor, ia: Tensor, ib: Tensor, group: Tensor) -> Tensor:
+        """``(*S, N, K)`` merge of the pairs ``(proj[ia], proj[ib])`` of projections ``proj`` ``(*S, U, K, r)``.
+
+        ``group`` ``(U,)`` (sorted) labels the rows of ``proj`` (e.g. by cell line); both rows of a pair share a
+        group. Where a group's all-pairs :meth:`table` costs less than gathering its pairs' ``(K, r)``
+        projections (many pairs among few rows, as when scoring a whole screen), its pairs are read from
+        the table (dense matrix products); otherwise they are merged elementwise. Same function either way.
+        """
+        n, k = ia.shape[0], proj.shape[-2]
+        sample_dims = proj.shape[:-3]
+        out = proj.new_empty(*sample_dims, n, k)
+        bias = self.bias.unsqueeze(-2)
+        bounds = torch.searchsorted(group, torch.unique_consecutive(group), right=True).tolist()
+        pair_group = group[ia]
+        start = 0
+        for stop in bounds:
+            idx = torch.nonzero(pair_group == group[start]).squeeze(-1) if len(bounds) > 1 else torch.arange(n)
+            rows = stop - start
+            table_size = math.prod(sample_dims) * k * rows * rows
+            if rows * rows <= DENSE_MERGE_RATIO * len(idx) and table_size <= DENSE_MERGE_MAX_ELEMENTS:
+                a, b = ia[idx] - start, ib[idx] - start
+                lo, hi = torch.minimum(a, b), torch.maximum(a, b)
+                table = self.table(proj[..., start:stop, :, :]).flatten(-2)  # (*S, K, U_g * U_g)
+                out[..., idx, :] = table[..., lo * rows + hi].transpose(-1, -2) + bias
+            else:
+                # Pieces bound the (*S, pairs, K, r) products of the gather to ~64 MB each.
+                step = max(1, GATHER_MAX_ELEMENTS // (math.prod(sample_dims) * k * proj.shape[-1]))
+                for piece in idx.split(step):
+                    out[..., piece, :] = self.merge(proj[..., ia[piece], :, :], proj[..., ib[piece], :, :])
+            start = stop
+        return out
 
     def forward(self, ha: Tensor, hb: Tensor) -> Tensor:
         return self.merge(self.project(ha), self.project(hb))
@@ -171,10 +220,16 @@ class RecoverPredictor(nn.Module):
 
     def embed(self, drug: Tensor, cell: Tensor) -> Tensor:
         """``(*S, U, H)`` per-drug embeddings for (drug, cell line) index pairs of shape ``(U,)``."""
-        h = self.drug_features[drug]
         c = self.cell_features[cell]
+        if not self.drug_layers:
+            return self.drug_features[drug]
+        # The first layer sees drug features only (FiLM comes after it): run it once per unique drug.
+        unique, inverse = torch.unique(drug, return_inverse=True)
+        h = self.drug_features[unique]
         for i, layer in enumerate(self.drug_layers):
             h = layer(h)
+            if i == 0:
+                h = h[..., inverse, :]
             if self.film is not None:
                 h = self.film[i](h, c)
             h = self._dropout(F.relu(h))
@@ -193,13 +248,18 @@ class RecoverPredictor(nn.Module):
         return z.squeeze(-1)
 
     def trunk(self, drug_a: Tensor, drug_b: Tensor, cell: Tensor) -> Tensor:
-        """``(*S, N, K)`` merged pair representation (everything before :meth:`head`) for ``(N,)`` indices."""
-        n_cells = self.cell_features.shape[0]
-        keys = torch.cat([drug_a * n_cells + cell, drug_b * n_cells + cell])
-        unique, inverse = torch.unique(keys, return_inverse=True)
-        proj = self.merge.project(self.embed(unique // n_cells, unique % n_cells))
+        """``(*S, N, K)`` merged pair representation (everything before :meth:`head`) for ``(N,)`` indices.
+
+        Embeddings are computed per unique (cell line, drug); pairs are merged per cell line, from an
+        all-pairs table where that is cheaper (:meth:`SymmetricBilinear.merge_pairs`).
+        """
+        n_drugs = self.drug_features.shape[0]
+        keys = torch.cat([cell * n_drugs + drug_a, cell * n_drugs + drug_b])
+        unique, inverse = torch.unique(keys, return_inverse=True)  # sorted, so grouped by cell line
+        cells = unique // n_drugs
+        proj = self.merge.project(self.embed(unique % n_drugs, cells))
         n = drug_a.shape[0]
-        return self.merge.merge(proj[..., inverse[:n], :, :], proj[..., inverse[n:], :, :])
+        return self.merge.merge_pairs(proj, inverse[:n], inverse[n:], cells)
 
     def forward(self, drug_a: Tensor, drug_b: Tensor, cell: Tensor) -> Tensor:
         """Predicted (standardised) synergy ``(*S, N)`` for index tensors of shape ``(N,)``."""
