@@ -17,7 +17,8 @@ skipped when the script is rerun, so a killed benchmark continues where it stopp
 * a recall-vs-experiments plot (mean +/- sd band per experiment, random for reference).
 
 Enrichment at a fraction ``x`` explored = top-1 % recall (linearly interpolated at ``n_measured = x N``) / ``x``,
-the recall random acquisition has in expectation; 1 = no better than random.
+the recall random acquisition has in expectation; 1 = no better than random
+(:func:`recover_pyro.metrics.enrichment_over_random`).
 
 Pretraining (``--override data.cell_lines=null campaign.pretrain=other_cell_lines``): ``--pretrain-override``
 sets the pretraining fit's own settings (the library's ``pretrain_overrides``), and each pretrained state is
@@ -66,6 +67,7 @@ from omegaconf import OmegaConf
 from recover_pyro.acquisition import Acquisition
 from recover_pyro.builders import CONFIG_DIR, build_features, build_screen, model_factory
 from recover_pyro.campaign import TIME_COLUMNS, CampaignConfig, pretrain_model_factory, run_campaign
+from recover_pyro.metrics import enrichment_over_random
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "discovery"
@@ -170,12 +172,9 @@ def load_runs(tag_dir: Path) -> pd.DataFrame:
 
 
 def enrichment(run: pd.DataFrame, fraction: float, column: str = RECALLS[0]) -> float:
-    """``recall(x N) / x`` of one campaign at ``x = fraction`` of the pool explored (NaN beyond its end)."""
-    pool = run["n_measured"].iloc[0] / run["fraction_explored"].iloc[0]
-    n = fraction * pool
-    if n > run["n_measured"].max() or n < run["n_measured"].min():
-        return float("nan")
-    return float(np.interp(n, run["n_measured"], run[column])) / fraction
+    """Enrichment over random of one campaign's ``column`` at ``fraction`` of the pool explored."""
+    pool = round(run["n_measured"].iloc[0] / run["fraction_explored"].iloc[0])
+    return enrichment_over_random(run["n_measured"], run[column], pool, fraction)
 
 
 def aggregate(runs: pd.DataFrame, mid_round: int = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -196,8 +195,8 @@ def aggregate(runs: pd.DataFrame, mid_round: int = 5) -> tuple[pd.DataFrame, pd.
                 row[f"{c}_{name}_mean"], row[f"{c}_{name}_sd"] = at[c].mean(), at[c].std()
         for x in ENRICHMENT_AT:
             values = [enrichment(run.sort_values("round"), x) for _, run in df.groupby("seed")]
-            row[f"enrich_{x * 100:g}pct_mean"], row[f"enrich_{x * 100:g}pct_sd"] = np.mean(values), np.std(values,
-                                                                                                          ddof=1)
+            name = f"enrich_{x * 100:g}pct"
+            row[f"{name}_mean"], row[f"{name}_sd"] = np.mean(values), np.std(values, ddof=1)
         for c in TIME_COLUMNS:
             row[f"{c}_per_round"] = acq_rounds[c].mean()
         row["total_s_per_round"] = sum(row[f"{c}_per_round"] for c in TIME_COLUMNS)

@@ -588,6 +588,18 @@ def test_pretrain_overrides_change_only_the_pretraining_model() -> None:
         pretrain_model_factory(compose_campaign([*small, 'pretrain_overrides=["epochs"]']), features)
 
 
+def test_pretrained_experiment_config_runs_end_to_end(tmp_path: Path) -> None:
+    cfg = compose_campaign([
+        "+experiment=scale_mixture_ucb_pretrained", "data.screen.n_drugs=8", "data.screen.n_cell_lines=2",
+        "campaign.pool_cell_lines=[cell_1]", "campaign.n_initial=5", "campaign.n_rounds=1", "acquisition.q=4",
+        "campaign.progress=false", "num_samples=4", "inference.epochs=2", 'pretrain_overrides=["inference.epochs=1"]'])
+    assert (cfg.campaign.pretrain, cfg.campaign.transfer, cfg.campaign.transfer_widen) == (
+        "other_cell_lines", "posterior", 3.0)
+    result = campaign_from_config(cfg, tmp_path)
+    assert result.rounds["n_measured"].tolist() == [5, 9] and result.pretrained is not None
+    assert np.isfinite(result.rounds.at[0, "r2"])
+
+
 def test_hydra_entry_composes_and_runs(tmp_path: Path) -> None:
     cfg = compose_campaign([
         "+experiment=ensemble_ucb", "data.screen.n_drugs=10", "data.screen.n_cell_lines=1", "model.n_members=2",

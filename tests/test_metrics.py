@@ -166,3 +166,15 @@ def test_evaluate_without_noise_is_overconfident(rng):
     assert out["coverage_95"] < 0.05
     assert out["nll"] == math.inf
     assert out["crps"] == pytest.approx(np.abs(y - truth).mean())
+
+
+def test_enrichment_over_random_interpolates_the_recall_curve():
+    n, recall = [10, 20, 40], [0.1, 0.3, 0.5]
+    # 15 % of a pool of 200 = 30 experiments: recall 0.4 halfway between 20 and 40, i.e. 0.4 / 0.15.
+    assert metrics.enrichment_over_random(n, recall, 200, 0.15) == pytest.approx(0.4 / 0.15)
+    assert metrics.enrichment_over_random(n, recall, 200, 0.1) == pytest.approx(0.3 / 0.1)
+    # random's expected curve (recall = fraction explored) has enrichment 1 everywhere
+    assert metrics.enrichment_over_random([10, 50, 100], [0.05, 0.25, 0.5], 200, 0.3) == pytest.approx(1.0)
+    assert math.isnan(metrics.enrichment_over_random(n, recall, 200, 0.5))    # beyond the curve's end
+    with pytest.raises(ValueError, match="increasing"):
+        metrics.enrichment_over_random([20, 10], [0.1, 0.2], 200, 0.1)

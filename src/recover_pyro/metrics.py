@@ -196,6 +196,25 @@ def recall_at_top_k(found_indices: ArrayLike, true_scores: ArrayLike, fraction: 
     return min(hits, k) / k
 
 
+def enrichment_over_random(n_measured: ArrayLike, recall: ArrayLike, pool_size: int, explored: float) -> float:
+    """Recall at a fraction ``explored`` of the pool, divided by random acquisition's expected recall.
+
+    A campaign's recall curve (``recall`` after ``n_measured`` experiments, increasing ``n_measured``) is
+    interpolated linearly at :math:`n = \text{explored} \cdot N`; random picks find, in expectation, the
+    fraction ``explored`` of any top set, so the result is :math:`\text{recall}(n) / \text{explored}` (1 = no
+    better than random). NaN where ``n`` lies outside the curve.
+    """
+    n, r = _np(n_measured), _np(recall)
+    if not 0.0 < explored <= 1.0:
+        raise ValueError(f"explored must lie in (0, 1], got {explored}")
+    if n.shape != r.shape or n.ndim != 1 or n.size == 0 or np.any(np.diff(n) <= 0):
+        raise ValueError("n_measured and recall must be equal-length 1-D curves with increasing n_measured")
+    target = explored * pool_size
+    if not n[0] <= target <= n[-1]:
+        return float("nan")
+    return float(np.interp(target, n, r)) / explored
+
+
 # --- all at once -------------------------------------------------------------------------------
 def evaluate(predictive: PredictiveSamples, y: ArrayLike, *, seed: int = 0,
              min_samples: int = 256) -> dict[str, float]:
