@@ -290,6 +290,19 @@ def crashing(factory: Callable[..., Any], fail_at_fit: int) -> Callable[..., Any
     return make
 
 
+def assert_killed_and_resumed_equals_uninterrupted(screen: Screen, features: Features,
+                                                   make_factory: Callable[[], Callable[..., Any]],
+                                                   acquisition: Acquisition, cfg: CampaignConfig, tmp_path: Path,
+                                                   fail_at_fit: int) -> None:
+    """Run uninterrupted; run again, killed in fit ``fail_at_fit``; resume: rows and selections must agree."""
+    full = run_campaign(screen, features, make_factory(), acquisition, cfg, tmp_path / "full")
+    with pytest.raises(Crash):
+        run_campaign(screen, features, crashing(make_factory(), fail_at_fit), acquisition, cfg, tmp_path / "killed")
+    resumed = run_campaign(screen, features, make_factory(), acquisition, cfg, tmp_path / "killed", resume=True)
+    pd.testing.assert_frame_equal(without_times(resumed.rounds), without_times(full.rounds))
+    pd.testing.assert_frame_equal(resumed.selections, full.selections)
+
+
 @pytest.mark.parametrize("warm_start, kind, val_fraction", [(False, "thompson", 0.25), (True, "ucb", 0.0)])
 def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path: Path, warm_start: bool, kind: str,
                                                           val_fraction: float) -> None:
@@ -397,14 +410,8 @@ def test_bnn_warm_started_campaign_resumes_exactly(tmp_path: Path) -> None:
     features = featurize(screen)
     cfg = config(n_initial=5, n_rounds=3, warm_start=True, num_samples=8)
     acquisition = Acquisition("thompson", q=4)
-    full = run_campaign(screen, features, small_bnn_factory(features, epochs=4), acquisition, cfg, tmp_path / "a")
-    with pytest.raises(Crash):
-        run_campaign(screen, features, crashing(small_bnn_factory(features, epochs=4), 2), acquisition, cfg,
-                     tmp_path / "b")
-    resumed = run_campaign(screen, features, small_bnn_factory(features, epochs=4), acquisition, cfg, tmp_path / "b",
-                           resume=True)
-    pd.testing.assert_frame_equal(without_times(resumed.rounds), without_times(full.rounds))
-    pd.testing.assert_frame_equal(resumed.selections, full.selections)
+    assert_killed_and_resumed_equals_uninterrupted(screen, features, lambda: small_bnn_factory(features, epochs=4),
+                                                   acquisition, cfg, tmp_path, fail_at_fit=2)
 
 
 # --- pretraining -------------------------------------------------------------------------------
@@ -514,14 +521,9 @@ def test_resume_with_a_transferred_posterior_prior_and_warm_start(tmp_path: Path
     cfg = config(n_initial=5, n_rounds=3, num_samples=4, pool_cell_lines=["cell_1"], pretrain="other_cell_lines",
                  transfer="posterior", warm_start=True)
     acquisition = Acquisition("ucb", q=5)
-    full = run_campaign(screen, features, small_bnn_factory(features, epochs=2), acquisition, cfg, tmp_path / "a")
-    with pytest.raises(Crash):  # fit 1 is the pretraining, fit 3 round 2
-        run_campaign(screen, features, crashing(small_bnn_factory(features, epochs=2), 3), acquisition, cfg,
-                     tmp_path / "b")
-    resumed = run_campaign(screen, features, small_bnn_factory(features, epochs=2), acquisition, cfg, tmp_path / "b",
-                           resume=True)
-    pd.testing.assert_frame_equal(without_times(resumed.rounds), without_times(full.rounds))
-    pd.testing.assert_frame_equal(resumed.selections, full.selections)
+    # fit 1 is the pretraining, fit 3 round 2
+    assert_killed_and_resumed_equals_uninterrupted(screen, features, lambda: small_bnn_factory(features, epochs=2),
+                                                   acquisition, cfg, tmp_path, fail_at_fit=3)
 
 
 def test_pretraining_needs_experiments_outside_the_pool(tmp_path: Path) -> None:
