@@ -197,7 +197,7 @@ def recall_at_top_k(found_indices: ArrayLike, true_scores: ArrayLike, fraction: 
 
 
 def enrichment_over_random(n_measured: ArrayLike, recall: ArrayLike, pool_size: int, explored: float) -> float:
-    """Recall at a fraction ``explored`` of the pool, divided by random acquisition's expected recall.
+    r"""Recall at a fraction ``explored`` of the pool, divided by random acquisition's expected recall.
 
     A campaign's recall curve (``recall`` after ``n_measured`` experiments, increasing ``n_measured``) is
     interpolated linearly at :math:`n = \text{explored} \cdot N`; random picks find, in expectation, the
