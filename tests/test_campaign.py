@@ -40,6 +40,7 @@ from recover_pyro.campaign import (
     recall_column,
     run_campaign,
 )
+from recover_pyro.data.errors import EmptySelectionError
 from recover_pyro.data.featurize import Features, featurize
 from recover_pyro.data.screen import Pairs, Screen
 from recover_pyro.data.synthetic import make_synthetic_screen
@@ -524,6 +525,22 @@ def test_resume_with_a_transferred_posterior_prior_and_warm_start(tmp_path: Path
     # fit 1 is the pretraining, fit 3 round 2
     assert_killed_and_resumed_equals_uninterrupted(screen, features, lambda: small_bnn_factory(features, epochs=2),
                                                    acquisition, cfg, tmp_path, fail_at_fit=3)
+
+
+def test_pool_studies_pretrains_on_the_other_study(tmp_path: Path) -> None:
+    """One screen with two studies of the same cell lines: pool = study "new", pretraining = study "old"."""
+    base = make_synthetic_screen(n_drugs=10, n_cell_lines=2, seed=0)
+    old, new = base.experiments.assign(study="old"), base.experiments.assign(study="new")
+    new["synergy"] = new["synergy"] + 1.0
+    screen = replace(base, experiments=pd.concat([old, new], ignore_index=True), name="two studies")
+    features = featurize(screen, cell="onehot")
+    made: list[BayesianRidge] = []
+    cfg = config(n_initial=6, n_rounds=2, pool_studies="new", pretrain="other_cell_lines")
+    result = run_campaign(screen, features, ridge_factory(features, made), Acquisition("ucb", q=5), cfg, tmp_path)
+    assert made[0].fit_sizes == [len(old)]                   # pretrained on every experiment of the other study
+    assert set(result.selections["study"]) == {"new"} and len(result.selections) == 16
+    with pytest.raises(EmptySelectionError, match="closest"):
+        build_pool(screen, features, "synergy", None, ["nwe"])
 
 
 def test_pretraining_needs_experiments_outside_the_pool(tmp_path: Path) -> None:

@@ -2,8 +2,9 @@
 
 A campaign replays RECOVER's loop on a screen whose scores are all known but hidden from the model:
 
-1. The *pool* is the screen's experiments in ``pool_cell_lines`` (all of them by default); each candidate is
-   one (unordered pair, cell line, study) row. Rows with a missing score are left out.
+1. The *pool* is the screen's experiments in ``pool_cell_lines`` and ``pool_studies`` (all of them by
+   default); each candidate is one (unordered pair, cell line, study) row. Rows with a missing score are
+   left out.
 2. Round 0 reveals ``n_initial`` pool candidates drawn uniformly at random (seeded).
 3. Each round ``r = 1..R`` fits a model on the revealed candidates (a fresh ``model_factory(seed=...)``, or
    the same object refitted when ``warm_start``), draws ``S`` posterior samples of the mean function ``f``
@@ -43,7 +44,8 @@ completed round and ends with the same rows as an uninterrupted run (wall times 
 other change of configuration, score or pool is refused.
 
 Pretraining (``pretrain="other_cell_lines"``): one model is fitted on every screen experiment outside the
-pool (e.g. ALMANAC's other cell lines, which the features must then cover), and each round's model starts
+pool (e.g. ALMANAC's other cell lines, which the features must then cover, or the other studies of a
+DrugComb table loaded with several studies and ``pool_studies`` set), and each round's model starts
 from those weights via ``load_state_dict`` (parameters, guide scales and target scaler) before fitting on
 the revealed pool candidates. The pretraining fit may use its own settings (``pretrain_factory``; from the
 command line ``pretrain_overrides``, e.g. fewer epochs over the large outside set), and a pretrained
@@ -124,6 +126,7 @@ class CampaignConfig:
         num_samples: posterior samples ``S`` per candidate.
         seed: campaign seed (non-negative); every random choice derives from it.
         pool_cell_lines: cell lines whose experiments form the pool (``None``: all of the screen's).
+        pool_studies: studies whose experiments form the pool (``None``: all of the screen's).
         pretrain: ``"none"`` or ``"other_cell_lines"`` (see module docstring).
         transfer: what round models take from the pretrained model: ``"weights"`` (its parameters, as
             starting values) or ``"posterior"`` (also its posterior as their prior, for Bayesian models with
@@ -143,6 +146,7 @@ class CampaignConfig:
     num_samples: int = 100
     seed: int = 0
     pool_cell_lines: list[str] | None = None
+    pool_studies: list[str] | None = None
     pretrain: str = "none"
     transfer: str = "weights"
     transfer_widen: float = 1.0
@@ -151,12 +155,8 @@ class CampaignConfig:
     top_fractions: tuple[float, ...] = (0.01, 0.05)
 
     def __post_init__(self) -> None:
-        if isinstance(self.pool_cell_lines, str):
-            self.pool_cell_lines = [self.pool_cell_lines]
-        elif self.pool_cell_lines is not None:
-            self.pool_cell_lines = [str(c) for c in self.pool_cell_lines]
-            if not self.pool_cell_lines:
-                raise ValueError("pool_cell_lines is empty; use None for all cell lines of the screen")
+        self.pool_cell_lines = _names(self.pool_cell_lines, "pool_cell_lines", "cell lines")
+        self.pool_studies = _names(self.pool_studies, "pool_studies", "studies")
         self.top_fractions = tuple(float(f) for f in self.top_fractions)
         if self.n_initial < 1:
             raise ValueError(f"n_initial must be >= 1 (the first model needs data), got {self.n_initial}")
@@ -174,6 +174,15 @@ class CampaignConfig:
             raise ValueError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
         if not self.top_fractions or any(not 0.0 < f <= 1.0 for f in self.top_fractions):
             raise ValueError(f"top_fractions must be non-empty and lie in (0, 1], got {self.top_fractions}")
+
+
+def _names(names: Sequence[str] | str | None, field_name: str, what: str) -> list[str] | None:
+    if names is None:
+        return None
+    names = [names] if isinstance(names, str) else [str(n) for n in names]
+    if not names:
+        raise ValueError(f"{field_name} is empty; use None for all {what} of the screen")
+    return names
 
 
 @dataclass
@@ -250,8 +259,9 @@ class Pool:
         return len(self.pairs)
 
 
-def build_pool(screen: Screen, features: Features, score: str, cell_lines: Sequence[str] | None) -> Pool:
-    """Pool = experiments of ``screen`` in ``cell_lines`` (default: all) with a finite ``score``."""
+def build_pool(screen: Screen, features: Features, score: str, cell_lines: Sequence[str] | None,
+               studies: Sequence[str] | None = None) -> Pool:
+    """Pool = experiments of ``screen`` in ``cell_lines`` and ``studies`` (default: all) with a finite ``score``."""
     if score not in screen.score_columns:
         raise ValueError(f"score {score!r} is not a score column of {screen.name}; "
                          f"choose one of {list(screen.score_columns)}")
@@ -264,18 +274,20 @@ def build_pool(screen: Screen, features: Features, score: str, cell_lines: Seque
     if not finite.all():
         log.warning("%s: %d experiments without a finite %r are left out of the campaign",
                     screen.name, int((~finite).sum()), score)
-    if cell_lines is None:
-        in_pool = np.ones(len(exp), dtype=bool)
-    else:
-        for name in cell_lines:
-            if name not in screen.cell_lines.index:
-                raise EmptySelectionError(f"{screen.source or screen.name}: pool cell line {name!r} is not in "
-                                          f"this screen; closest: {closest_names(name, screen.cell_lines.index)}")
-        in_pool = exp["cell_line"].isin(list(cell_lines)).to_numpy()
+    in_pool = np.ones(len(exp), dtype=bool)
+    for column, names, what, known in (("cell_line", cell_lines, "cell line", screen.cell_lines.index),
+                                       ("study", studies, "study", pd.Index(exp["study"].unique()))):
+        if names is None:
+            continue
+        for name in names:
+            if name not in known:
+                raise EmptySelectionError(f"{screen.source or screen.name}: pool {what} {name!r} is not in this "
+                                          f"screen; closest: {closest_names(name, known)}")
+        in_pool &= exp[column].isin(list(names)).to_numpy()
     rows = exp[in_pool & finite].reset_index(drop=True)
     if rows.empty:
         raise EmptySelectionError(f"{screen.name}: no experiments with a {score!r} score in cell lines "
-                                  f"{cell_lines}")
+                                  f"{cell_lines} and studies {studies}")
     pairs = screen.to_pairs(score, experiments=rows)
     keys = rows[["drug_a", "drug_b", "cell_line", "study", score]].to_csv(index=False)
     return Pool(
@@ -480,8 +492,9 @@ class _Runner:
         """A model fitted on every experiment outside the pool."""
         outside = self.pool.outside
         if len(outside) == 0:
-            raise ValueError("pretrain='other_cell_lines' needs experiments outside the pool cell lines "
-                             f"{self.config.pool_cell_lines}, but the screen has none; load more cell lines "
+            raise ValueError("pretrain='other_cell_lines' needs experiments outside the pool (cell lines "
+                             f"{self.config.pool_cell_lines}, studies {self.config.pool_studies}), but the "
+                             "screen has none; load more cell lines "
                              "(e.g. data.cell_lines=null) or set pretrain='none'")
         model = self.pretrain_factory(seed=derive_seed(self.config.seed, MODEL_STREAM, 0))
         # Drawn even when the fit is skipped, so a given pretrained state leaves the campaign draws unchanged.
@@ -639,7 +652,7 @@ def run_campaign(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     score = score or screen.score_columns[0]
-    pool = build_pool(screen, features, score, config.pool_cell_lines)
+    pool = build_pool(screen, features, score, config.pool_cell_lines, config.pool_studies)
     meta = _meta(config, acquisition, score, pool)
     ckpt_path = out_dir / CHECKPOINT
     if pretrained is not None and config.pretrain == "none":
