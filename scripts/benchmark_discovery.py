@@ -281,6 +281,9 @@ def main() -> None:
                         help="folder of cached pretrained states (outside the repository)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--aggregate-only", action="store_true")
+    parser.add_argument("--random-from", default=None,
+                        help="take the random campaigns of this tag (their picks do not depend on the model or "
+                             "its pretraining, so they are the same campaigns)")
     parser.add_argument("--plot", type=Path, default=None, help="PNG path (default: none)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -308,7 +311,12 @@ def main() -> None:
                 print(f"{experiment} seed {seed}: top1 {last['recall_top1pct']:.3f} top5 "
                       f"{last['recall_top5pct']:.3f} after {int(last['n_measured'])} "
                       f"({time.perf_counter() - start:.0f} s)", flush=True)
-    per_round, final = aggregate(load_runs(tag_dir))
+    runs = load_runs(tag_dir)
+    if args.random_from:
+        other = load_runs(args.results / args.random_from)
+        runs = pd.concat([runs[runs["experiment"] != "random"], other[other["experiment"] == "random"]],
+                         ignore_index=True)
+    per_round, final = aggregate(runs)
     per_round.to_csv(tag_dir / "per_round.csv", index=False, float_format="%.4g")
     final.to_csv(tag_dir / "final.csv", index=False, float_format="%.4g")
     print_table(final)

@@ -127,7 +127,8 @@ class CampaignConfig:
         seed: campaign seed (non-negative); every random choice derives from it.
         pool_cell_lines: cell lines whose experiments form the pool (``None``: all of the screen's).
         pool_studies: studies whose experiments form the pool (``None``: all of the screen's).
-        pretrain: ``"none"`` or ``"other_cell_lines"`` (see module docstring).
+        pretrain: ``"none"`` or ``"other_cell_lines"``: pretrain on every experiment outside the pool (its
+            other cell lines, or other studies with ``pool_studies``; see module docstring).
         transfer: what round models take from the pretrained model: ``"weights"`` (its parameters, as
             starting values) or ``"posterior"`` (also its posterior as their prior, for Bayesian models with
             ``posterior_as_prior``, e.g. :meth:`BNNSynergyModel.posterior_as_prior
