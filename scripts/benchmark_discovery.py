@@ -196,7 +196,7 @@ def aggregate(runs: pd.DataFrame, mid_round: int = 5) -> tuple[pd.DataFrame, pd.
         for x in ENRICHMENT_AT:
             values = [enrichment(run.sort_values("round"), x) for _, run in df.groupby("seed")]
             name = f"enrich_{x * 100:g}pct"
-            row[f"{name}_mean"], row[f"{name}_sd"] = np.mean(values), np.std(values, ddof=1)
+            row[f"{name}_mean"], row[f"{name}_sd"] = np.mean(values), pd.Series(values).std()
         for c in TIME_COLUMNS:
             row[f"{c}_per_round"] = acq_rounds[c].mean()
         row["total_s_per_round"] = sum(row[f"{c}_per_round"] for c in TIME_COLUMNS)

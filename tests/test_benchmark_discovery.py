@@ -1,0 +1,55 @@
+"""scripts/benchmark_discovery.py: aggregation over seeds, enrichment, and the pretraining-cache key."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("benchmark_discovery", ROOT / "scripts" / "benchmark_discovery.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def campaign(experiment: str, seed: int, recall: list[float], pool: int = 100) -> pd.DataFrame:
+    n = np.arange(1, len(recall) + 1) * 10
+    return pd.DataFrame({"experiment": experiment, "seed": seed, "round": np.arange(len(recall)), "n_measured": n,
+                         "fraction_explored": n / pool, "recall_top1pct": recall, "recall_top5pct": recall,
+                         "train_s": 1.0, "score_s": 0.1, "acquire_s": 0.01})
+
+
+def test_aggregate_means_over_seeds_and_enrichment(bench):
+    runs = pd.concat([campaign("a", 0, [0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.0]),
+                      campaign("a", 1, [0.0, 0.0, 0.2, 0.4, 0.6, 0.8, 1.0]),
+                      campaign("random", 0, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])])
+    per_round, final = bench.aggregate(runs, mid_round=5)
+    a = final.set_index("experiment").loc["a"]
+    assert a["n_seeds"] == 2 and a["last_round"] == 6
+    assert a["recall_top1pct_r5_mean"] == pytest.approx(0.9) and a["recall_top1pct_final_mean"] == pytest.approx(1.0)
+    # 10 % of a pool of 100 = 10 experiments = round 0; 5 % lies before the first point of the curve.
+    assert a["enrich_10pct_mean"] == pytest.approx(0.0) and np.isnan(a["enrich_5pct_mean"])
+    rnd = final.set_index("experiment").loc["random"]
+    assert rnd["enrich_10pct_mean"] == pytest.approx(1.0)         # recall = fraction explored
+    assert a["total_s_per_round"] == pytest.approx(1.11)
+    assert per_round.query("experiment == 'a' and round == 2")["recall_top1pct_mean"].item() == pytest.approx(0.3)
+
+
+def test_pretrain_key_ignores_the_acquisition_but_not_model_or_seed(bench):
+    pre = ["inference.epochs=3"]
+    key = bench.pretrain_key
+    ucb = bench.compose_config("mcf7", "normal_ucb", 0, [], [], pre)
+    assert key(ucb) == key(bench.compose_config("mcf7", "normal_greedy", 0, [], [], pre))
+    assert key(ucb) != key(bench.compose_config("mcf7", "normal_ucb", 1, [], [], pre))
+    assert key(ucb) != key(bench.compose_config("mcf7", "laplace_ucb", 0, [], [], pre))
+    assert key(ucb) != key(bench.compose_config("mcf7", "normal_ucb", 0, [], [], ["inference.epochs=4"]))
+    # round-fit settings overridden by the pretraining fit's own do not matter
+    assert key(ucb) == key(bench.compose_config("mcf7", "normal_ucb", 0, [], ["inference.epochs=100"], pre))
