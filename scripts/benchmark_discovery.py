@@ -257,10 +257,13 @@ def markdown_table(final: pd.DataFrame) -> str:
     lines = ["| experiment | seeds | top-1 % r5 | top-5 % r5 | top-1 % r10 | top-5 % r10 | "
              + " | ".join(f"enrich. {x * 100:g} %" for x in ENRICHMENT_AT)
              + " | train s | score s | acquire s | total s/round |", "|" + "---|" * (10 + len(enrich))]
+    last = final["last_round"].max()
     for _, r in final.iterrows():
         cells = [f"{r[f'{c}_{w}_mean']:.3f} ± {r[f'{c}_{w}_sd']:.3f}" for w in ("r5", "final") for c in RECALLS]
         cells += [f"{r[f'{e}_mean']:.2f} ± {r[f'{e}_sd']:.2f}" for e in enrich]
-        lines.append(f"| {r['experiment']} | {int(r['n_seeds'])} | " + " | ".join(cells)
+        # A campaign stopped early reports its last round in the r10 columns: say so.
+        name = r["experiment"] + ("" if r["last_round"] == last else f" (stopped after round {r['last_round']})")
+        lines.append(f"| {name} | {int(r['n_seeds'])} | " + " | ".join(cells)
                      + f" | {r['train_s_per_round']:.2f} | {r['score_s_per_round']:.3f} "
                        f"| {r['acquire_s_per_round']:.4f} | {r['total_s_per_round']:.2f} |")
     return "\n".join(lines)
