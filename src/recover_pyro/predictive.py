@@ -91,10 +91,12 @@ def _head_predictive(model: BayesianRegression, weights: dict[str, Tensor], pair
     (measured: chunks of 4096 made whole-space scoring ~2x slower than chunks of 512).
     """
     predictor = model.predictor
+    if not len(pairs):
+        return
     with local_params():
         step = out.shape[0] * chunk_size
         z = torch.cat([predictor.trunk(pairs.drug_a[i:i + step], pairs.drug_b[i:i + step], pairs.cell[i:i + step])
-                       for i in range(0, len(pairs), step)]) if len(pairs) else None
+                       for i in range(0, len(pairs), step)])
         head = poutine.condition(predictor.head, data=weights)
         for i in range(0, len(pairs), chunk_size):
             out[:, i:i + chunk_size] = head(z[i:i + chunk_size], pairs.cell[i:i + chunk_size])

@@ -139,10 +139,9 @@ class BNNSynergyModel:
         if not self.fitted:
             raise RuntimeError("posterior_as_prior needs a fitted (or loaded) model")
         priors = {}
-        with torch.no_grad():
-            for site in self.model.sites:
-                q = self.guide.site_distribution(site)
-                priors[site] = dist.Normal(q.loc.detach().clone(), widen * q.scale.detach().clone())
+        for site in self.model.sites:
+            q = self.guide.site_distribution(site)
+            priors[site] = dist.Normal(q.loc.detach().clone(), widen * q.scale.detach().clone())
         self.model.set_priors(priors)
 
     def sparsity(self) -> float:
