@@ -148,7 +148,7 @@ def run_one(protocol: str, experiment: str, seed: int, common: list[str], bnn: l
     if config.pretrain != "none":
         cached = pretrain_cache / f"{pretrain_key(cfg)}.pt"
         if cached.exists():
-            pretrained = torch.load(cached, weights_only=True)
+            pretrained = torch.load(cached, map_location="cpu", weights_only=True)
     with tempfile.TemporaryDirectory(prefix="discovery_") as run_dir:
         result = run_campaign(screen, features, model_factory(cfg, features), acquisition, config, run_dir,
                               score=cfg.data.score, pretrain_factory=pretrain_model_factory(cfg, features),

@@ -2,6 +2,7 @@
 
     python scripts/benchmark_speed.py --out benchmarks/results/speed/speed.csv
     python scripts/benchmark_speed.py --only space_head --threads-space 2     # one measurement
+    python scripts/benchmark_speed.py --device cuda --out benchmarks/results/speed/speed_gpu.csv
 
 Every measurement runs in a fresh subprocess (``--measure NAME``) so its peak resident memory
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss``, which sees torch's allocations, unlike tracemalloc) is its own.
@@ -20,6 +21,11 @@ Measurements (models are built from the same configs as ``python -m recover_pyro
   ``model.bayesian_layers=all``.
 * ``space_head`` / ``space_all``: all unordered pairs of ALMANAC's drugs x its cell lines scored with
   ``S = 100``; ``space_all`` may time only the first ``--space-all-subset`` candidates and extrapolate linearly.
+* ``space_million``: the default model on all pairs of a synthetic screen of 300 drugs x 23 cell lines
+  (1,031,550 candidates), ``S = 100``.
+
+``--device cuda`` fits and scores on the GPU (timings wait for it with ``torch.cuda.synchronize``; rows add
+the peak GPU memory, ``torch.cuda.max_memory_allocated``) and adds ``score_to_cpu_s`` to the space runs.
 
 Scoring cost does not depend on the fitted weights, so the scoring measurements fit the model for one
 epoch only (the guide must be fitted before ``predict``).
@@ -48,13 +54,26 @@ from recover_pyro.builders import CONFIG_DIR, build_features, build_screen, mode
 from recover_pyro.data.featurize import Features
 from recover_pyro.data.screen import Pairs
 
-MEASUREMENTS = ["round_bnn", "round_ensemble", "throughput_head", "throughput_all", "space_head", "space_all"]
+MEASUREMENTS = ["round_bnn", "round_ensemble", "throughput_head", "throughput_all", "space_head", "space_all",
+                "space_million"]
+# space_million: a synthetic screen whose all-pairs space is 300 * 299 / 2 * 23 = 1,031,550 candidates.
+MILLION_DRUGS, MILLION_CELL_LINES = 300, 23
 NUM_SAMPLES = 100
 
 
-def _config(overrides: Sequence[str]) -> DictConfig:
+DEVICE = "cpu"  # set from --device in the measuring child process
+
+
+def _config(overrides: Sequence[str], data: str = "almanac") -> DictConfig:
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose("config", overrides=["data=almanac", "inference.progress=false", *overrides])
+        return compose("config", overrides=[f"data={data}", "inference.progress=false", f"device={DEVICE}",
+                                            *overrides])
+
+
+def _sync() -> None:
+    """Wait for queued GPU work, so that wall-clock timings include it."""
+    if DEVICE.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def _peak_rss_mb() -> float:
@@ -94,10 +113,13 @@ def measure_round(experiment: str, repeats: int) -> dict[str, Any]:
         start = time.perf_counter()
         model = model_factory(cfg, features)()
         model.fit(revealed, None)
+        _sync()
         t_train = time.perf_counter()
         predictive = model.predict(candidates, num_samples=NUM_SAMPLES)
+        _sync()
         t_score = time.perf_counter()
         Acquisition(kind="ucb", q=30, kappa=1.0).select(predictive.f)
+        _sync()
         t_acquire = time.perf_counter()
         times["train_s"].append(t_train - start)
         times["score_s"].append(t_score - t_train)
@@ -106,9 +128,13 @@ def measure_round(experiment: str, repeats: int) -> dict[str, Any]:
     return {"n_train": 330, "n_candidates": len(candidates), "repeats": repeats, "times": times}
 
 
-def _space_setup(layers: str) -> tuple[Any, Pairs]:
-    cfg = _config(["+experiment=normal", "data.cell_lines=null", f"model.bayesian_layers={layers}",
-                   "inference.epochs=1"])
+def _space_setup(layers: str, million: bool = False) -> tuple[Any, Pairs]:
+    model_overrides = ["+experiment=normal", f"model.bayesian_layers={layers}", "inference.epochs=1"]
+    if million:
+        cfg = _config([*model_overrides, f"data.screen.n_drugs={MILLION_DRUGS}",
+                       f"data.screen.n_cell_lines={MILLION_CELL_LINES}"], data="synthetic")
+    else:
+        cfg = _config([*model_overrides, "data.cell_lines=null"])
     pairs, features = _load(cfg)
     train = pairs[torch.randperm(len(pairs), generator=torch.Generator().manual_seed(0))[:512]]
     model = _fitted_model(cfg, features, train)
@@ -119,11 +145,13 @@ def _space_setup(layers: str) -> tuple[Any, Pairs]:
 def _timed(fn: Callable[[], Any], repeats: int) -> tuple[list[float], list[float]]:
     """(wall seconds, process CPU seconds) of ``repeats`` calls after one warm-up call. CPU seconds over all
     threads do not grow when other processes compete for the cores, wall seconds do."""
-    fn()  # warm-up (allocator, lazy init)
+    fn()  # warm-up (allocator, lazy init, CUDA kernels)
+    _sync()
     wall, cpu = [], []
     for _ in range(repeats):
         start, start_cpu = time.perf_counter(), time.process_time()
         fn()
+        _sync()
         wall.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
     return wall, cpu
@@ -138,15 +166,21 @@ def measure_throughput(layers: str, n_candidates: int, repeats: int) -> dict[str
                       "cand_samples_per_s": [n_candidates * NUM_SAMPLES / t for t in times]}}
 
 
-def measure_space(layers: str, subset: int | None, repeats: int) -> dict[str, Any]:
-    model, space = _space_setup(layers)
+def measure_space(layers: str, subset: int | None, repeats: int, million: bool = False) -> dict[str, Any]:
+    """Score the whole candidate space (``score_s``); on a GPU the candidates start there (as a campaign
+    keeps them) and ``score_to_cpu_s`` adds copying the ``(S, N)`` samples back to the CPU."""
+    model, space = _space_setup(layers, million)
     n_total = len(space)
-    scored = space if subset is None else space[:subset]
+    scored = (space if subset is None else space[:subset]).to(DEVICE)
     times, cpu = _timed(lambda: model.predict(scored, num_samples=NUM_SAMPLES), repeats)
     scale = n_total / len(scored)
-    return {"n_candidates": n_total, "n_scored": len(scored), "extrapolated": subset is not None,
-            "repeats": repeats, "times": {"score_s": [t * scale for t in times],
-                                          "score_cpu_s": [t * scale for t in cpu]}}
+    result = {"n_candidates": n_total, "n_scored": len(scored), "extrapolated": subset is not None,
+              "repeats": repeats, "times": {"score_s": [t * scale for t in times],
+                                            "score_cpu_s": [t * scale for t in cpu]}}
+    if DEVICE != "cpu":
+        to_cpu, _ = _timed(lambda: model.predict(scored, num_samples=NUM_SAMPLES).cpu(), repeats)
+        result["times"]["score_to_cpu_s"] = [t * scale for t in to_cpu]
+    return result
 
 
 def run_measurement(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -162,6 +196,8 @@ def run_measurement(name: str, args: argparse.Namespace) -> dict[str, Any]:
         return measure_space("head", None, args.repeats)
     if name == "space_all":
         return measure_space("all", args.space_all_subset or None, 1)
+    if name == "space_million":
+        return measure_space("head", None, args.repeats, million=True)
     raise ValueError(f"unknown measurement {name!r}; choose from {MEASUREMENTS}")
 
 
@@ -170,14 +206,15 @@ def _threads(name: str, args: argparse.Namespace) -> int:
 
 
 def _rows(name: str, threads: int, result: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per timed quantity: mean and sd over repeats, plus the run's peak RSS."""
+    """One row per timed quantity: mean and sd over repeats, plus the run's peak RSS (and peak GPU memory)."""
     rows = []
     for key, values in result["times"].items():
         v = np.asarray(values, dtype=float)
         rows.append({"measurement": name, "quantity": key, "mean": v.mean(),
                      "sd": v.std(ddof=1) if len(v) > 1 else float("nan"), "n": len(v), "threads": threads,
                      "n_candidates": result.get("n_candidates"), "n_scored": result.get("n_scored"),
-                     "extrapolated": result.get("extrapolated", False), "peak_rss_mb": result["peak_rss_mb"]})
+                     "extrapolated": result.get("extrapolated", False), "peak_rss_mb": result["peak_rss_mb"],
+                     "device": result["device"], "peak_gpu_mb": result.get("peak_gpu_mb")})
     return rows
 
 
@@ -194,12 +231,18 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame | None:
     parser.add_argument("--throughput-all-candidates", type=int, default=2000)
     parser.add_argument("--space-all-subset", type=int, default=0,
                         help="time only the first N candidates of space_all and extrapolate (0: all)")
+    parser.add_argument("--device", default="cpu", help="where models fit and score: cpu, cuda, ...")
     args = parser.parse_args(argv)
 
     if args.measure:
+        global DEVICE
+        DEVICE = args.device
         torch.set_num_threads(_threads(args.measure, args))
         result = run_measurement(args.measure, args)
         result["peak_rss_mb"] = _peak_rss_mb()
+        result["device"] = torch.cuda.get_device_name() if DEVICE.startswith("cuda") else "cpu"
+        if DEVICE.startswith("cuda"):
+            result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
         print("RESULT " + json.dumps(result), flush=True)
         return None
 
@@ -208,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame | None:
     child_args = ["--threads", str(args.threads), "--threads-space", str(args.threads_space), "--repeats",
                   str(args.repeats), "--throughput-candidates", str(args.throughput_candidates),
                   "--throughput-all-candidates", str(args.throughput_all_candidates),
-                  "--space-all-subset", str(args.space_all_subset)]
+                  "--space-all-subset", str(args.space_all_subset), "--device", args.device]
     for name in args.only:
         threads = _threads(name, args)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}

@@ -34,7 +34,7 @@ from recover_pyro.data.screen import Pairs
 from recover_pyro.data.targets import TargetScaler
 from recover_pyro.models.base import FitReport, PredictiveSamples
 from recover_pyro.models.predictor import RecoverPredictor
-from recover_pyro.training import EarlyStopping, checked_targets, minibatches
+from recover_pyro.training import EarlyStopping, checked_targets, forked_rng, minibatches
 
 PredictorFactory = Callable[..., nn.Module]
 """``factory(drug_features (D, F), cell_features (C, G), **kwargs) -> module`` mapping index tensors
@@ -73,8 +73,6 @@ class TrainConfig:
             raise ValueError(f"TrainConfig: epochs, batch_size, patience and eval_batch_size must be >= 1: {self}")
 
 
-
-
 def _draw_seed(generator: torch.Generator) -> int:
     return int(torch.randint(2**62, (1,), generator=generator))
 
@@ -96,6 +94,8 @@ class DeterministicModel:
         training: optimisation settings.
         standardize: fit standardised targets (otherwise raw ones).
         seed: seeds initial weights, minibatch order and dropout masks.
+        device: where the network lives and trains (``"cpu"``, ``"cuda"``, ...); initial weights and
+            minibatch order are drawn on the CPU, dropout masks on the device.
     """
 
     def __init__(
@@ -107,16 +107,18 @@ class DeterministicModel:
         training: TrainConfig = TrainConfig(),
         standardize: bool = True,
         seed: int = 0,
+        device: torch.device | str = "cpu",
     ) -> None:
         self.config = training
         self.seed = seed
+        self.device = torch.device(device)
         self.scaler = TargetScaler(standardize)
         self.noise_scale = math.nan
         self.fitted = False
         self._generator = torch.Generator().manual_seed(seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_draw_seed(self._generator))
-            self.net = predictor(drug_features, cell_features)
+            self.net = predictor(drug_features, cell_features).to(self.device)
 
     # --- training ------------------------------------------------------------------------------
     def fit(self, train: Pairs, val: Pairs | None = None) -> FitReport:
@@ -126,6 +128,8 @@ class DeterministicModel:
         ``losses`` and the validation MSE (original scale) in ``val_metric``.
         """
         start = time.perf_counter()
+        train = train.to(self.device)
+        val = None if val is None else val.to(self.device)
         y = checked_targets(train, "training")
         y_val = None if val is None else checked_targets(val, "validation")
         if not self.fitted:
@@ -135,7 +139,7 @@ class DeterministicModel:
         stopper = None if val is None else EarlyStopping(self.config.patience)
         optimizer = torch.optim.Adam(self.net.parameters(), lr=self.config.lr,
                                      weight_decay=self.config.weight_decay)
-        with torch.random.fork_rng(devices=[]):
+        with forked_rng(self.device):
             torch.manual_seed(_draw_seed(self._generator))  # dropout masks while training
             for _ in tqdm(range(self.config.epochs), disable=not self.config.progress, desc="epochs"):
                 report.losses.append(self._epoch(train, z, optimizer))
@@ -160,6 +164,7 @@ class DeterministicModel:
         self.net.train()
         total = 0.0
         for idx in minibatches(len(train), self.config.batch_size, self._generator):
+            idx = idx.to(self.device)
             optimizer.zero_grad()
             loss = F.mse_loss(self.net(train.drug_a[idx], train.drug_b[idx], train.cell[idx]), z[idx])
             loss.backward()
@@ -171,10 +176,11 @@ class DeterministicModel:
     def _forward(self, pairs: Pairs) -> Tensor:
         """``(N,)`` network output (standardised scale) in chunks of ``eval_batch_size``, no gradients."""
         step = self.config.eval_batch_size
+        pairs = pairs.to(self.device)
         with torch.no_grad():
             parts = [self.net(p.drug_a, p.drug_b, p.cell) for p in
                      (pairs[i:i + step] for i in range(0, len(pairs), step))]
-        return torch.cat(parts) if parts else torch.zeros(0)
+        return torch.cat(parts) if parts else torch.zeros(0, device=self.device)
 
     def predict_mean(self, pairs: Pairs) -> Tensor:
         """``(N,)`` prediction of the network in eval mode (dropout off), original scale."""
@@ -189,7 +195,7 @@ class DeterministicModel:
         """``f`` ``(S, N)``: the network's prediction repeated ``S`` times; scalar ``noise_scale``."""
         self._check_fitted()
         f = self.predict_mean(pairs)
-        return PredictiveSamples(f.expand(num_samples, -1), torch.tensor(self.noise_scale))
+        return PredictiveSamples(f.expand(num_samples, -1), torch.tensor(self.noise_scale, device=f.device))
 
     # --- persistence ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -239,11 +245,12 @@ class MCDropoutModel(DeterministicModel):
         training: TrainConfig = TrainConfig(),
         standardize: bool = True,
         seed: int = 0,
+        device: torch.device | str = "cpu",
     ) -> None:
         if not 0.0 < dropout < 1.0:
             raise ValueError(f"MCDropoutModel needs 0 < dropout < 1, got {dropout}")
         super().__init__(drug_features, cell_features, predictor=functools.partial(predictor, dropout=dropout),
-                         training=training, standardize=standardize, seed=seed)
+                         training=training, standardize=standardize, seed=seed, device=device)
         if not hasattr(self.net, "mc_dropout"):
             raise TypeError(f"{type(self.net).__name__} has no 'mc_dropout' switch; MC dropout needs one")
 
@@ -253,12 +260,12 @@ class MCDropoutModel(DeterministicModel):
         self.net.eval()
         self.net.mc_dropout = True
         try:
-            with torch.random.fork_rng(devices=[]):
+            with forked_rng(self.device):
                 torch.manual_seed(self.seed)
                 z = torch.stack([self._forward(pairs) for _ in range(num_samples)])
         finally:
             self.net.mc_dropout = False
-        return PredictiveSamples(self.scaler.inverse(z), torch.tensor(self.noise_scale))
+        return PredictiveSamples(self.scaler.inverse(z), torch.tensor(self.noise_scale, device=z.device))
 
 
 class DeepEnsemble:
@@ -285,12 +292,13 @@ class DeepEnsemble:
         training: TrainConfig = TrainConfig(),
         standardize: bool = True,
         seed: int = 0,
+        device: torch.device | str = "cpu",
     ) -> None:
         if n_members < 1:
             raise ValueError(f"DeepEnsemble needs n_members >= 1, got {n_members}")
         seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n_members)]
         self.members = [DeterministicModel(drug_features, cell_features, predictor=predictor, training=training,
-                                           standardize=standardize, seed=s) for s in seeds]
+                                           standardize=standardize, seed=s, device=device) for s in seeds]
         self.member_reports: list[FitReport] = []
 
     def fit(self, train: Pairs, val: Pairs | None = None) -> FitReport:
@@ -313,7 +321,7 @@ class DeepEnsemble:
         for m in self.members:
             m._check_fitted()
         f = torch.stack([m.predict_mean(pairs) for m in self.members])
-        return PredictiveSamples(f, torch.tensor([m.noise_scale for m in self.members]))
+        return PredictiveSamples(f, torch.tensor([m.noise_scale for m in self.members], device=f.device))
 
     def state_dict(self) -> dict[str, Any]:
         return {"members": [m.state_dict() for m in self.members]}

@@ -382,7 +382,7 @@ def save_checkpoint(path: Path, ckpt: dict[str, Any]) -> None:
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Read a campaign checkpoint with ``weights_only=True`` (tensors, numbers, strings, lists, dicts)."""
-    ckpt = torch.load(path, weights_only=True)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)  # resumable on any device
     if ckpt.get("version") != CHECKPOINT_VERSION:
         raise ValueError(f"{path}: unsupported campaign checkpoint version {ckpt.get('version')!r} "
                          f"(expected {CHECKPOINT_VERSION})")
@@ -481,7 +481,7 @@ class _Runner:
                 row["train_s"] = time.perf_counter() - start
                 start = time.perf_counter()
                 unseen = np.setdiff1d(np.arange(len(pool)), chosen)
-                predictive = model.predict(_unlabelled(pool.pairs[unseen]), num_samples=cfg.num_samples)
+                predictive = model.predict(_unlabelled(pool.pairs[unseen]), num_samples=cfg.num_samples).cpu()
                 row.update(_model_metrics(predictive, pool.y[unseen]))
                 row["score_s"] = time.perf_counter() - start
         state.revealed = chosen.tolist()
@@ -548,7 +548,8 @@ class _Runner:
             times["train_s"] = time.perf_counter() - start
 
             start = time.perf_counter()
-            predictive = model.predict(_unlabelled(pool.pairs[torch.as_tensor(unseen)]), num_samples=cfg.num_samples)
+            candidates = _unlabelled(pool.pairs[torch.as_tensor(unseen)])
+            predictive = model.predict(candidates, num_samples=cfg.num_samples).cpu()
             metrics = _model_metrics(predictive, pool.y[unseen])
             times["score_s"] = time.perf_counter() - start
 

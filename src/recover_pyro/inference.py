@@ -33,7 +33,7 @@ from recover_pyro.guides import WeightGuide
 from recover_pyro.models.base import FitReport
 from recover_pyro.models.bayesian import BayesianRegression, local_params
 from recover_pyro.predictive import sample_predictive
-from recover_pyro.training import EarlyStopping, checked_targets, minibatches
+from recover_pyro.training import EarlyStopping, checked_targets, forked_rng, minibatches
 
 ELBOS: dict[str, type[ELBO]] = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
 VAL_METRICS = ("nll", "mse")
@@ -122,7 +122,7 @@ def validation_metric(model: BayesianRegression, guide: WeightGuide, val: Pairs,
     """The configured validation metric (standardised scale, lower is better), with a fixed seed so that
     epochs are compared on common random numbers."""
     y = checked_targets(val, "fit_svi: validation")
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator(y.device).manual_seed(config.seed)
     with torch.no_grad():
         f = sample_predictive(model, guide, val, config.val_samples, config.eval_batch_size, generator)
         mean = f.mean(0)
@@ -177,12 +177,13 @@ def fit_svi(
     report = FitReport()
     validate = is_validation_enabled()
     model.train()
-    with torch.random.fork_rng(devices=[]), local_params():
+    with forked_rng(y.device), local_params():
         torch.manual_seed(config.seed)
         for epoch in tqdm(range(config.epochs), disable=not config.progress, desc="SVI epochs"):
             step_model, step_guide = _annealed(model, guide, kl_weight(epoch, config.kl_anneal_epochs))
             losses = []
             for idx in minibatches(n, config.batch_size, generator):
+                idx = idx.to(y.device)  # drawn on the CPU: the same minibatches on every device
                 optimizer.zero_grad()
                 # Pyro's checks (shapes, supports, mean-field order) run on the first step only: the
                 # structure never changes afterwards, and they cost ~25% of a step.

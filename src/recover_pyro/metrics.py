@@ -230,6 +230,7 @@ def evaluate(predictive: PredictiveSamples, y: ArrayLike, *, seed: int = 0,
       give coarse quantiles).
     """
     y_np = _np(y)
+    predictive = predictive.cpu()  # the same draws whichever device the model scored on
     if predictive.f.ndim != 2 or predictive.f.shape[1] != len(y_np):
         raise ValueError(f"predictive f {tuple(predictive.f.shape)} does not match y {y_np.shape}")
     mean = predictive.mean

@@ -150,7 +150,7 @@ def recommend(
     fitted = model(features.drug, features.cell)  # type: ignore[attr-defined]
     fitted.fit(screen.to_pairs(score))
     candidates = screen.to_pairs(score, experiments=pool)
-    predictive = fitted.predict(candidates, num_samples=num_samples)
+    predictive = fitted.predict(candidates, num_samples=num_samples).cpu()
     drugs = torch.stack([candidates.drug_a, candidates.drug_b], 1)
     batch = acquisition.select(predictive.f, candidate_drugs=drugs,
                                best_f=float(screen.experiments[score].max()), round=len(measured_paths) - 1,

@@ -46,7 +46,7 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     start = time.perf_counter()
     report = model.fit(train_pairs, val_pairs if len(val_pairs) else None)
     fit_seconds = time.perf_counter() - start
-    predictive = model.predict(test_pairs, num_samples=cfg.num_samples)
+    predictive = model.predict(test_pairs, num_samples=cfg.num_samples).cpu()
     assert test_pairs.y is not None
     metrics: dict[str, Any] = evaluate(predictive, test_pairs.y)
     metrics.update(

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Iterator
+from typing import Any, ContextManager, Iterator
 
 import torch
 
 from recover_pyro.data.screen import Pairs
+
+
+def forked_rng(device: torch.device) -> ContextManager[None]:
+    """Fork torch's global RNG of the CPU and, for a CUDA ``device``, of that GPU: seeding inside leaves
+    the caller's RNG state as it was."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
 
 def minibatches(n: int, batch_size: int, generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:

@@ -112,6 +112,11 @@ class Pairs:
             None if self.y is None else self.y[index],
         )
 
+    def to(self, device: torch.device | str) -> "Pairs":
+        """The same experiments with every tensor on ``device`` (no copy where already there)."""
+        return Pairs(self.drug_a.to(device), self.drug_b.to(device), self.cell.to(device),
+                     None if self.y is None else self.y.to(device))
+
     def swapped(self) -> "Pairs":
         """The same experiments with the two drugs exchanged."""
         return Pairs(self.drug_b, self.drug_a, self.cell, self.y)

@@ -52,6 +52,13 @@ class PredictiveSamples:
         """``(N,)`` total predictive standard deviation, :math:`\\sqrt{Var[f] + E[\\sigma^2]}`."""
         return (self.epistemic_std.pow(2) + self.aleatoric_std.pow(2)).sqrt()
 
+    def to(self, device: torch.device | str) -> "PredictiveSamples":
+        """The same samples on ``device`` (models return them on the device they computed on)."""
+        return PredictiveSamples(self.f.to(device), self.noise_scale.to(device))
+
+    def cpu(self) -> "PredictiveSamples":
+        return self.to("cpu")
+
     def y(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """``(S, N)`` samples of a new measurement: ``f`` plus Gaussian noise."""
         scale = self.noise_scale.reshape(-1, 1) if self.noise_scale.dim() else self.noise_scale
@@ -78,7 +85,9 @@ class SynergyModel(Protocol):
     * ``fit`` on a fresh object trains from scratch (nothing is inherited from another model, e.g. via
       Pyro's global param store); calling ``fit`` again on a fitted object continues from its current
       parameters (warm start).
-    * ``predict`` returns samples on the original target scale (targets are standardised internally).
+    * ``predict`` returns samples on the original target scale (targets are standardised internally), on
+      the device the model computes on (``PredictiveSamples.cpu()`` brings them back); ``fit`` and
+      ``predict`` accept :class:`Pairs` on any device.
     * ``state_dict`` holds only tensors / numbers (loadable with ``torch.load(..., weights_only=True)``);
       ``load_state_dict`` on an object built with the same constructor arguments restores predictions exactly.
     """

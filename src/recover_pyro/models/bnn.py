@@ -44,8 +44,6 @@ def _draw_seed(generator: torch.Generator) -> int:
     return int(torch.randint(2**62, (1,), generator=generator))
 
 
-
-
 class BNNSynergyModel:
     """A Bayesian neural network for drug-pair synergy, fitted by SVI.
 
@@ -65,6 +63,9 @@ class BNNSynergyModel:
         inference: SVI settings; its ``seed`` is replaced by one drawn from this model's ``seed``.
         standardize: fit standardised targets (otherwise raw ones).
         seed: seeds everything random (see module docstring).
+        device: where weights live and fitting / scoring run (``"cpu"``, ``"cuda"``, ...). Initial weights
+            are drawn on the CPU, so they do not depend on it; SVI noise and predictive samples come from
+            that device's generators, so CPU and GPU fits with one seed differ by random draws, not in kind.
     """
 
     def __init__(
@@ -80,16 +81,19 @@ class BNNSynergyModel:
         inference: SVIConfig = SVIConfig(),
         standardize: bool = True,
         seed: int = 0,
+        device: torch.device | str = "cpu",
     ) -> None:
         self.inference = inference
         self.seed = seed
+        self.device = torch.device(device)
         self.scaler = TargetScaler(standardize)
         self.fitted = False
         self._generator = torch.Generator().manual_seed(seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_draw_seed(self._generator))
             net = predictor(drug_features, cell_features)
-        self.model = BayesianRegression(net, prior, bayesian_layers, noise)
+        # Priors and guide parameters are built from the weights, so they follow the net onto the device.
+        self.model = BayesianRegression(net.to(self.device), prior, bayesian_layers, noise)
         self.guide = guide(self.model)
         self.last_report: FitReport | None = None
 
@@ -100,6 +104,8 @@ class BNNSynergyModel:
         Returns the :class:`FitReport` of :func:`fit_svi` (per-datum negative ELBO, validation metric on
         the standardised scale).
         """
+        train = train.to(self.device)
+        val = None if val is None else val.to(self.device)
         y = checked_targets(train, "BNNSynergyModel: training")
         if not self.fitted:
             self.scaler.fit(y)
@@ -115,11 +121,13 @@ class BNNSynergyModel:
 
     # --- prediction ----------------------------------------------------------------------------
     def predict(self, pairs: Pairs, num_samples: int = 100) -> PredictiveSamples:
-        """``f`` ``(S, N)`` posterior samples of the mean function and scalar ``noise_scale``, original scale."""
+        """``f`` ``(S, N)`` posterior samples of the mean function and scalar ``noise_scale``, original scale,
+        on ``device``."""
         if not self.fitted:
             raise RuntimeError("BNNSynergyModel.predict called before fit (or load_state_dict)")
-        generator = torch.Generator().manual_seed(self.seed)
-        z = sample_predictive(self.model, self.guide, pairs, num_samples, self.inference.eval_batch_size, generator)
+        generator = torch.Generator(self.device).manual_seed(self.seed)
+        z = sample_predictive(self.model, self.guide, pairs.to(self.device), num_samples,
+                              self.inference.eval_batch_size, generator)
         with torch.no_grad():
             noise = self.scaler.inverse_scale(self.model.noise_scale().detach())
         return PredictiveSamples(self.scaler.inverse(z), noise)

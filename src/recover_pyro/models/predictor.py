@@ -117,7 +117,7 @@ class SymmetricBilinear(nn.Module):
         pair_group = group[ia]
         start = 0
         for stop in bounds:
-            idx = torch.nonzero(pair_group == group[start]).squeeze(-1) if len(bounds) > 1 else torch.arange(n)
+            idx = torch.nonzero(pair_group == group[start]).squeeze(-1) if len(bounds) > 1 else torch.arange(n, device=ia.device)
             rows = stop - start
             table_size = math.prod(sample_dims) * k * rows * rows
             if rows * rows <= DENSE_MERGE_RATIO * len(idx) and table_size <= DENSE_MERGE_MAX_ELEMENTS:
