@@ -27,7 +27,9 @@ experiments differing only in the acquisition rule reuse one pretraining fit: th
 the rows it would give with its own fit (``run_campaign(pretrained=...)``), but round 0's ``train_s`` is the
 cached fit's time.
 
-Campaign run folders (checkpoints) go to a temporary directory, never under ``benchmarks/``.
+Campaign run folders (tables and the per-round checkpoint) go to ``--runs-dir``
+(``<tmp>/recover_pyro_discovery/<tag>/<experiment>_s<seed>`` by default, never under ``benchmarks/``); a
+campaign killed mid-way resumes there from its last finished round when the script is rerun.
 
 Examples::
 
@@ -138,8 +140,9 @@ def pretrain_key(cfg) -> str:
 
 
 def run_one(protocol: str, experiment: str, seed: int, common: list[str], bnn: list[str], cache: ScreenCache,
-            out_csv: Path, pretrain: list[str], pretrain_cache: Path) -> pd.DataFrame:
-    """One campaign; its per-round rows are written to ``out_csv`` (with experiment and seed columns)."""
+            out_csv: Path, pretrain: list[str], pretrain_cache: Path, run_dir: Path) -> pd.DataFrame:
+    """One campaign in ``run_dir`` (resumed from its checkpoint if one is there); its per-round rows are
+    written to ``out_csv`` (with experiment and seed columns)."""
     cfg = compose_config(protocol, experiment, seed, common, bnn, pretrain)
     screen, features = cache.get(cfg)
     acquisition: Acquisition = instantiate(cfg.acquisition, _convert_="all")
@@ -149,10 +152,9 @@ def run_one(protocol: str, experiment: str, seed: int, common: list[str], bnn: l
         cached = pretrain_cache / f"{pretrain_key(cfg)}.pt"
         if cached.exists():
             pretrained = torch.load(cached, map_location="cpu", weights_only=True)
-    with tempfile.TemporaryDirectory(prefix="discovery_") as run_dir:
-        result = run_campaign(screen, features, model_factory(cfg, features), acquisition, config, run_dir,
-                              score=cfg.data.score, pretrain_factory=pretrain_model_factory(cfg, features),
-                              pretrained=pretrained)
+    result = run_campaign(screen, features, model_factory(cfg, features), acquisition, config, run_dir,
+                          score=cfg.data.score, resume=True, pretrain_factory=pretrain_model_factory(cfg, features),
+                          pretrained=pretrained)
     if cached is not None and pretrained is None:
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_suffix(".tmp")
@@ -283,6 +285,8 @@ def main() -> None:
     parser.add_argument("--pretrain-cache", type=Path, default=Path(tempfile.gettempdir()) / "recover_pyro_pretrain",
                         help="folder of cached pretrained states (outside the repository)")
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--runs-dir", type=Path, default=Path(tempfile.gettempdir()) / "recover_pyro_discovery",
+                        help="campaign run folders (checkpoints; killed campaigns resume from them)")
     parser.add_argument("--aggregate-only", action="store_true")
     parser.add_argument("--random-from", default=None,
                         help="take the random campaigns of this tag (their picks do not depend on the model or "
@@ -309,7 +313,7 @@ def main() -> None:
                 pretrain = [o for o in args.pretrain_override
                             if o.startswith("inference.") == is_bnn(experiment)]  # BNN vs baseline settings
                 rounds = run_one(args.protocol, experiment, seed, args.override, args.bnn_override, cache, out_csv,
-                                 pretrain, args.pretrain_cache)
+                                 pretrain, args.pretrain_cache, args.runs_dir / args.tag / f"{experiment}_s{seed}")
                 last = rounds.iloc[-1]
                 print(f"{experiment} seed {seed}: top1 {last['recall_top1pct']:.3f} top5 "
                       f"{last['recall_top5pct']:.3f} after {int(last['n_measured'])} "

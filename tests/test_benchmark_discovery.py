@@ -53,3 +53,19 @@ def test_pretrain_key_ignores_the_acquisition_but_not_model_or_seed(bench):
     assert key(ucb) != key(bench.compose_config("mcf7", "normal_ucb", 0, [], [], ["inference.epochs=4"]))
     # round-fit settings overridden by the pretraining fit's own do not matter
     assert key(ucb) == key(bench.compose_config("mcf7", "normal_ucb", 0, [], ["inference.epochs=100"], pre))
+
+
+def test_a_killed_campaign_resumes_from_its_run_folder(bench, data_root: Path, tmp_path: Path) -> None:
+    """Campaigns keep their checkpoint in ``--runs-dir``: rerunning continues after the last finished round."""
+    tiny = [f"data_root={data_root}", "campaign.n_initial=10", "acquisition.q=5", "num_samples=4", "inference.epochs=1"]
+    cache, run_dir = bench.ScreenCache(), tmp_path / "run"
+
+    def run(rounds: int) -> pd.DataFrame:
+        return bench.run_one("mcf7", "normal_ucb", 0, [*tiny, f"campaign.n_rounds={rounds}"], [], cache,
+                             tmp_path / f"rounds{rounds}.csv", [], tmp_path / "cache", run_dir)
+
+    first = run(1)
+    assert (run_dir / "checkpoint.pt").is_file() and first["n_measured"].tolist() == [10, 15]
+    longer = run(2)  # as if the first run had been killed after round 1 of 2
+    assert longer["n_measured"].tolist() == [10, 15, 20]
+    pd.testing.assert_frame_equal(longer.iloc[:2], first)  # rounds 0-1 read back, not recomputed
