@@ -15,7 +15,8 @@ sd is the root-mean-square validation residual (the convention of :mod:`recover_
 
 Writes, after every run (so a killed benchmark keeps what it finished): ``<out>_runs.csv`` (one row per
 run) and ``<out>.csv`` (mean and sd over seeds per experiment, sd with ddof = 1), and prints the table as
-markdown. Runs already in ``<out>_runs.csv`` are skipped, so re-running resumes.
+markdown. Runs already in ``<out>_runs.csv`` are skipped, so re-running resumes. Benchmarks run as parallel
+processes (each with its own ``--out``) are combined with ``--merge A_runs.csv B_runs.csv --out <out>``.
 """
 
 from __future__ import annotations
@@ -106,6 +107,13 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     return table.loc[order].reset_index()
 
 
+def merge_runs(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """One runs table from several (e.g. benchmark processes run in parallel with their own ``--out``); a run
+    ``(experiment, seed)`` present more than once keeps its last occurrence."""
+    runs = pd.concat(list(parts), ignore_index=True)
+    return runs.drop_duplicates(subset=["experiment", "seed"], keep="last").reset_index(drop=True)
+
+
 def to_markdown(table: pd.DataFrame, digits: int = 3) -> str:
     metrics = [m for m in METRICS if f"{m}_mean" in table.columns]
     lines = ["| experiment | n | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
@@ -131,12 +139,21 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--out", type=Path, required=True, help="CSV path prefix (writes <out>.csv, <out>_runs.csv)")
     parser.add_argument("--runs-dir", type=Path, default=Path("/tmp/recover_pyro_bench"))
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--merge", nargs="+", type=Path, default=None, metavar="RUNS_CSV",
+                        help="run nothing: merge these <out>_runs.csv files (with <out>'s own) into <out>")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     runs_csv = args.out.parent / f"{args.out.name}_runs.csv"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     done = pd.read_csv(runs_csv) if runs_csv.is_file() else pd.DataFrame(columns=["experiment", "seed"])
+    if args.merge:
+        runs = merge_runs([done, *(pd.read_csv(p) for p in args.merge)])
+        runs.to_csv(runs_csv, index=False)
+        table = summarize(runs)
+        table.to_csv(args.out.parent / f"{args.out.name}.csv", index=False)
+        print(to_markdown(table))
+        return table
     rows = done.to_dict("records")
     finished = {(str(r["experiment"]), int(r["seed"])) for r in rows}
     # Seed-major order: a benchmark cut short still has every experiment at the first seeds.

@@ -1,0 +1,44 @@
+"""scripts/benchmark_accuracy.py: summary over seeds and merging the runs of parallel benchmark processes."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("benchmark_accuracy", ROOT / "scripts" / "benchmark_accuracy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def runs(experiment: str, seeds: list[int], r2: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({"experiment": experiment, "seed": seeds, "r2": r2, "nll": [1.0] * len(seeds)})
+
+
+def test_summary_is_mean_and_sample_sd_over_seeds(bench) -> None:
+    table = bench.summarize(runs("a", [0, 1, 2], [0.1, 0.2, 0.6])).set_index("experiment")
+    assert table.at["a", "n_runs"] == 3
+    assert table.at["a", "r2_mean"] == pytest.approx(0.3)
+    assert table.at["a", "r2_sd"] == pytest.approx(pd.Series([0.1, 0.2, 0.6]).std(ddof=1))
+    assert "| a | 3 | 0.300 ± 0.265 |" in bench.to_markdown(bench.summarize(runs("a", [0, 1, 2], [0.1, 0.2, 0.6])))
+
+
+def test_merge_command_combines_parallel_runs_and_keeps_the_last_duplicate(bench, tmp_path: Path) -> None:
+    runs("a", [0, 1], [0.1, 0.2]).to_csv(tmp_path / "x_runs.csv", index=False)
+    runs("b", [0], [0.5]).to_csv(tmp_path / "part1_runs.csv", index=False)
+    runs("a", [1, 2], [0.3, 0.4]).to_csv(tmp_path / "part2_runs.csv", index=False)  # a seed 1 rerun
+    table = bench.main(["--merge", str(tmp_path / "part1_runs.csv"), str(tmp_path / "part2_runs.csv"),
+                        "--out", str(tmp_path / "x")]).set_index("experiment")
+    merged = pd.read_csv(tmp_path / "x_runs.csv")
+    assert sorted(zip(merged["experiment"], merged["seed"])) == [("a", 0), ("a", 1), ("a", 2), ("b", 0)]
+    assert table.at["a", "r2_mean"] == pytest.approx((0.1 + 0.3 + 0.4) / 3)
+    assert table.at["b", "n_runs"] == 1
+    assert pd.read_csv(tmp_path / "x.csv").set_index("experiment").at["a", "n_runs"] == 3
