@@ -28,3 +28,14 @@ def almanac(data_root: Path):
     from recover_pyro.data.loaders import load_almanac
 
     return load_almanac(data_root)
+
+
+def load_script(name: str):
+    """Import ``scripts/<name>.py`` as a module (scripts are not part of the package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -7,7 +7,6 @@ is in ``$RECOVER_PYRO_RAY_ADDRESS`` (scripts/ci_ray.sh starts one on loopback an
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -23,6 +22,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from conftest import load_script
 from recover_pyro.builders import CONFIG_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,15 +36,7 @@ SWEEP = [f"+experiment={','.join(EXPERIMENTS)}", f"seed={','.join(map(str, SEEDS
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def _load_aggregate_module():
-    spec = importlib.util.spec_from_file_location("aggregate_sweep", ROOT / "scripts" / "aggregate_sweep.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-agg = _load_aggregate_module()
+agg = load_script("aggregate_sweep")
 
 
 def _run(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
