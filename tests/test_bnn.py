@@ -1,6 +1,5 @@
 import functools
 import io
-from pathlib import Path
 
 import pyro
 import pytest
@@ -8,6 +7,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from recover_pyro.builders import CONFIG_DIR
 from recover_pyro.data.featurize import featurize
 from recover_pyro.data.screen import Pairs
 from recover_pyro.data.synthetic import make_synthetic_screen
@@ -18,7 +18,7 @@ from recover_pyro.models.bnn import BNNSynergyModel
 from recover_pyro.models.predictor import RecoverPredictor
 from recover_pyro.priors import LaplacePrior, LogUniformPrior, NormalPrior, ScaleMixtureNormalPrior
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = CONFIG_DIR
 SMALL = functools.partial(RecoverPredictor, drug_hidden=(32, 16), merge_dim=16, merge_rank=4, head_hidden=(16,))
 FAST = SVIConfig(lr=0.01, epochs=4, batch_size=64)
 

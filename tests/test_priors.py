@@ -1,5 +1,4 @@
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,10 +7,11 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from scipy import integrate, stats
 
+from recover_pyro.builders import CONFIG_DIR
 from recover_pyro.priors import (LaplacePrior, LogUniform, LogUniformPrior, NormalPrior, Prior, ScaleMixtureNormal,
                                  ScaleMixtureNormalPrior)
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "prior"
+CONF = CONFIG_DIR / "prior"
 
 
 def test_normal_prior_site_distribution_matches_scipy():

@@ -1,4 +1,4 @@
-"""Hydra multirun sweeps: the launcher configs in conf/hydra/launcher and scripts/aggregate_sweep.py.
+"""Hydra multirun sweeps: the launcher configs in src/recover_pyro/conf/hydra/launcher and scripts/aggregate_sweep.py.
 
 The joblib test runs a real (tiny) 2 experiments x 2 seeds sweep of ``python -m recover_pyro.train`` in parallel
 worker processes and aggregates it. The Ray test runs the same sweep on an existing Ray cluster whose address

@@ -21,7 +21,8 @@ from recover_pyro.models.base import SynergyModel
 
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
+# Configs ship inside the package, so a non-editable install finds them from any directory.
+CONFIG_DIR = Path(__file__).resolve().parent / "conf"
 
 
 def build_screen(cfg: DictConfig) -> Screen:
