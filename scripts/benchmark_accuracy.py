@@ -10,8 +10,9 @@ Each (experiment, seed) is one call of :func:`recover_pyro.train.train` on the c
 same metrics), with its run directory (checkpoint, predictions) under ``--runs-dir`` (default ``/tmp``).
 ``gbt`` is sklearn's :class:`~sklearn.ensemble.HistGradientBoostingRegressor` (default settings) on
 order-invariant pair features built from the same drug features as the networks (fingerprint + one-hot):
-``[x_a + x_b, x_a * x_b, onehot(cell)]``; its predictive is the point prediction plus Gaussian noise whose
-sd is the root-mean-square validation residual (the convention of :mod:`recover_pyro.baselines`).
+``[x_a + x_b, x_a * x_b, onehot(cell)]``; its predictive is the point prediction plus Gaussian noise by the
+convention of every model (:mod:`recover_pyro.models.noise`: held-out mean squared error, at least the
+training residual variance; a single predictor has no epistemic part).
 
 Writes, after every run (so a killed benchmark keeps what it finished): ``<out>_runs.csv`` (one row per
 run) and ``<out>.csv`` (mean and sd over seeds per experiment, sd with ddof = 1), and prints the table as
@@ -35,11 +36,13 @@ from omegaconf import DictConfig
 from recover_pyro.builders import CONFIG_DIR, build_features, build_screen, build_split
 from recover_pyro.metrics import evaluate
 from recover_pyro.models.base import PredictiveSamples
+from recover_pyro.models.noise import heldout_noise_variance
 from recover_pyro.train import train
 
 BNN_EXPERIMENTS = ["normal", "laplace", "scale_mixture", "sparse_dropout"]
-BASELINES = ["deterministic", "ensemble", "mc_dropout", "gbt"]
-METRICS = ["r2", "spearman", "nll", "crps", "coverage_90", "fit_seconds", "pruned_fraction", "best_epoch"]
+BASELINES = ["deterministic", "ensemble", "recover_ensemble", "mc_dropout", "gbt"]
+METRICS = ["r2", "spearman", "nll", "crps", "coverage_90", "epistemic_sd", "aleatoric_sd", "fit_seconds",
+           "pruned_fraction", "best_epoch"]
 
 
 def compose_config(experiment: str, data: str, score: str | None, split: str, seed: int,
@@ -81,11 +84,13 @@ def run_gbt(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     model = HistGradientBoostingRegressor(random_state=cfg.seed).fit(x_train, y_train)
     fit_seconds = time.perf_counter() - start
+    train_var = float(np.mean((model.predict(x_train) - y_train) ** 2))
     if len(split.val):
         x_val, y_val = xy(split.val)
-        noise = float(np.sqrt(np.mean((model.predict(x_val) - y_val) ** 2)))
+        noise = heldout_noise_variance(torch.as_tensor(model.predict(x_val)).unsqueeze(0), torch.as_tensor(y_val),
+                                       train_var) ** 0.5
     else:
-        noise = float(np.sqrt(np.mean((model.predict(x_train) - y_train) ** 2)))
+        noise = train_var ** 0.5
     mean = torch.as_tensor(model.predict(x_test), dtype=torch.float64).unsqueeze(0)
     predictive = PredictiveSamples(mean, torch.tensor(noise, dtype=torch.float64))
     metrics: dict[str, Any] = evaluate(predictive, torch.as_tensor(y_test), seed=cfg.seed)

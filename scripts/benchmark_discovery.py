@@ -100,7 +100,8 @@ def machine() -> str:
 
 
 def is_bnn(experiment: str) -> bool:
-    return experiment not in ("ensemble_ucb", "ensemble", "deterministic", "mc_dropout")
+    return experiment not in ("ensemble_ucb", "ensemble", "recover_ensemble_ucb", "recover_ensemble", "deterministic",
+                              "mc_dropout")
 
 
 def compose_config(protocol: str, experiment: str, seed: int, common: list[str], bnn: list[str],

@@ -195,7 +195,7 @@ def test_posterior_of_a_first_fit_as_prior_gives_the_joint_conjugate_posterior()
     model = BayesianRegression(RowLinear(torch.cat(xs)), NormalPrior(prior_sd), bayesian_layers="all", noise=noise)
     guide = MeanFieldNormalGuide(model, init_scale=0.1)
     epochs, lr = 800, 0.05
-    config = SVIConfig(elbo="meanfield", lr=lr, lr_decay=(5e-4 / lr) ** (1 / epochs), epochs=epochs, batch_size=n)
+    config = SVIConfig(elbo="meanfield", stopping="none", warm_start_epochs=0, lr=lr, scale_lr=None, lr_decay=(5e-4 / lr) ** (1 / epochs), epochs=epochs, batch_size=n)
     site = "predictor.layers.0.weight"
     for part, y in enumerate(ys):
         rows = torch.arange(part * n, (part + 1) * n)

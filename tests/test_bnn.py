@@ -7,7 +7,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from recover_pyro.builders import CONFIG_DIR
+from recover_pyro.builders import CONFIG_DIR, build_features, build_screen, build_split, model_factory
 from recover_pyro.data.featurize import featurize
 from recover_pyro.data.screen import Pairs
 from recover_pyro.data.synthetic import make_synthetic_screen
@@ -193,3 +193,24 @@ def test_posterior_as_prior_centres_the_prior_on_the_fitted_posterior(features, 
     assert set(before) == set(model.guide.locs())
     with pytest.raises(ValueError, match="widen"):
         model.posterior_as_prior(widen=0.0)
+
+
+def test_default_bnn_uncertainty_is_learned_not_its_initial_scale(data_root):
+    """On ALMANAC MCF7 the default BNN's epistemic sd changes by less than 1.5x when the guide's initial scale
+    changes 100x (before the SVI fix it tracked the initial scale 89 to 1), and its head scales moved far from
+    their initial value."""
+    epistemic = []
+    for init in ("0.01", "0.0001"):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose("config", overrides=["+experiment=normal", "data=almanac", f"guide.init_scale={init}",
+                                               "inference.progress=false"])
+        screen = build_screen(cfg)
+        split = build_split(cfg, screen)
+        pairs = screen.to_pairs(cfg.data.score)
+        model = model_factory(cfg, build_features(cfg, screen))()
+        report = model.fit(pairs[split.train], pairs[split.val])
+        assert report.converged
+        scales = torch.cat([s.detach().flatten() for s in model.guide.scales().values()])
+        assert float(scales.median()) > 10 * float(init)
+        epistemic.append(float(model.predict(pairs[split.test], 100).epistemic_std.mean()))
+    assert max(epistemic) / min(epistemic) < 1.5, epistemic

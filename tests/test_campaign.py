@@ -599,7 +599,7 @@ def test_pretrain_overrides_change_only_the_pretraining_model() -> None:
     pretrain = pretrain_model_factory(cfg, features)(seed=0)
     rounds = model_factory(cfg, features)(seed=0)
     assert (pretrain.inference.epochs, pretrain.inference.lr) == (5, 0.002)
-    assert (rounds.inference.epochs, rounds.inference.lr) == (200, 0.003)
+    assert (rounds.inference.epochs, rounds.inference.lr) == (500, 0.003)
     ensemble = compose_campaign(["+experiment=ensemble_ucb", *small, 'pretrain_overrides=["model.training.epochs=3"]'])
     assert all(m.config.epochs == 3 for m in pretrain_model_factory(ensemble, features)(seed=0).members)
     assert pretrain_model_factory(compose_campaign(small), features) is None

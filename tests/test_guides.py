@@ -159,7 +159,7 @@ def test_sparse_dropout_prunes_noise_inputs_and_keeps_relevant_ones():
     guide = SparseVariationalDropoutGuide(model)
     rows = torch.arange(n)
     epochs, lr = 600, 0.01
-    config = SVIConfig(elbo="meanfield", lr=lr, lr_decay=(1e-4 / lr) ** (1 / epochs), epochs=epochs, batch_size=n,
+    config = SVIConfig(elbo="meanfield", stopping="none", warm_start_epochs=0, lr=lr, scale_lr=None, lr_decay=(1e-4 / lr) ** (1 / epochs), epochs=epochs, batch_size=n,
                        kl_anneal_epochs=200)
     fit_svi(model, guide, Pairs(rows, rows, rows, y), None, config)
     kept = guide.kept("predictor.layers.0.weight")  # (hidden, inputs)

@@ -143,8 +143,10 @@ def test_evaluate_on_calibrated_predictive(rng):
     y = truth + noise * rng.normal(size=n)
     predictive = PredictiveSamples(f, torch.tensor(noise))
     out = metrics.evaluate(predictive, y, seed=1)
-    assert set(out) == {"r2", "r2_sklearn", "spearman", "mse", "nll", "crps",
-                        "coverage_50", "coverage_90", "coverage_95"}
+    assert set(out) == {"r2", "r2_sklearn", "spearman", "mse", "nll", "crps", "epistemic_sd", "aleatoric_sd",
+                        "epistemic_ratio", "coverage_50", "coverage_90", "coverage_95"}
+    assert out["epistemic_sd"] == pytest.approx(0.3, rel=0.05) and out["aleatoric_sd"] == pytest.approx(noise)
+    assert out["epistemic_ratio"] == pytest.approx(out["epistemic_sd"] / noise)
     total_sd = math.sqrt(0.3 ** 2 + noise ** 2)
     assert out["mse"] == pytest.approx(total_sd ** 2, rel=0.1)
     assert out["nll"] == pytest.approx(0.5 * math.log(2 * math.pi * math.e * total_sd ** 2), abs=0.05)

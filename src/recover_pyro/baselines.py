@@ -6,10 +6,11 @@
 * :class:`MCDropoutModel`: one network trained with dropout and sampled with dropout left on.
 
 All three fit standardised targets ``z = (y - loc) / scale`` (:class:`TargetScaler`) and report on the
-original scale. Their observation-noise estimate is the root-mean-square residual
-:math:`\\hat\\sigma = \\sqrt{\\tfrac1N \\sum_n (y_n - \\hat y_n)^2}` of the fitted network on the
-validation set when one is given (training residuals of a flexible net understate the noise), otherwise on
-the training set.
+original scale. Their observation noise follows the one convention of :mod:`recover_pyro.models.noise`: the
+held-out squared error of the predictive mean not explained by the model's own spread (member spread,
+dropout spread; none for a single network), at least the training residual variance. Held out is the
+validation set, or ``training.holdout`` of the training set when ``fit`` gets no validation set (RECOVER's
+own recipe sets aside 10 %), so the estimate is valid in campaigns too.
 
 Randomness: a model's initial weights, minibatch order and dropout masks all derive from its ``seed``;
 the global torch RNG is used only inside :func:`torch.random.fork_rng` blocks, so fitting or predicting
@@ -33,6 +34,7 @@ from tqdm.auto import tqdm
 from recover_pyro.data.screen import Pairs
 from recover_pyro.data.targets import TargetScaler
 from recover_pyro.models.base import FitReport, PredictiveSamples
+from recover_pyro.models.noise import heldout_noise_variance, holdout_split
 from recover_pyro.models.predictor import RecoverPredictor
 from recover_pyro.training import EarlyStopping, checked_targets, forked_rng, minibatches
 
@@ -54,6 +56,9 @@ class TrainConfig:
         epochs: maximum number of passes over the training set.
         batch_size: minibatch size.
         patience: with a validation set, stop after this many epochs without a lower validation MSE.
+        holdout: fraction of the training set held out for early stopping and the noise estimate when
+            ``fit`` gets no validation set (0: none; train ``epochs`` and take the training residuals).
+        noise_samples: dropout passes used for the MC-dropout noise estimate.
         progress: show a tqdm bar over epochs.
         eval_batch_size: candidates per forward pass when predicting (bounds memory, not results).
     """
@@ -63,10 +68,15 @@ class TrainConfig:
     epochs: int = 200
     batch_size: int = 128
     patience: int = 20
+    holdout: float = 0.1
+    noise_samples: int = 32
     progress: bool = False
     eval_batch_size: int = 4096
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.holdout < 1.0 or self.noise_samples < 2:
+            raise ValueError(f"TrainConfig: need 0 <= holdout < 1 and noise_samples >= 2, got {self.holdout}, "
+                             f"{self.noise_samples}")
         if self.lr <= 0 or self.weight_decay < 0:
             raise ValueError(f"TrainConfig: need lr > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
         if min(self.epochs, self.batch_size, self.patience, self.eval_batch_size) < 1:
@@ -130,6 +140,9 @@ class DeterministicModel:
         start = time.perf_counter()
         train = train.to(self.device)
         val = None if val is None else val.to(self.device)
+        checked_targets(train, "training")
+        if val is None:
+            train, val = holdout_split(train, self.config.holdout, self._generator)
         y = checked_targets(train, "training")
         y_val = None if val is None else checked_targets(val, "validation")
         if not self.fitted:
@@ -141,11 +154,15 @@ class DeterministicModel:
                                      weight_decay=self.config.weight_decay)
         with forked_rng(self.device):
             torch.manual_seed(_draw_seed(self._generator))  # dropout masks while training
-            for _ in tqdm(range(self.config.epochs), disable=not self.config.progress, desc="epochs"):
+            for epoch in tqdm(range(self.config.epochs), disable=not self.config.progress, desc="epochs",
+                              leave=False):
                 report.losses.append(self._epoch(train, z, optimizer))
+                row: dict[str, Any] = {"stage": "train", "epoch": epoch, "train_mse": report.losses[-1]}
+                report.curve.append(row)
                 if stopper is not None:
                     assert val is not None and y_val is not None
                     report.val_metric.append(float(F.mse_loss(self.predict_mean(val), y_val)))
+                    row["val_mse"] = report.val_metric[-1]
                     if stopper.step(report.val_metric[-1], self.net.state_dict()):
                         break
         if stopper is not None:
@@ -153,11 +170,24 @@ class DeterministicModel:
             report.best_epoch = stopper.best_epoch
         else:
             report.best_epoch = len(report.losses) - 1
-        residual_set, residual_y = (train, y) if val is None else (val, y_val)
-        self.noise_scale = float((self.predict_mean(residual_set) - residual_y).pow(2).mean().sqrt())
+        self.noise_scale = self._noise_estimate(train, val)
         self.fitted = True
         report.seconds = time.perf_counter() - start
         return report
+
+    def _spread_samples(self, pairs: Pairs) -> Tensor:
+        """``(S, N)`` samples of the mean function whose spread is this model's epistemic part (original scale);
+        one row for a single network."""
+        return self.predict_mean(pairs).unsqueeze(0)
+
+    def _noise_estimate(self, train: Pairs, val: Pairs | None) -> float:
+        """Observation-noise sd (original scale) by the convention of :mod:`recover_pyro.models.noise`."""
+        assert train.y is not None
+        train_var = float((self.predict_mean(train) - train.y.float()).pow(2).mean())
+        if val is None:
+            return train_var ** 0.5
+        assert val.y is not None
+        return heldout_noise_variance(self._spread_samples(val), val.y.float(), train_var) ** 0.5
 
     def _epoch(self, train: Pairs, z: Tensor, optimizer: torch.optim.Optimizer) -> float:
         """One pass over shuffled minibatches; returns the mean training MSE (standardised scale)."""
@@ -254,9 +284,17 @@ class MCDropoutModel(DeterministicModel):
         if not hasattr(self.net, "mc_dropout"):
             raise TypeError(f"{type(self.net).__name__} has no 'mc_dropout' switch; MC dropout needs one")
 
+    def _spread_samples(self, pairs: Pairs) -> Tensor:
+        return self._dropout_passes(pairs, self.config.noise_samples)
+
     def predict(self, pairs: Pairs, num_samples: int = 100) -> PredictiveSamples:
         """``f`` ``(S, N)``: ``S`` forward passes with independent dropout masks; scalar ``noise_scale``."""
         self._check_fitted()
+        z = self._dropout_passes(pairs, num_samples)
+        return PredictiveSamples(z, torch.tensor(self.noise_scale, device=z.device))
+
+    def _dropout_passes(self, pairs: Pairs, num_samples: int) -> Tensor:
+        """``(S, N)`` forward passes with dropout on (original scale), masks seeded by ``seed``."""
         self.net.eval()
         self.net.mc_dropout = True
         try:
@@ -265,20 +303,26 @@ class MCDropoutModel(DeterministicModel):
                 z = torch.stack([self._forward(pairs) for _ in range(num_samples)])
         finally:
             self.net.mc_dropout = False
-        return PredictiveSamples(self.scaler.inverse(z), torch.tensor(self.noise_scale, device=z.device))
+        return self.scaler.inverse(z)
 
 
 class DeepEnsemble:
     """``K`` :class:`DeterministicModel` members with independent seeds (initial weights, batch order).
 
+    All members see the same training and validation sets (without a validation set the ensemble sets
+    aside ``training.holdout`` of the training set once, for all members, as RECOVER does). The observation
+    noise is the ensemble's, by the convention of :mod:`recover_pyro.models.noise`: the held-out squared error
+    of the ensemble mean minus the members' (population) variance.
+
     ``predict`` returns exactly ``K`` rows whatever ``num_samples`` asks for: row ``k`` is member ``k``'s
-    prediction, and ``noise_scale`` ``(K,)`` holds each member's residual RMS, so the predictive is the
-    uniform mixture of the members' Gaussians. Consumers of :class:`PredictiveSamples` accept any ``S``.
+    prediction, so the predictive is the uniform mixture of ``K`` Gaussians around the members with the
+    ensemble's noise. This is the limit of the method, not of the interface: Thompson sampling with an
+    ensemble draws among ``K`` functions only. Consumers of :class:`PredictiveSamples` accept any ``S``.
 
     Args:
         n_members: ensemble size ``K``.
         seed: member seeds are spawned from it (:class:`numpy.random.SeedSequence`), so ensembles with
-            neighbouring seeds share no member.
+            neighbouring seeds share no member; the held-out split is drawn from it too.
         Other arguments as in :class:`DeterministicModel`.
     """
 
@@ -296,41 +340,64 @@ class DeepEnsemble:
     ) -> None:
         if n_members < 1:
             raise ValueError(f"DeepEnsemble needs n_members >= 1, got {n_members}")
-        seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n_members)]
+        seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n_members + 1)]
+        self.config = training
         self.members = [DeterministicModel(drug_features, cell_features, predictor=predictor, training=training,
-                                           standardize=standardize, seed=s, device=device) for s in seeds]
+                                           standardize=standardize, seed=s, device=device) for s in seeds[1:]]
+        self._generator = torch.Generator().manual_seed(seeds[0])
+        self.noise_scale = math.nan
         self.member_reports: list[FitReport] = []
 
     def fit(self, train: Pairs, val: Pairs | None = None) -> FitReport:
         """Fit every member; the report averages per-epoch losses over the members still training.
 
         ``best_epoch`` is the latest of the members' best epochs; each member's own report is kept in
-        ``member_reports``.
+        ``member_reports``, and ``curve`` has one row per member and epoch.
         """
         start = time.perf_counter()
-        self.member_reports = [m.fit(train, val) for m in self.members]
+        if val is None:
+            train, val = holdout_split(train, self.config.holdout, self._generator)
+        self.member_reports = []
+        for k, member in enumerate(tqdm(self.members, disable=not self.config.progress, desc="ensemble members",
+                                        leave=False)):
+            self.member_reports.append(member.fit(train, val))
+        assert train.y is not None
+        mean_train = torch.stack([m.predict_mean(train) for m in self.members]).mean(0)
+        train_var = float((mean_train - train.y.to(mean_train.device).float()).pow(2).mean())
+        if val is None:
+            self.noise_scale = train_var ** 0.5
+        else:
+            assert val.y is not None
+            f_val = torch.stack([m.predict_mean(val) for m in self.members])
+            self.noise_scale = heldout_noise_variance(f_val, val.y.to(f_val.device).float(), train_var) ** 0.5
+        curve = [{"member": k, **row} for k, r in enumerate(self.member_reports) for row in r.curve]
         return FitReport(
             losses=_mean_ragged([r.losses for r in self.member_reports]),
             val_metric=_mean_ragged([r.val_metric for r in self.member_reports]),
             best_epoch=max(r.best_epoch for r in self.member_reports),
             seconds=time.perf_counter() - start,
+            curve=curve,
         )
 
     def predict(self, pairs: Pairs, num_samples: int = 100) -> PredictiveSamples:
-        """``f`` ``(K, N)`` member predictions and ``noise_scale`` ``(K,)``; ``num_samples`` is ignored."""
+        """``f`` ``(K, N)`` member predictions and the scalar ensemble ``noise_scale``; ``num_samples`` is
+        ignored (see the class docstring)."""
         for m in self.members:
             m._check_fitted()
         f = torch.stack([m.predict_mean(pairs) for m in self.members])
-        return PredictiveSamples(f, torch.tensor([m.noise_scale for m in self.members], device=f.device))
+        return PredictiveSamples(f, torch.tensor(self.noise_scale, device=f.device))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"members": [m.state_dict() for m in self.members]}
+        return {"members": [m.state_dict() for m in self.members], "noise_scale": self.noise_scale,
+                "generator": self._generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if len(state["members"]) != len(self.members):
             raise ValueError(f"state has {len(state['members'])} members, this ensemble {len(self.members)}")
         for m, s in zip(self.members, state["members"]):
             m.load_state_dict(s)
+        self.noise_scale = float(state["noise_scale"])
+        self._generator.set_state(state["generator"])
 
 
 def _mean_ragged(rows: list[list[float]]) -> list[float]:

@@ -99,7 +99,7 @@ from recover_pyro.data.errors import EmptySelectionError, closest_names
 from recover_pyro.data.featurize import Features
 from recover_pyro.data.screen import Pairs, Screen
 from recover_pyro.metrics import evaluate, recall_at_top_k
-from recover_pyro.models.base import PredictiveSamples, SynergyModel
+from recover_pyro.models.base import FitReport, PredictiveSamples, SynergyModel
 
 log = logging.getLogger(__name__)
 
@@ -523,10 +523,14 @@ class _Runner:
         return self.model
 
     def _from_pretrained(self, model: SynergyModel, state: _State) -> SynergyModel:
-        """``model`` loaded with the pretrained state (if any) and, if asked, its posterior as prior."""
+        """``model`` loaded with the pretrained state (if any) and, if asked, its posterior as prior.
+
+        The round model keeps its own seed and random generators (its SVI noise, minibatch order and held-out
+        split): only what was learned is transferred, so rounds do not all replay the pretraining's draws.
+        """
         if state.pretrained is None:
             return model
-        model.load_state_dict(state.pretrained)
+        model.load_state_dict(_with_own_randomness(state.pretrained, model.state_dict()))
         if self.config.transfer == "posterior":
             if not callable(getattr(model, "posterior_as_prior", None)):
                 raise TypeError(f"transfer='posterior' needs a Bayesian model with posterior_as_prior(); "
@@ -534,8 +538,9 @@ class _Runner:
             model.posterior_as_prior(self.config.transfer_widen)
         return model
 
-    def step(self, state: _State, round_: int) -> None:
-        """Fit, score the unrevealed pool, acquire a batch and reveal it; append to ``state``."""
+    def step(self, state: _State, round_: int) -> FitReport:
+        """Fit, score the unrevealed pool, acquire a batch and reveal it; append to ``state``. Returns the
+        round model's fit report."""
         cfg, pool = self.config, self.pool
         revealed = np.asarray(state.revealed)
         unseen = np.setdiff1d(np.arange(len(pool)), revealed)  # sorted pool indices
@@ -544,7 +549,7 @@ class _Runner:
             start = time.perf_counter()
             model = self._round_model(state, round_)
             train, val = _split_val(pool.pairs[torch.as_tensor(revealed)], cfg.val_fraction, state.generator)
-            model.fit(train, val)
+            report = model.fit(train, val)
             times["train_s"] = time.perf_counter() - start
 
             start = time.perf_counter()
@@ -573,9 +578,33 @@ class _Runner:
                                             predictive.mean[picked].numpy(), predictive.std[picked].numpy())
         state.model_state = model.state_dict()
         state.completed = round_
+        return report
+
+
+RANDOMNESS_KEYS = ("seed", "generator")
+
+
+def _with_own_randomness(learned: Any, own: Any) -> Any:
+    """``learned`` (a state dict, possibly nested in dicts / lists) with every ``seed`` / ``generator`` entry
+    taken from ``own``, the state of a model built with its own seed."""
+    if isinstance(learned, dict) and isinstance(own, dict):
+        return {k: own[k] if k in RANDOMNESS_KEYS and k in own else _with_own_randomness(v, own.get(k))
+                for k, v in learned.items()}
+    if isinstance(learned, list) and isinstance(own, list) and len(learned) == len(own):
+        return [_with_own_randomness(a, b) for a, b in zip(learned, own)]
+    return learned
 
 
 # --- outputs -----------------------------------------------------------------------------------
+def _write_fit_curve(report: FitReport, out_dir: Path, round_: int) -> None:
+    """``fit_curves/round_XX.csv``: the per-epoch curve of the round model's fit (rewritten on a resumed
+    round, so a campaign killed mid-round leaves no duplicate rows)."""
+    if report.curve:
+        folder = out_dir / "fit_curves"
+        folder.mkdir(exist_ok=True)
+        pd.DataFrame(report.curve).to_csv(folder / f"round_{round_:02d}.csv", index=False)
+
+
 def _json_safe(value: Any) -> Any:
     """NaN / infinity -> None, recursively (JSON has no such numbers)."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -686,7 +715,8 @@ def run_campaign(
             if len(state.revealed) == len(pool):
                 log.warning("pool exhausted after round %d; stopping", state.completed)
                 break
-            runner.step(state, round_)
+            report = runner.step(state, round_)
+            _write_fit_curve(report, out_dir, round_)
             save_checkpoint(ckpt_path, state.to_checkpoint())
             _write_tables(state, out_dir)
             row = state.rows[-1]

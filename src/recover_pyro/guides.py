@@ -99,6 +99,20 @@ class WeightGuide(LocalPyroModule):
     def _param(self, site: str, what: str) -> Tensor:
         return getattr(self, f"{_key(site)}_{what}")
 
+    def loc_parameters(self) -> list[torch.nn.Parameter]:
+        """The (unconstrained) parameters behind the per-weight means, in site order."""
+        return [self._unconstrained(site, "loc") for site in self.site_shapes]
+
+    def scale_parameters(self) -> list[torch.nn.Parameter]:
+        """The (unconstrained, log-scale) parameters behind the per-weight scales, in site order."""
+        return [self._unconstrained(site, "scale") for site in self.site_shapes]
+
+    def _unconstrained(self, site: str, what: str) -> torch.nn.Parameter:
+        name = f"{_key(site)}_{what}"
+        # PyroParam stores the free parameter as `<name>_unconstrained`, read by name (Pyro's own convention).
+        return getattr(self, f"{name}_unconstrained") if hasattr(self, f"{name}_unconstrained") \
+            else getattr(self, name)
+
     def site_distribution(self, site: str) -> TorchDistribution:
         """Variational distribution of one site with ``batch_shape == shape`` (no event dims)."""
         raise NotImplementedError(f"{type(self).__name__} must implement site_distribution")

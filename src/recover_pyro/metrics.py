@@ -216,6 +216,15 @@ def enrichment_over_random(n_measured: ArrayLike, recall: ArrayLike, pool_size: 
 
 
 # --- all at once -------------------------------------------------------------------------------
+def measurement_draws(predictive: PredictiveSamples, *, seed: int = 0, min_samples: int = 256) -> torch.Tensor:
+    """``(S', N)`` draws of a new measurement, ``f`` plus Gaussian noise (seeded by ``seed``), with the ``S``
+    rows of ``f`` reused with fresh noise until ``S' >= min_samples`` (small ensembles otherwise give coarse
+    quantiles). :func:`evaluate` and the calibration plot of ``train`` use these same draws."""
+    predictive = predictive.cpu()  # the same draws whichever device the model scored on
+    generator = torch.Generator().manual_seed(seed)
+    return torch.cat([predictive.y(generator) for _ in range(math.ceil(min_samples / predictive.num_samples))])
+
+
 def evaluate(predictive: PredictiveSamples, y: ArrayLike, *, seed: int = 0,
              min_samples: int = 256) -> dict[str, float]:
     """All scalar metrics of a predictive against observations ``y`` ``(N,)``, original scale.
@@ -224,18 +233,17 @@ def evaluate(predictive: PredictiveSamples, y: ArrayLike, *, seed: int = 0,
       mean;
     * ``nll``: mean :func:`gaussian_nll` of the moment-matched Gaussian
       :math:`N(\\text{mean}, \\text{Var}[f] + E[\\sigma^2])`;
-    * ``crps``, ``coverage_50/90/95``: from samples of a new measurement, ``f`` plus Gaussian noise
-      (:meth:`PredictiveSamples.y` with a generator seeded by ``seed``), with the ``S`` rows of ``f``
-      reused with fresh noise until there are at least ``min_samples`` draws (small ensembles otherwise
-      give coarse quantiles).
+    * ``crps``, ``coverage_50/90/95``: from :func:`measurement_draws` (``seed``, ``min_samples``);
+    * ``epistemic_sd``, ``aleatoric_sd``: means over candidates of the two parts of the predictive standard
+      deviation, and ``epistemic_ratio`` = their ratio (how much of the uncertainty is the model's own).
     """
     y_np = _np(y)
     predictive = predictive.cpu()  # the same draws whichever device the model scored on
     if predictive.f.ndim != 2 or predictive.f.shape[1] != len(y_np):
         raise ValueError(f"predictive f {tuple(predictive.f.shape)} does not match y {y_np.shape}")
     mean = predictive.mean
-    generator = torch.Generator().manual_seed(seed)
-    draws = torch.cat([predictive.y(generator) for _ in range(math.ceil(min_samples / predictive.num_samples))])
+    draws = measurement_draws(predictive, seed=seed, min_samples=min_samples)
+    epistemic, aleatoric = float(predictive.epistemic_std.mean()), float(predictive.aleatoric_std.mean())
     metrics = {
         "r2": r2_pearson(y_np, mean),
         "r2_sklearn": r2_score(y_np, mean),
@@ -243,6 +251,9 @@ def evaluate(predictive: PredictiveSamples, y: ArrayLike, *, seed: int = 0,
         "mse": mse(y_np, mean),
         "nll": float(gaussian_nll(y_np, mean, predictive.std).mean()),
         "crps": float(crps_from_samples(y_np, draws).mean()),
+        "epistemic_sd": epistemic,
+        "aleatoric_sd": aleatoric,
+        "epistemic_ratio": epistemic / aleatoric if aleatoric > 0 else math.inf,
     }
     for level, cover in central_interval_coverage(y_np, draws, COVERAGE_LEVELS).items():
         metrics[f"coverage_{round(100 * level)}"] = cover

@@ -6,7 +6,8 @@
 
 Writes into the Hydra run directory: ``metrics.json`` (test metrics on the original scale, fit time),
 ``checkpoint.pt`` (a ``state_dict`` of tensors, loadable with ``torch.load(..., weights_only=True)``),
-``test_predictions.csv`` and ``calibration.png``.
+``test_predictions.csv``, ``calibration.png`` (from the same draws as the metrics) and ``fit_curve.csv`` (one
+row per epoch of each fit stage: losses, the ELBO split into expected NLL and KL, validation metric).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from recover_pyro.builders import CONFIG_DIR, build_features, build_screen, build_split, model_factory
 from recover_pyro.guides import SparseVariationalDropoutGuide
-from recover_pyro.metrics import calibration_curve, evaluate, plot_calibration
+from recover_pyro.metrics import calibration_curve, evaluate, measurement_draws, plot_calibration
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,12 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     fit_seconds = time.perf_counter() - start
     predictive = model.predict(test_pairs, num_samples=cfg.num_samples).cpu()
     assert test_pairs.y is not None
-    metrics: dict[str, Any] = evaluate(predictive, test_pairs.y)
+    metrics: dict[str, Any] = evaluate(predictive, test_pairs.y, seed=cfg.seed)
     metrics.update(
         fit_seconds=fit_seconds,
         best_epoch=report.best_epoch,
+        warm_start_epoch=report.warm_start_epoch,
+        converged=report.converged,
         n_train=len(train_pairs), n_val=len(val_pairs), n_test=len(test_pairs),
         data=cfg.data.name, score=cfg.data.score, model=type(model).__name__, seed=cfg.seed,
     )
@@ -71,7 +74,9 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "predicted_mean": predictive.mean.numpy(),
         "predicted_std": predictive.std.numpy(),
     }).to_csv(out_dir / "test_predictions.csv", index=False)
-    expected, observed = calibration_curve(test_pairs.y, predictive.y(torch.Generator().manual_seed(cfg.seed)))
+    if report.curve:
+        pd.DataFrame(report.curve).to_csv(out_dir / "fit_curve.csv", index=False)
+    expected, observed = calibration_curve(test_pairs.y, measurement_draws(predictive, seed=cfg.seed))
     plot_calibration(expected, observed, out_dir / "calibration.png")
 
     summary = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float))

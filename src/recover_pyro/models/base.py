@@ -38,8 +38,10 @@ class PredictiveSamples:
 
     @property
     def epistemic_std(self) -> torch.Tensor:
-        """``(N,)`` standard deviation of the mean function across samples."""
-        return self.f.std(0) if self.num_samples > 1 else torch.zeros_like(self.f[0])
+        """``(N,)`` standard deviation of the mean function across samples: the population (1/S) form, so
+        ``mean`` and ``std`` are the moments of the mixture the samples represent (with K = 5 ensemble
+        members the unbiased form would inflate the variance by 5/4)."""
+        return self.f.std(0, unbiased=False)
 
     @property
     def aleatoric_std(self) -> torch.Tensor:
@@ -68,12 +70,26 @@ class PredictiveSamples:
 
 @dataclass
 class FitReport:
-    """What a fit did: per-epoch losses, the best validation metric and the epoch it came from."""
+    """What a fit did.
+
+    Attributes:
+        losses: per-epoch training loss of the main stage (per-datum negative ELBO for SVI, MSE otherwise).
+        val_metric: per-epoch validation metric of the main stage (empty without validation data).
+        best_epoch: the epoch whose parameters were kept.
+        seconds: wall time of the fit.
+        curve: one dict per epoch of every stage (``stage``, ``epoch`` and what that stage measures, e.g.
+            ``neg_elbo``, ``expected_nll``, ``kl``, ``val_nll``); written as ``fit_curve.csv`` by the entry points.
+        warm_start_epoch: the deterministic warm start's kept epoch (-1: none).
+        converged: whether the fit met its stopping rule before running out of epochs.
+    """
 
     losses: list[float] = field(default_factory=list)
     val_metric: list[float] = field(default_factory=list)
     best_epoch: int = -1
     seconds: float = 0.0
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    warm_start_epoch: int = -1
+    converged: bool = True
 
 
 @runtime_checkable

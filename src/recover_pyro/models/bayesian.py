@@ -162,6 +162,7 @@ class BayesianRegression(LocalPyroModule):
                     prior.distribution(site.shape, site.fan_in, dtype=init.dtype, device=init.device)))
                 sites[site.name] = site
         like = next(iter(sites.values())).init
+        self.learned_noise = noise == "learned"
         if noise == "learned":
             if not init_noise > 0:
                 raise ValueError(f"init_noise must be positive, got {init_noise}")
@@ -230,6 +231,21 @@ class BayesianRegression(LocalPyroModule):
         f = self.predictor(drug_a[idx], drug_b[idx], cell[idx])
         with pyro.plate("data", size=n, subsample=idx):
             pyro.sample("obs", dist.Normal(f, self.noise_scale()), obs=None if y is None else y[idx])
+        return f
+
+    def head_model(self, z: Tensor, cell: Tensor, y: Tensor | None = None, subsample: Tensor | None = None) -> Tensor:
+        """The generative model of :meth:`forward` on fixed trunk outputs ``z`` ``(N, K)`` (a Bayesian head on
+        fixed features): only the predictor's ``head`` runs. Used by SVI with a frozen trunk.
+
+        Returns:
+            ``(B,)`` mean function on the minibatch ``subsample`` (default: all).
+        """
+        n = z.shape[0]
+        idx = torch.arange(n, device=z.device) if subsample is None else subsample
+        with local_params():
+            f = self.predictor.head(z[idx], cell[idx])
+            with pyro.plate("data", size=n, subsample=idx):
+                pyro.sample("obs", dist.Normal(f, self.noise_scale()), obs=None if y is None else y[idx])
         return f
 
     def mean_function(self, weights: dict[str, Tensor], drug_a: Tensor, drug_b: Tensor, cell: Tensor) -> Tensor:

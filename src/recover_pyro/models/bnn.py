@@ -14,6 +14,7 @@ the caller's RNG state is untouched. ``predict`` on the same state returns the s
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import replace
 from typing import Any, Callable
 
@@ -27,10 +28,13 @@ from recover_pyro.guides import GuideFactory, MeanFieldNormalGuide, SparseVariat
 from recover_pyro.inference import SVIConfig, fit_svi
 from recover_pyro.models.base import FitReport, PredictiveSamples
 from recover_pyro.models.bayesian import BayesianLayers, BayesianRegression
+from recover_pyro.models.noise import heldout_noise_variance, holdout_split
 from recover_pyro.models.predictor import RecoverPredictor
 from recover_pyro.predictive import sample_predictive
 from recover_pyro.priors import NormalPrior, Prior
 from recover_pyro.training import checked_targets
+
+log = logging.getLogger(__name__)
 
 PredictorFactory = Callable[[Tensor, Tensor], nn.Module]
 """``factory(drug_features (D, F), cell_features (C, G)) -> module`` mapping index tensors
@@ -49,9 +53,12 @@ class BNNSynergyModel:
 
     ``fit(train, val)`` standardises targets with a :class:`TargetScaler` fitted on the first training set
     (kept for later, warm-started fits so the learned function keeps its meaning) and runs
-    :func:`fit_svi` from the current parameters; the first fit starts from the seeded initial weights of the
-    deterministic predictor (guide means) and the guide's initial spread. ``predict`` returns
-    ``f`` ``(S, N)`` and a scalar ``noise_scale``, both on the original scale.
+    :func:`fit_svi` from the current parameters (a deterministic warm start of the guide means, then SVI);
+    the first fit starts from the seeded initial weights of the predictor and the guide's initial spread.
+    Without ``val`` it sets aside ``holdout`` of ``train`` as validation data. The predictive noise follows
+    the convention of :mod:`recover_pyro.models.noise` (held-out error not explained by the posterior spread,
+    at least the likelihood's learned scale). ``predict`` returns ``f`` ``(S, N)`` and a scalar
+    ``noise_scale``, both on the original scale.
 
     Args:
         drug_features: ``(D, F)`` drug features; cell_features: ``(C, G)`` cell-line features.
@@ -62,6 +69,7 @@ class BNNSynergyModel:
         noise: ``"learned"`` or a fixed noise standard deviation on the model (standardised) scale.
         inference: SVI settings; its ``seed`` is replaced by one drawn from this model's ``seed``.
         standardize: fit standardised targets (otherwise raw ones).
+        holdout: fraction of ``train`` set aside as validation data when ``fit`` gets none (0: none).
         seed: seeds everything random (see module docstring).
         device: where weights live and fitting / scoring run (``"cpu"``, ``"cuda"``, ...). Initial weights
             are drawn on the CPU, so they do not depend on it; SVI noise and predictive samples come from
@@ -80,10 +88,14 @@ class BNNSynergyModel:
         noise: str | float = "learned",
         inference: SVIConfig = SVIConfig(),
         standardize: bool = True,
+        holdout: float = 0.1,
         seed: int = 0,
         device: torch.device | str = "cpu",
     ) -> None:
+        if not 0.0 <= holdout < 1.0:
+            raise ValueError(f"BNNSynergyModel: holdout must lie in [0, 1), got {holdout}")
         self.inference = inference
+        self.holdout = holdout
         self.seed = seed
         self.device = torch.device(device)
         self.scaler = TargetScaler(standardize)
@@ -95,6 +107,8 @@ class BNNSynergyModel:
         # Priors and guide parameters are built from the weights, so they follow the net onto the device.
         self.model = BayesianRegression(net.to(self.device), prior, bayesian_layers, noise)
         self.guide = guide(self.model)
+        # Predictive observation-noise scale (model scale), set by fit (see recover_pyro.models.noise).
+        self.noise = self.model.noise_scale().detach().clone()
         self.last_report: FitReport | None = None
 
     # --- training ------------------------------------------------------------------------------
@@ -102,11 +116,14 @@ class BNNSynergyModel:
         """SVI on ``train`` (standardised internally), early-stopped on ``val`` if given.
 
         Returns the :class:`FitReport` of :func:`fit_svi` (per-datum negative ELBO, validation metric on
-        the standardised scale).
+        the standardised scale, per-epoch curve of both stages).
         """
         train = train.to(self.device)
         val = None if val is None else val.to(self.device)
         y = checked_targets(train, "BNNSynergyModel: training")
+        if val is None:
+            train, val = holdout_split(train, self.holdout, self._generator)
+            y = checked_targets(train, "BNNSynergyModel: training")
         if not self.fitted:
             self.scaler.fit(y)
         z_train = Pairs(train.drug_a, train.drug_b, train.cell, self.scaler.transform(y))
@@ -116,8 +133,23 @@ class BNNSynergyModel:
             z_val = Pairs(val.drug_a, val.drug_b, val.cell, self.scaler.transform(y_val))
         config = replace(self.inference, seed=_draw_seed(self._generator))
         self.last_report = fit_svi(self.model, self.guide, z_train, z_val, config)
+        self.noise = self._noise_estimate(z_val, config)
         self.fitted = True
+        if not self.last_report.converged:
+            log.warning("BNN fit: the ELBO had not converged after %d SVI epochs; raise inference.epochs",
+                        len(self.last_report.losses))
         return self.last_report
+
+    def _noise_estimate(self, val: Pairs | None, config: SVIConfig) -> Tensor:
+        """Predictive noise scale (model scale) by :func:`heldout_noise_variance` on ``val``; the
+        likelihood's learned scale without held-out data or with a fixed noise."""
+        likelihood = self.model.noise_scale().detach().clone()
+        if val is None or not self.model.learned_noise:
+            return likelihood
+        generator = torch.Generator(self.device).manual_seed(config.seed)
+        f = sample_predictive(self.model, self.guide, val, config.val_samples, config.eval_batch_size, generator)
+        assert val.y is not None
+        return likelihood.new_tensor(heldout_noise_variance(f, val.y, float(likelihood) ** 2) ** 0.5)
 
     # --- prediction ----------------------------------------------------------------------------
     def predict(self, pairs: Pairs, num_samples: int = 100) -> PredictiveSamples:
@@ -128,9 +160,7 @@ class BNNSynergyModel:
         generator = torch.Generator(self.device).manual_seed(self.seed)
         z = sample_predictive(self.model, self.guide, pairs.to(self.device), num_samples,
                               self.inference.eval_batch_size, generator)
-        with torch.no_grad():
-            noise = self.scaler.inverse_scale(self.model.noise_scale().detach())
-        return PredictiveSamples(self.scaler.inverse(z), noise)
+        return PredictiveSamples(self.scaler.inverse(z), self.scaler.inverse_scale(self.noise))
 
     def posterior_as_prior(self, widen: float = 1.0) -> None:
         r"""Make the current posterior approximation the prior of later fits (variational continual learning).
@@ -173,6 +203,7 @@ class BNNSynergyModel:
             "model": self.model.state_dict(),
             "guide": self.guide.state_dict(),
             "scaler": self.scaler.state_dict(),
+            "noise": self.noise,
             "fitted": self.fitted,
             "generator": self._generator.get_state(),
         }
@@ -181,5 +212,6 @@ class BNNSynergyModel:
         self.model.load_state_dict(state["model"])
         self.guide.load_state_dict(state["guide"])
         self.scaler = TargetScaler(**state["scaler"])
+        self.noise = state["noise"].to(self.device) if "noise" in state else self.model.noise_scale().detach()
         self.fitted = bool(state["fitted"])
         self._generator.set_state(state["generator"])
