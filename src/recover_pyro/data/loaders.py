@@ -31,6 +31,8 @@ from recover_pyro.data.validation import (
     build_drug_table,
     check_known_drugs,
     check_scores,
+    check_self_pairs,
+    check_spelling_variants,
     filter_names,
     first_fields,
     read_smiles_table,
@@ -400,7 +402,11 @@ def _clean_rows(
     on_invalid: OnInvalid,
     dropped: dict[str, int],
 ) -> pd.DataFrame:
-    """Key values present and stripped, selection applied, scores finite (rows indexed by file line)."""
+    """Key values present and stripped, selection applied, no self-pairs, one spelling per cell line,
+    scores finite (rows indexed by file line)."""
+    if rows.empty:
+        raise EmptySelectionError("the table has no data rows (only a header?); add measurements below the "
+                                  "header line", file=str(file))
     rows = rows.copy()
     require_values(rows, ["drug_a", "drug_b", "cell_line"], file)
     rows["study"] = rows["study"].fillna("")
@@ -408,9 +414,12 @@ def _clean_rows(
         rows[col] = rows[col].astype(str).str.strip()
     rows = filter_names(rows, "study", studies, "study", file)
     rows = filter_names(rows, "cell_line", cell_lines, "cell line", file)
+    check_spelling_variants(rows, "cell_line", "cell line", file)
+    rows = check_self_pairs(rows, file, on_invalid, dropped)
     rows = check_scores(rows, score_columns, file, on_invalid, dropped)
     if rows.empty:
-        raise EmptySelectionError(f"no rows left after dropping: {dropped}", file=str(file))
+        raise EmptySelectionError(f"no rows left after dropping {dropped} (rule: count of rows)",
+                                  file=str(file))
     return rows
 
 
