@@ -452,7 +452,8 @@ def _finish(
     features: pd.DataFrame | None = None,
 ) -> Screen:
     """Aggregate the clean rows and wrap everything in a :class:`Screen`."""
-    experiments = aggregate_measurements(rows[[*KEY_COLUMNS, *score_columns]], score_columns, how=aggregate)
+    experiments = aggregate_measurements(rows[[*KEY_COLUMNS, *score_columns]], score_columns, how=aggregate,
+                                         file=str(source))
     cells = pd.Index(sorted(experiments["cell_line"].unique()), name="cell_line")
     cell_lines = pd.DataFrame(index=cells)
     info = cell_info if cell_info is not None else pd.DataFrame(columns=["tissue"])
