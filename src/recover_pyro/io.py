@@ -34,8 +34,9 @@ PathLike = str | os.PathLike[str]
 # First characters that make Excel / LibreOffice / Sheets evaluate a cell (OWASP "CSV injection").
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 # What torch.load raises on a truncated, empty or foreign file (zip reader, unpickler, missing records).
+# (OSError: torch's zip reader reports a truncated archive as "[Errno 22] Invalid argument".)
 _LOAD_ERRORS = (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, KeyError, ValueError,
-                AttributeError, IndexError, UnicodeDecodeError)
+                AttributeError, IndexError, UnicodeDecodeError, OSError)
 
 
 def atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> Path:
@@ -106,8 +107,8 @@ def load_torch_file(path: PathLike, what: str, advice: str) -> Any:
     """
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise  # the file itself is fine or absent; the OS message names it
     except _LOAD_ERRORS as err:
         # torch's own advice (weights_only=False) would run arbitrary code from a file of unknown origin.
         raise DamagedFileError(f"{what} is damaged or not a {what} ({type(err).__name__}: "
@@ -123,7 +124,7 @@ def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
     """
     out = frame.copy()
     for col in out.columns:
-        if out[col].dtype != object:
+        if not (out[col].dtype == object or pd.api.types.is_string_dtype(out[col])):
             continue
         text = out[col].astype(str)
         risky = out[col].map(lambda v: isinstance(v, str) and v.startswith(FORMULA_PREFIXES))

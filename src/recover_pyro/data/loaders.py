@@ -291,7 +291,7 @@ def load_csv(
             file=str(path))
     text = {theirs: str for ours, theirs in mapping.items() if ours != "n_replicates"}
     raw = read_table(path, sep=sep, dtype=text, header=header, names=names)
-    if score_columns is None:
+    if score_columns is None and not raw.empty:  # (an empty table is reported below, as such)
         scores = _numeric_columns(raw, scores, path)
     rows = pd.DataFrame({ours: raw[theirs] for ours, theirs in mapping.items()}, index=raw.index)
     for ours, theirs in scores.items():
