@@ -82,7 +82,8 @@ def aggregate_measurements(
     repeated = rows.duplicated(list(KEY_COLUMNS), keep=False).to_numpy()
     if repeated.any():
         _report_replicates(rows, repeated, score_columns, how, file)
-    scores = AGGREGATORS[how](grouped[list(score_columns)])
+    # Under "raise" every key is unique by now, so any aggregator returns the single row.
+    scores = AGGREGATORS["first" if how == "raise" else how](grouped[list(score_columns)])
     scores["n_replicates"] = grouped.size()
     merged = scores.reset_index()
     n_merged = len(rows) - len(merged)
