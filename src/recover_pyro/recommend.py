@@ -36,7 +36,7 @@ from omegaconf import DictConfig
 from recover_pyro.acquisition import Acquisition, unique_drugs
 from recover_pyro.builders import CONFIG_DIR
 from recover_pyro.checks import check_cell_lines, validate_config
-from recover_pyro.data.errors import ConflictingMeasurementError, EmptySelectionError
+from recover_pyro.data.errors import ConfigValueError, ConflictingMeasurementError, EmptySelectionError
 from recover_pyro.data.loaders import load_csv, load_drugcomb
 from recover_pyro.data.screen import KEY_COLUMNS, Screen
 from recover_pyro.data.validation import (
@@ -153,6 +153,8 @@ def recommend(
     """
     if not measured_paths:
         raise ValueError("recommend needs at least one measured file (a first plate chosen by design)")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ConfigValueError("num_samples", f"must be an integer >= 1, got {num_samples!r}")  # before the fit
     screens = [load_measured(p, smiles, score, on_duplicate) for p in measured_paths]
     merged = pd.concat([s.experiments for s in screens], ignore_index=True)
     cell_lines = check_cell_lines(cell_lines, merged, [str(p) for p in measured_paths])
