@@ -411,7 +411,8 @@ def _folder(root: PathLike | None, name: str) -> Path:
         return require_data(name)
     folder = Path(root) / name
     if not folder.is_dir():
-        raise FileNotFoundError(f"screen data folder not found: {folder}")
+        raise FileNotFoundError(f"screen data folder not found: {folder} (set data_root, or the environment "
+                                f"variable RECOVER_PYRO_DATA, to the folder holding {name}/)")
     return folder
 
 
