@@ -21,7 +21,7 @@ from recover_pyro.acquisition import Acquisition
 from recover_pyro.baselines import DeterministicModel, TrainConfig
 from recover_pyro.data.errors import ScreenDataError
 from recover_pyro.data.featurize import featurize
-from recover_pyro.data.loaders import load_csv
+from recover_pyro.data.loaders import load_csv, load_drugcomb
 from recover_pyro.models.predictor import RecoverPredictor
 from recover_pyro.recommend import recommend
 
@@ -46,7 +46,8 @@ scores = st.one_of(good_score, good_score, st.integers(-10**6, 10**6),
 messy_rows = st.lists(st.tuples(drug, drug, st.one_of(st.just("MCF7"), st.sampled_from(CELL_LINES)), scores.map(str)),
                       max_size=20)
 rows = st.one_of(clean_rows, messy_rows)
-PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# database=None: CI runs are independent (no .hypothesis/ folder of saved examples in the checkout).
+PROPERTY = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def write_table(folder: Path, name: str, header: str, body: list[tuple[str, ...]]) -> Path:
@@ -93,11 +94,41 @@ def test_load_csv_loads_valid_rows_or_names_the_problem(body, smiles, on_invalid
     assert torch.isfinite(features.drug).all() and torch.isfinite(features.cell).all()
 
 
+drugcomb_drug = st.one_of(good_drug, good_drug, good_drug, st.sampled_from(["\\N", "Z", "", " B"]))
+drugcomb_rows = st.lists(st.tuples(drugcomb_drug, drugcomb_drug, st.sampled_from(["MCF7", "A549"]),
+                                   st.sampled_from(["ONEIL", "ALMANAC"]), scores.map(str)), max_size=20)
+
+
+@PROPERTY
+@given(body=drugcomb_rows, on_invalid=st.sampled_from(["raise", "drop"]), on_unknown=st.sampled_from(["raise", "drop"]),
+       studies=st.sampled_from([None, ["ONEIL"], ["ONEIL", "ALMANAC"]]))
+def test_load_drugcomb_loads_valid_rows_or_names_the_problem(body, on_invalid, on_unknown, studies) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        drugs = write_table(folder, "drugs.csv", "drug_id,smiles\n", list(GOOD_SMILES.items()))
+        lines = [(str(i), *r) for i, r in enumerate(body)]
+        summary = write_table(folder, "summary.csv",
+                              "block_id,drug_row,drug_col,cell_line_name,study_name,synergy_bliss\n", lines)
+        try:
+            screen = load_drugcomb(summary, drugs, studies=studies, scores=("synergy_bliss",), on_invalid=on_invalid,
+                                   on_unknown_drug=on_unknown)
+        except ScreenDataError as err:
+            assert_named(err)
+            return
+    event("loaded")
+    exp = screen.experiments
+    assert len(exp) and np.isfinite(exp["synergy_bliss"].to_numpy()).all()
+    selected = [r for r in body if studies is None or r[3] in studies]
+    # Rows outside the selected studies are filtered by request, not dropped; the rest are all accounted for.
+    assert int(exp["n_replicates"].sum()) + sum(screen.dropped.values()) >= len(selected)
+    assert int(exp["n_replicates"].sum()) + sum(screen.dropped.values()) <= len(body)
+
+
 TINY_NET = functools.partial(RecoverPredictor, drug_hidden=(8,), merge_dim=4, merge_rank=2, head_hidden=(4,))
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(body=rows, wanted=st.one_of(st.just(["MCF7"]), st.just(["MCF7"]), st.just([" MCF7"]),
+@settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=st.one_of(clean_rows, clean_rows, clean_rows, messy_rows), wanted=st.one_of(st.just(["MCF7"]), st.just(["MCF7"]), st.just([" MCF7"]),
                                    st.sampled_from([["mcf7"], ["MCF-7"], ["HeLa"], ["MCF7", "HeLa"]])),
        q=st.integers(1, 20), on_duplicate=st.sampled_from(["mean", "raise"]))
 def test_recommend_returns_a_sound_plate_or_names_the_problem(body, wanted, q, on_duplicate) -> None:

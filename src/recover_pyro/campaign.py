@@ -102,8 +102,8 @@ from recover_pyro.checks import validate_config
 from recover_pyro.data.errors import DamagedFileError, EmptySelectionError, ResumeMismatchError, closest_names
 from recover_pyro.data.featurize import Features
 from recover_pyro.data.screen import Pairs, Screen
-from recover_pyro.metrics import evaluate, recall_at_top_k
 from recover_pyro.io import atomic_torch_save, atomic_write, atomic_write_csv, atomic_write_json, load_torch_file
+from recover_pyro.metrics import evaluate, recall_at_top_k
 from recover_pyro.models.base import PredictiveSamples, SynergyModel
 from recover_pyro.run_fingerprint import check_same_run, config_fingerprint, data_fingerprint, preserve_hydra_config
 
