@@ -265,7 +265,9 @@ def test_utf16_file_is_read(tmp_path: Path) -> None:
 @pytest.mark.parametrize("override, key", [("inference.epochs=abc", "inference.epochs"),
                                            ("acquisition.q=ten", "acquisition.q"),
                                            ("num_samples=0", "num_samples"),
-                                           ("campaign.num_samples=-1", "campaign.num_samples")])
+                                           ("campaign.num_samples=-1", "campaign.num_samples"),
+                                           ("features.n_bits=0", "features.n_bits"), ("seed=-1", "seed"),
+                                           ("device=gpu", "device")])
 def test_config_values_are_checked_before_any_fit(override: str, key: str) -> None:
     with pytest.raises(ConfigValueError, match=rf"option {key}:"):
         validate_config(compose_root("campaign", [override]))
@@ -332,6 +334,11 @@ def test_header_only_and_headerless_csv(tmp_path: Path) -> None:
     with pytest.raises(MissingColumnsError, match="add one, or load the file with header=False"):
         load_csv(bare, smiles)
     assert len(load_csv(bare, smiles, header=False, score_columns=["synergy"])) == len(PLATE)
+
+
+def test_misspelt_score_column_suggests_the_present_one(tmp_path: Path) -> None:
+    with pytest.raises(MissingColumnsError, match=r"closest present: \{'synergi': \['synergy'\]\}"):
+        load_csv(measured(tmp_path, PLATE), drug_table(tmp_path), score_columns=["synergi"])
 
 
 def test_text_column_is_not_taken_for_a_score(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

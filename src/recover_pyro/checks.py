@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import pandas as pd
+import torch
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 ROOT_TYPES: dict[str, type] = {"seed": int, "num_samples": int, "resume": bool, "device": str,
                                "overwrite": bool}
 # Options that must be >= 1 wherever they appear (checked before the fit, not after it).
-POSITIVE_INTS = ("num_samples", "q", "epochs", "batch_size", "n_members")
+POSITIVE_INTS = ("num_samples", "q", "epochs", "batch_size", "n_members", "n_bits", "n_initial")
 # Options naming input files, checked to exist before anything runs (the path is in the message).
 FILE_OPTIONS = ("path", "smiles_path", "summary_path", "measured", "smiles")
 _SKIP = ("_target_", "_partial_", "_convert_", "_recursive_", "_args_")
@@ -46,7 +47,22 @@ def validate_config(cfg: DictConfig) -> None:
     for key, expected in ROOT_TYPES.items():
         if key in cfg and not OmegaConf.is_missing(cfg, key):
             _check_value(key, cfg[key], expected)
+    if "seed" in cfg and cfg.seed < 0:
+        raise ConfigValueError("seed", f"must be a non-negative integer, got {cfg.seed}")
+    if "device" in cfg:
+        _check_device(str(cfg.device))
     _walk(cfg, "")
+
+
+def _check_device(device: str) -> None:
+    """``device`` parses as a torch device and, for CUDA, one is present (else every fit would fail late)."""
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise ConfigValueError("device", f"not a device: {device!r} (use cpu, cuda or cuda:<index>)") from None
+    if parsed.type == "cuda" and (not torch.cuda.is_available() or (parsed.index or 0) >= torch.cuda.device_count()):
+        raise ConfigValueError("device", f"{device} is not available on this machine "
+                                         f"({torch.cuda.device_count()} CUDA device(s)); use device=cpu")
 
 
 def _walk(node: DictConfig, prefix: str) -> None:

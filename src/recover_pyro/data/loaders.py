@@ -23,7 +23,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from recover_pyro.data.errors import EmptySelectionError, MissingColumnsError, ScreenDataError
+from recover_pyro.data.errors import EmptySelectionError, MissingColumnsError, ScreenDataError, closest_names
 from recover_pyro.data.paths import require_data
 from recover_pyro.data.screen import KEY_COLUMNS, Screen, aggregate_measurements, canonical_pair
 from recover_pyro.data.validation import (
@@ -284,11 +284,15 @@ def load_csv(
         scores = {c: c for c in score_columns}
     missing = [c for c in [*mapping.values(), *scores.values()] if c not in header_fields]
     if missing or not scores:
-        raise MissingColumnsError(
-            f"missing column(s) {missing or 'holding scores'}; line 1 reads {header_fields}. The first line must be "
-            f"a header naming the columns (e.g. drug_a,drug_b,cell_line,synergy): add one, or load the file with "
-            "header=False if its columns are drug_a, drug_b, cell_line and the scores in that order",
-            file=str(path))
+        if set(header_fields) & set(mapping.values()):  # a header, lacking some columns
+            close = {c: closest_names(c, header_fields, n=2) for c in missing}
+            advice = f"closest present: {close}" if any(close.values()) else "name the columns in the header"
+        else:
+            advice = ("the first line must be a header naming the columns (e.g. drug_a,drug_b,cell_line,synergy): "
+                      "add one, or load the file with header=False if its columns are drug_a, drug_b, cell_line "
+                      "and the scores in that order")
+        raise MissingColumnsError(f"missing column(s) {missing or 'holding scores'}; line 1 reads {header_fields}; "
+                                  f"{advice}", file=str(path))
     text = {theirs: str for ours, theirs in mapping.items() if ours != "n_replicates"}
     raw = read_table(path, sep=sep, dtype=text, header=header, names=names)
     if score_columns is None and not raw.empty:  # (an empty table is reported below, as such)
