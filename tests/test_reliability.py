@@ -273,6 +273,14 @@ def test_config_values_are_checked_before_any_fit(override: str, key: str) -> No
         validate_config(compose_root("campaign", [override]))
 
 
+def test_recommend_options_are_checked(tmp_path: Path) -> None:
+    files = [f"measured=[{measured(tmp_path, PLATE)}]", f"smiles={drug_table(tmp_path)}", "cell_lines=[MCF7]"]
+    with pytest.raises(ConfigValueError, match="option on_duplicate"):
+        validate_config(compose_root("recommend", [*files, "on_duplicate=median"]))
+    with pytest.raises(ConfigValueError, match="option measured: file not found"):
+        validate_config(compose_root("recommend", [*files[1:], f"measured=[{tmp_path / 'round9.csv'}]"]))
+
+
 def test_missing_input_file_names_option_and_path(tmp_path: Path) -> None:
     cfg = compose_root("config", ["data=csv", f"data.screen.path={tmp_path / 'nope.csv'}",
                                   f"data.screen.smiles_path={drug_table(tmp_path)}"])

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 # Root options (no _target_) and the Python types they need.
 ROOT_TYPES: dict[str, type] = {"seed": int, "num_samples": int, "resume": bool, "device": str,
                                "overwrite": bool}
+# Root options with a fixed set of values.
+ROOT_CHOICES: dict[str, tuple[str, ...]] = {"on_duplicate": ("mean", "raise")}
 # Options that must be >= 1 wherever they appear (checked before the fit, not after it).
 POSITIVE_INTS = ("num_samples", "q", "epochs", "batch_size", "n_members", "n_bits", "n_initial")
 # Options naming input files, checked to exist before anything runs (the path is in the message).
@@ -47,6 +49,9 @@ def validate_config(cfg: DictConfig) -> None:
     for key, expected in ROOT_TYPES.items():
         if key in cfg and not OmegaConf.is_missing(cfg, key):
             _check_value(key, cfg[key], expected)
+    for key, choices in ROOT_CHOICES.items():
+        if key in cfg and cfg[key] not in choices:
+            raise ConfigValueError(key, f"expected one of {list(choices)}, got {cfg[key]!r}")
     if "seed" in cfg and cfg.seed < 0:
         raise ConfigValueError("seed", f"must be a non-negative integer, got {cfg.seed}")
     if "device" in cfg:

@@ -11,7 +11,9 @@ how many and record the count in a ``dropped`` dict that ends up in ``Screen.dro
 
 from __future__ import annotations
 
+import codecs
 import csv
+import functools
 import logging
 import os
 from typing import Iterable, Literal, Mapping, Sequence
@@ -56,26 +58,46 @@ MAX_ABS_SCORE = float(np.finfo(np.float32).max)
 def text_encoding(path: PathLike) -> str:
     """The encoding to read ``path`` with: ``utf-16`` (byte-order mark), ``utf-8-sig`` or ``utf-8``.
 
+    The whole file is checked (streamed), once per version of the file: a foreign byte on line 40,000 would
+    otherwise surface as a bare ``UnicodeDecodeError`` halfway through parsing.
+
     Raises:
         UnreadableTextError: the file is neither, naming the first line with a foreign byte and how to fix
             it. Guessing latin-1 instead could silently misspell drug names, so it is not attempted.
     """
+    stat = os.stat(path)
+    return _encoding_of(os.fspath(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _encoding_of(path: str, mtime_ns: int, size: int) -> str:
+    """:func:`text_encoding` for one version (modification time, size) of a file."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line = 1
     with open(path, "rb") as handle:
-        data = handle.read()
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return "utf-16"
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
-        raise UnreadableTextError(
-            f"file is not UTF-8 (byte {data[err.start]:#04x}; probably latin-1 / Windows-1252 from a "
-            f"spreadsheet); save it as 'CSV UTF-8' or convert it, e.g. iconv -f latin1 -t utf-8",
-            file=str(path), row=line) from None
-    return "utf-8-sig" if data.startswith(b"\xef\xbb\xbf") else "utf-8"
+        head = handle.read(3)
+        if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+            return "utf-16"
+        handle.seek(0)
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as err:
+                # err.start counts from the bytes the decoder held back plus this chunk.
+                offset = max(err.start - (len(err.object) - len(chunk)), 0)
+                raise UnreadableTextError(
+                    f"file is not UTF-8 (byte {chunk[offset]:#04x}; probably latin-1 / Windows-1252 from a "
+                    f"spreadsheet); save it as 'CSV UTF-8' or convert it, e.g. iconv -f latin1 -t utf-8",
+                    file=path, row=line + chunk.count(b"\n", 0, offset)) from None
+            line += chunk.count(b"\n")
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise UnreadableTextError("file ends inside a UTF-8 character (truncated?)", file=path,
+                                      row=line) from None
+    return "utf-8-sig" if head == b"\xef\xbb\xbf" else "utf-8"
 
 
-# --- reading ----------------------------------------------------------------------------------------
 def sniff_separator(path: PathLike) -> str:
     """``"\\t"`` if the first line of ``path`` holds a tab, else ``","``."""
     with open(path, encoding=text_encoding(path)) as handle:
