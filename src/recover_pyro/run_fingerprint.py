@@ -124,7 +124,13 @@ def preserve_hydra_config(out_dir: Path, resuming: bool) -> None:
     if not hydra_dir.is_dir():
         return
     original = hydra_dir / "original"
-    if not resuming or not (original / "config.yaml").is_file():
+    if resuming and not (original / "config.yaml").is_file():
+        # A run started before copies were kept: Hydra has already replaced its files; say so rather than
+        # record this call's settings as the original ones.
+        log.warning("%s: no copy of the original run's config (run started by an older version); "
+                    ".hydra/config.yaml now shows this resumed call's settings", hydra_dir)
+        return
+    if not resuming:
         original.mkdir(exist_ok=True)
         for name in HYDRA_FILES:
             if (hydra_dir / name).is_file():
