@@ -128,8 +128,9 @@ TINY_NET = functools.partial(RecoverPredictor, drug_hidden=(8,), merge_dim=4, me
 
 
 @settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
-@given(body=st.one_of(clean_rows, clean_rows, clean_rows, messy_rows), wanted=st.one_of(st.just(["MCF7"]), st.just(["MCF7"]), st.just([" MCF7"]),
-                                   st.sampled_from([["mcf7"], ["MCF-7"], ["HeLa"], ["MCF7", "HeLa"]])),
+@given(body=st.one_of(clean_rows, clean_rows, clean_rows, messy_rows),
+       wanted=st.one_of(st.just(["MCF7"]), st.just(["MCF7"]), st.just([" MCF7"]),
+                        st.sampled_from([["mcf7"], ["MCF-7"], ["HeLa"], ["MCF7", "HeLa"]])),
        q=st.integers(1, 20), on_duplicate=st.sampled_from(["mean", "raise"]))
 def test_recommend_returns_a_sound_plate_or_names_the_problem(body, wanted, q, on_duplicate) -> None:
     model = functools.partial(DeterministicModel, predictor=TINY_NET, training=TrainConfig(epochs=1, batch_size=8))

@@ -368,7 +368,8 @@ def test_drugcomb_unknown_drugs_suggest_the_drop_rule(tmp_path: Path) -> None:
 
 
 def test_formula_like_names_are_neutralised_in_plates(caplog: pytest.LogCaptureFixture) -> None:
-    table = pd.DataFrame({"drug_a_name": ["=HYPERLINK(\"x\")", "aspirin", "+1", "-"], "predicted_mean": [1.0, -2.0, 0, 1]})
+    table = pd.DataFrame({"drug_a_name": ["=HYPERLINK(\"x\")", "aspirin", "+1", "-"],
+                          "predicted_mean": [1.0, -2.0, 0, 1]})
     with caplog.at_level(logging.WARNING):
         safe = rio.spreadsheet_safe(table)
     assert safe["drug_a_name"].tolist() == ["'=HYPERLINK(\"x\")", "aspirin", "'+1", "'-"]

@@ -106,7 +106,8 @@ def _report_replicates(rows: pd.DataFrame, repeated: np.ndarray, score_columns: 
         raise ConflictingMeasurementError(
             f"{label} is measured more than once in one file (lines {', '.join(lines)}; "
             f"{int(repeated.sum())} repeated rows in all); set on_duplicate=mean (or aggregate=mean) to "
-            "average replicates", file=file, row=int(reps.index[same][1]), drug=f"{first['drug_a']} + {first['drug_b']}")
+            "average replicates", file=file, row=int(reps.index[same][1]),
+            drug=f"{first['drug_a']} + {first['drug_b']}")
     for col in score_columns:
         spread = reps.groupby(keys, dropna=False)[col].agg(lambda v: v.max() - v.min())
         scale = float(rows[col].std())
