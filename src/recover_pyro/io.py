@@ -39,7 +39,7 @@ _LOAD_ERRORS = (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingErr
                 AttributeError, IndexError, UnicodeDecodeError, OSError)
 
 
-def atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+def atomic_write(path: PathLike, write: Callable[[IO[bytes]], object]) -> Path:
     """Call ``write(handle)`` on a temporary file beside ``path``, then move it onto ``path``.
 
     The temporary file lives in the same folder so that :func:`os.replace` is an atomic rename; on any

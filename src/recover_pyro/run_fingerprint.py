@@ -16,11 +16,12 @@ so on resume the new call's files are moved to ``.hydra/resume-<k>/`` and the or
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import shutil
 from pathlib import Path
-from typing import Any, Mapping
+from typing import IO, Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -57,6 +58,7 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 def config_fingerprint(cfg: DictConfig) -> dict[str, Any]:
     """Dotted key -> resolved value of every result-determining setting of ``cfg`` (JSON-plain values)."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(resolved, dict)
     plain = {k: resolved[k] for k in RESULT_GROUPS if k in resolved}
     return {k: v for k, v in flatten(plain).items() if not _ignored(k)}
 
@@ -145,6 +147,9 @@ def preserve_hydra_config(out_dir: Path, resuming: bool) -> None:
         if (hydra_dir / name).is_file():
             shutil.copyfile(hydra_dir / name, record / name)
         if (original / name).is_file():
-            data = (original / name).read_bytes()
-            atomic_write(hydra_dir / name, lambda handle, data=data: handle.write(data))
+            atomic_write(hydra_dir / name, functools.partial(_write_bytes, (original / name).read_bytes()))
     log.info("resume: kept the original run's .hydra/config.yaml; this call's config is in %s", record)
+
+
+def _write_bytes(data: bytes, handle: IO[bytes]) -> None:
+    handle.write(data)

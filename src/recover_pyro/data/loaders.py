@@ -258,14 +258,13 @@ def load_csv(
         if columns is not None or isinstance(score_columns, Mapping):
             raise ValueError("header=False reads columns by position; pass score_columns as a list, no columns")
         score_list = list(score_columns or ["score"])
-        columns, score_columns = None, score_list
-        names: list[str] | None = [*CSV_REQUIRED, *score_list]
+        score_columns = score_list
+        positional = [*CSV_REQUIRED, *score_list]
         width = len(first_fields(path, sep))
-        if width != len(names):
-            raise MissingColumnsError(f"a header-less file needs {len(names)} columns {names}; line 1 has {width}",
-                                      file=str(path))
-    else:
-        names = None
+        if width != len(positional):
+            raise MissingColumnsError(f"a header-less file needs {len(positional)} columns {positional}; line 1 "
+                                      f"has {width}", file=str(path))
+    names = None if header else positional
     header_fields = names or first_fields(path, sep)
     if columns is None:
         mapping = {ours: theirs for ours, theirs in CSV_COLUMNS.items()

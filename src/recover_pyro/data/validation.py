@@ -411,18 +411,18 @@ def parse_smiles(smiles: str, *, drug: str | None = None, file: PathLike | None 
     The length is checked before RDKit parses, the heavy-atom count before anything writes or walks the
     molecule (both would crash the process on a huge one).
     """
-    where = {"file": None if file is None else str(file), "row": row, "drug": drug}
+    name = None if file is None else str(file)
     if len(smiles) > MAX_SMILES_CHARS:
         raise InvalidSmilesError(f"SMILES of {len(smiles)} characters exceeds the limit of {MAX_SMILES_CHARS} "
                                  "(MAX_SMILES_CHARS); small-molecule drugs are far shorter: check the cell",
-                                 **where)
+                                 file=name, row=row, drug=drug)
     with BlockLogs():  # RDKit's own stderr message would not name the drug; ours does
         mol = Chem.MolFromSmiles(smiles)
     if mol is None or mol.GetNumAtoms() == 0:
-        raise InvalidSmilesError(f"RDKit cannot parse the SMILES {smiles!r} of drug {drug!r}", **where)
+        raise InvalidSmilesError(f"RDKit cannot parse the SMILES {smiles!r} of drug {drug!r}", file=name, row=row, drug=drug)
     if mol.GetNumHeavyAtoms() > MAX_HEAVY_ATOMS:
         raise InvalidSmilesError(f"molecule has {mol.GetNumHeavyAtoms()} heavy atoms, over the limit of "
-                                 f"{MAX_HEAVY_ATOMS} (MAX_HEAVY_ATOMS); not a small-molecule drug", **where)
+                                 f"{MAX_HEAVY_ATOMS} (MAX_HEAVY_ATOMS); not a small-molecule drug", file=name, row=row, drug=drug)
     return mol
 
 
