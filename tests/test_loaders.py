@@ -276,8 +276,9 @@ def test_csv_custom_mapping(data_root, oneil, tmp_path):
     assert set(screen.experiments["study"]) == {"mine"}
     np.testing.assert_allclose(screen.experiments.set_index(["drug_a", "drug_b", "cell_line"])["bliss"]
                                .loc[list(zip(exp["drug_a"], exp["drug_b"], exp["cell_line"]))], exp["bliss"])
-    with pytest.raises(InvalidScoreError, match="note"):  # default: every other column is a score
-        load_csv(path, smiles, columns={"drug_a": "D1", "drug_b": "D2", "cell_line": "Cell"})
+    # default: every other column holding numbers is a score; the text-only "note" is ignored
+    guessed = load_csv(path, smiles, columns={"drug_a": "D1", "drug_b": "D2", "cell_line": "Cell"})
+    assert guessed.score_columns == ("Score",)
     with pytest.raises(MissingColumnsError, match="Drug1"):
         load_csv(path, smiles, columns={"drug_a": "Drug1", "drug_b": "D2", "cell_line": "Cell"},
                  score_columns=["Score"])

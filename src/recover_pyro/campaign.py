@@ -41,7 +41,11 @@ configs; readable with ``torch.load(weights_only=True)``), so ``resume=True`` co
 completed round and ends with the same rows as an uninterrupted run (wall times aside). With
 ``warm_start`` this relies on the model's ``state_dict`` holding everything its next ``fit`` depends on
 (the :class:`~recover_pyro.models.base.SynergyModel` contract). Resuming may extend ``n_rounds``; any
-other change of configuration, score or pool is refused.
+other change of a result-determining setting (model, prior, guide, inference, features, data, acquisition,
+campaign: the fingerprint of :mod:`recover_pyro.run_fingerprint`), score or pool is refused with a
+:class:`~recover_pyro.data.errors.ResumeMismatchError` naming the keys, as is a checkpoint with more
+completed rounds than ``n_rounds``; a damaged checkpoint raises
+:class:`~recover_pyro.data.errors.DamagedFileError`. Every output file is written atomically.
 
 Pretraining (``pretrain="other_cell_lines"``): one model is fitted on every screen experiment outside the
 pool (e.g. ALMANAC's other cell lines, which the features must then cover, or the other studies of a
@@ -71,12 +75,11 @@ revealed candidate with its round, score, acquisition value and predicted mean /
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import math
-import os
 import random
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -95,11 +98,14 @@ from tqdm.auto import tqdm
 
 from recover_pyro.acquisition import Acquisition, unique_drugs
 from recover_pyro.builders import CONFIG_DIR, build_features, build_screen, model_factory
-from recover_pyro.data.errors import EmptySelectionError, closest_names
+from recover_pyro.checks import validate_config
+from recover_pyro.data.errors import DamagedFileError, EmptySelectionError, ResumeMismatchError, closest_names
 from recover_pyro.data.featurize import Features
 from recover_pyro.data.screen import Pairs, Screen
+from recover_pyro.io import atomic_torch_save, atomic_write, atomic_write_csv, atomic_write_json, load_torch_file
 from recover_pyro.metrics import evaluate, recall_at_top_k
 from recover_pyro.models.base import FitReport, PredictiveSamples, SynergyModel
+from recover_pyro.run_fingerprint import check_same_run, config_fingerprint, data_fingerprint, preserve_hydra_config
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +117,9 @@ TRANSFER_CHOICES = ("weights", "posterior")
 GENERATOR_STREAM, MODEL_STREAM, GLOBAL_STREAM = 0, 1, 2
 TIME_COLUMNS = ("train_s", "score_s", "acquire_s")
 MODEL_METRICS = ("r2", "spearman", "nll")
-# Configuration fields that may change when resuming.
-RESUMABLE_CHANGES = ("n_rounds", "progress")
+# What a campaign checkpoint must hold, with the type of each entry.
+CHECKPOINT_KEYS = {"version": int, "completed": int, "revealed": torch.Tensor, "rows": list, "selections": list,
+                   "generator": torch.Tensor, "meta": dict}
 
 
 @dataclass
@@ -353,39 +360,35 @@ def _meta(config: CampaignConfig, acquisition: Acquisition, score: str, pool: Po
             "pool_size": len(pool), "pool_digest": pool.digest}
 
 
-def _check_same_campaign(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
-    """Refuse to resume a checkpoint of a different campaign, naming the differences."""
-    diffs = []
-    for key in current:
-        old, new = saved.get(key), current[key]
-        if key == "config":
-            old = {k: v for k, v in (old or {}).items() if k not in RESUMABLE_CHANGES}
-            new = {k: v for k, v in new.items() if k not in RESUMABLE_CHANGES}
-        if old != new:
-            diffs.append(f"{key}: {old!r} (checkpoint) != {new!r} (now)")
-    if diffs:
-        raise ValueError(f"{path} was written by a different campaign; cannot resume ("
-                         + "; ".join(diffs) + "). Use resume=False or another output folder.")
-
-
 def save_checkpoint(path: Path, ckpt: dict[str, Any]) -> None:
     """``torch.save`` to a temporary file in the same folder, then ``os.replace`` (never a torn file)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(ckpt, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_torch_save(path, ckpt)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a campaign checkpoint with ``weights_only=True`` (tensors, numbers, strings, lists, dicts)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)  # resumable on any device
+    """Read and check a campaign checkpoint (``weights_only=True``: tensors, numbers, strings, lists, dicts).
+
+    Raises:
+        DamagedFileError: the file is truncated, empty, not a checkpoint, of another version, or its
+            entries are inconsistent (names the file and what to do).
+    """
+    advice = ("move it away and rerun without resume=true (the campaign restarts), or restore it from a "
+              "backup")
+    ckpt = load_torch_file(path, "campaign checkpoint", advice)  # on the CPU: resumable on any device
+    if not isinstance(ckpt, dict):
+        raise DamagedFileError(f"not a campaign checkpoint (holds a {type(ckpt).__name__}); {advice}", file=str(path))
     if ckpt.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"{path}: unsupported campaign checkpoint version {ckpt.get('version')!r} "
-                         f"(expected {CHECKPOINT_VERSION})")
+        raise DamagedFileError(f"unsupported campaign checkpoint version {ckpt.get('version')!r} (expected "
+                               f"{CHECKPOINT_VERSION}); {advice}", file=str(path))
+    wrong = [k for k, kind in CHECKPOINT_KEYS.items() if not isinstance(ckpt.get(k), kind)]
+    if wrong:
+        raise DamagedFileError(f"campaign checkpoint lacks or has malformed entries {wrong}; {advice}", file=str(path))
+    completed, revealed = ckpt["completed"], ckpt["revealed"]
+    if completed < 0 or len(ckpt["rows"]) != completed + 1 or revealed.dim() != 1 or len(ckpt["selections"]) != len(
+            revealed):
+        raise DamagedFileError(f"campaign checkpoint is inconsistent ({completed} rounds completed, "
+                               f"{len(ckpt['rows'])} round rows, {len(revealed)} revealed, "
+                               f"{len(ckpt['selections'])} selections); {advice}", file=str(path))
     return ckpt
 
 
@@ -561,6 +564,8 @@ class _Runner:
             start = time.perf_counter()
             acquisition = self.acquisition
             if acquisition.q > len(unseen):
+                log.warning("round %d: acquisition.q=%d exceeds the %d unrevealed candidates; the batch holds %d",
+                            round_, acquisition.q, len(unseen), len(unseen))
                 acquisition = replace(acquisition, q=len(unseen))
             batch = acquisition.select(predictive.f, candidate_drugs=pool.drugs[unseen],
                                        # acquisition rounds count from 0 = the first batch after the
@@ -602,18 +607,7 @@ def _write_fit_curve(report: FitReport, out_dir: Path, round_: int) -> None:
     if report.curve:
         folder = out_dir / "fit_curves"
         folder.mkdir(exist_ok=True)
-        pd.DataFrame(report.curve).to_csv(folder / f"round_{round_:02d}.csv", index=False)
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN / infinity -> None, recursively (JSON has no such numbers)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
+        atomic_write_csv(folder / f"round_{round_:02d}.csv", pd.DataFrame(report.curve))
 
 
 def plot_recall(rounds: pd.DataFrame, pool_size: int, path: Path, title: str = "") -> Path:
@@ -632,16 +626,16 @@ def plot_recall(rounds: pd.DataFrame, pool_size: int, path: Path, title: str = "
     ax.set(xlabel="experiments done", ylabel="recall", ylim=(0, 1.02), title=title)
     ax.legend(loc="upper left", fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, format="png", dpi=100)
-    return path
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return atomic_write(path, lambda handle: handle.write(buffer.getvalue()))
 
 
 def _write_tables(state: _State, out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     rounds, selections = pd.DataFrame(state.rows), pd.DataFrame(state.selections)
-    rounds.to_csv(out_dir / "rounds.csv", index=False)
-    selections.to_csv(out_dir / "selections.csv", index=False)
-    report = {**state.meta, "rounds": state.rows}
-    (out_dir / "rounds.json").write_text(json.dumps(_json_safe(report), indent=2))
+    atomic_write_csv(out_dir / "rounds.csv", rounds)
+    atomic_write_csv(out_dir / "selections.csv", selections)
+    atomic_write_json(out_dir / "rounds.json", {**state.meta, "rounds": state.rows})
     return rounds, selections
 
 
@@ -657,6 +651,7 @@ def run_campaign(
     resume: bool = False,
     pretrain_factory: Callable[..., SynergyModel] | None = None,
     pretrained: dict[str, Any] | None = None,
+    fingerprint: dict[str, Any] | None = None,
 ) -> CampaignResult:
     """Run (or, with ``resume``, continue) a simulated campaign on ``screen``; see the module docstring.
 
@@ -675,6 +670,9 @@ def run_campaign(
         pretrained: a pretrained ``state_dict`` to start from instead of fitting one (e.g.
             :attr:`CampaignResult.pretrained` of a campaign with the same model, screen, pool and seed,
             which then gives identical results); needs ``config.pretrain != "none"``.
+        fingerprint: result-determining settings (dotted key -> value, e.g.
+            :func:`~recover_pyro.run_fingerprint.config_fingerprint` of the Hydra config), stored in the
+            checkpoint with digests of ``screen`` and ``features`` and compared on resume.
 
     Returns:
         :class:`CampaignResult` with ``rounds`` (``R + 1`` rows, fewer if the pool runs out) and
@@ -685,6 +683,7 @@ def run_campaign(
     score = score or screen.score_columns[0]
     pool = build_pool(screen, features, score, config.pool_cell_lines, config.pool_studies)
     meta = _meta(config, acquisition, score, pool)
+    meta["fingerprint"] = {**(fingerprint or {}), **data_fingerprint(screen, features)}
     ckpt_path = out_dir / CHECKPOINT
     if pretrained is not None and config.pretrain == "none":
         raise ValueError("a pretrained state was given but config.pretrain is 'none'; set "
@@ -693,7 +692,12 @@ def run_campaign(
 
     if resume and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path)
-        _check_same_campaign(ckpt["meta"], meta, ckpt_path)
+        check_same_run(ckpt["meta"], meta, ckpt_path)
+        if ckpt["completed"] > config.n_rounds:
+            raise ResumeMismatchError(
+                f"{ckpt_path} has {ckpt['completed']} completed rounds but campaign.n_rounds={config.n_rounds}; "
+                f"resume with campaign.n_rounds>={ckpt['completed']} (its tables are already complete) or start "
+                "a new campaign in another folder")
         state = _State.from_checkpoint(ckpt)
         state.meta = meta
         log.info("resuming %s after round %d of %d", ckpt_path, state.completed, config.n_rounds)
@@ -736,6 +740,7 @@ def run_campaign(
 
 def campaign_from_config(cfg: DictConfig, out_dir: str | Path) -> CampaignResult:
     """Build screen, features, model factory, acquisition and campaign settings from ``cfg`` and run."""
+    validate_config(cfg)
     screen = build_screen(cfg)
     log.info("\n%s", screen.summary())
     features = build_features(cfg, screen)
@@ -743,7 +748,7 @@ def campaign_from_config(cfg: DictConfig, out_dir: str | Path) -> CampaignResult
     config: CampaignConfig = instantiate(cfg.campaign, _convert_="all")
     return run_campaign(screen, features, model_factory(cfg, features), acquisition, config, out_dir,
                         score=cfg.data.score, resume=bool(cfg.resume),
-                        pretrain_factory=pretrain_model_factory(cfg, features))
+                        pretrain_factory=pretrain_model_factory(cfg, features), fingerprint=config_fingerprint(cfg))
 
 
 def pretrain_model_factory(cfg: DictConfig, features: Features) -> Callable[..., SynergyModel] | None:
@@ -767,6 +772,7 @@ def main(cfg: DictConfig) -> float:
     """``python -m recover_pyro.campaign``; returns the final top-1 % recall (for sweepers)."""
     log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
     out_dir = Path(HydraConfig.get().runtime.output_dir)
+    preserve_hydra_config(out_dir, resuming=bool(cfg.resume) and (out_dir / CHECKPOINT).is_file())
     result = campaign_from_config(cfg, out_dir)
     last = result.rounds.iloc[-1]
     recalls = ", ".join(f"{c} {last[c]:.3f}" for c in result.rounds.columns if c.startswith("recall_top"))

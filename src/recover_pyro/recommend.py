@@ -12,7 +12,10 @@ running again continues the campaign (the UCB schedule's round is the number of 
 
 Bad rows (unknown drugs, NaN scores, malformed SMILES) raise the loaders' errors naming file, line and
 drug. The same (pair, cell line) measured more than once, within or across files, is merged by
-``on_duplicate`` (``mean``, logged) or rejected (``raise``).
+``on_duplicate`` (``mean``, logged) or rejected (``raise``). Plates are proposed only in cell lines with
+measurements (spelled as in the measured files); the plate file is written atomically, never over an
+existing file unless ``overwrite=true``, with text cells that a spreadsheet would run as formulas
+neutralised.
 """
 
 from __future__ import annotations
@@ -32,10 +35,18 @@ from omegaconf import DictConfig
 
 from recover_pyro.acquisition import Acquisition, unique_drugs
 from recover_pyro.builders import CONFIG_DIR
-from recover_pyro.data.errors import ConflictingMeasurementError, EmptySelectionError
+from recover_pyro.checks import check_cell_lines, validate_config
+from recover_pyro.data.errors import ConfigValueError, ConflictingMeasurementError, EmptySelectionError
 from recover_pyro.data.loaders import load_csv, load_drugcomb
 from recover_pyro.data.screen import KEY_COLUMNS, Screen
-from recover_pyro.data.validation import build_drug_table, first_fields, read_smiles_table, sniff_separator
+from recover_pyro.data.validation import (
+    build_drug_table,
+    check_spelling_variants,
+    first_fields,
+    read_smiles_table,
+    sniff_separator,
+)
+from recover_pyro.io import atomic_write_csv, refuse_overwrite, spreadsheet_safe
 from recover_pyro.models.base import SynergyModel
 
 log = logging.getLogger(__name__)
@@ -60,12 +71,15 @@ class Recommendation:
                 f"mean predicted std {t['predicted_std'].mean():.3g}")
 
 
-def load_measured(path: str | Path, smiles: str | Path, score: str) -> Screen:
-    """One measured file: DrugComb summary table if its first field is ``block_id``, else our CSV."""
+def load_measured(path: str | Path, smiles: str | Path, score: str, on_duplicate: OnDuplicate = "mean") -> Screen:
+    """One measured file: DrugComb summary table if its first field is ``block_id``, else our CSV.
+
+    Replicates within the file are averaged (``on_duplicate="mean"``) or rejected (``"raise"``).
+    """
     fields = first_fields(path, sniff_separator(path))
     if fields and fields[0].lower() == "block_id":
-        return load_drugcomb(path, smiles, scores=(score,), on_invalid="raise")
-    return load_csv(path, smiles, score_columns=[score])
+        return load_drugcomb(path, smiles, scores=(score,), on_invalid="raise", aggregate=on_duplicate)
+    return load_csv(path, smiles, score_columns=[score], aggregate=on_duplicate)
 
 
 def merge_measurements(screens: Sequence[Screen], score: str, on_duplicate: OnDuplicate = "mean") -> pd.DataFrame:
@@ -77,6 +91,7 @@ def merge_measurements(screens: Sequence[Screen], score: str, on_duplicate: OnDu
     """
     frames = [s.experiments.assign(_file=s.source) for s in screens]
     rows = pd.concat(frames, ignore_index=True)
+    check_spelling_variants(rows, "cell_line", "cell line", ", ".join(str(s.source) for s in screens))
     rows["study"] = ""  # a repeat in a later round is the same experiment, whatever the file calls it
     key = ["drug_a", "drug_b", "cell_line"]
     dup = rows.duplicated(key, keep=False)
@@ -138,7 +153,11 @@ def recommend(
     """
     if not measured_paths:
         raise ValueError("recommend needs at least one measured file (a first plate chosen by design)")
-    screens = [load_measured(p, smiles, score) for p in measured_paths]
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ConfigValueError("num_samples", f"must be an integer >= 1, got {num_samples!r}")  # before the fit
+    screens = [load_measured(p, smiles, score, on_duplicate) for p in measured_paths]
+    merged = pd.concat([s.experiments for s in screens], ignore_index=True)
+    cell_lines = check_cell_lines(cell_lines, merged, [str(p) for p in measured_paths])
     screen = candidate_screen(screens, smiles, cell_lines, score, on_duplicate)
     features = featurize(screen)
     pool = screen.all_candidates(cell_lines=list(cell_lines))
@@ -147,6 +166,9 @@ def recommend(
     if pool.empty:
         raise EmptySelectionError("every candidate combination has been measured already", file=str(smiles))
 
+    if acquisition.q > len(pool):
+        log.warning("acquisition.q=%d exceeds the %d untested candidate combinations; the plate holds %d rows",
+                    acquisition.q, len(pool), len(pool))
     fitted = model(features.drug, features.cell)  # type: ignore[attr-defined]
     fitted.fit(screen.to_pairs(score))
     candidates = screen.to_pairs(score, experiments=pool)
@@ -173,6 +195,9 @@ def recommend(
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="recommend")
 def main(cfg: DictConfig) -> None:
+    validate_config(cfg)
+    out = Path(cfg.out) if cfg.out else Path(HydraConfig.get().runtime.output_dir) / "next_batch.csv"
+    refuse_overwrite(out, bool(cfg.get("overwrite", False)))
     partial_model = instantiate(cfg.model)
     result = recommend(
         measured_paths=list(cfg.measured), smiles=cfg.smiles, cell_lines=list(cfg.cell_lines), score=cfg.score,
@@ -180,9 +205,7 @@ def main(cfg: DictConfig) -> None:
         featurize=lambda screen: instantiate(cfg.features, screen), num_samples=cfg.num_samples,
         on_duplicate=cfg.on_duplicate, seed=cfg.seed,
     )
-    out = Path(cfg.out) if cfg.out else Path(HydraConfig.get().runtime.output_dir) / "next_batch.csv"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    result.table.to_csv(out, index=False)
+    atomic_write_csv(out, spreadsheet_safe(result.table))
     print(result.summary())
     print(result.table.head(10).to_string(index=False))
     print(f"next batch written to {out}")

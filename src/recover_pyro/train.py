@@ -12,7 +12,6 @@ row per epoch of each fit stage: losses, the ELBO split into expected NLL and KL
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -25,7 +24,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from recover_pyro.builders import CONFIG_DIR, build_features, build_screen, build_split, model_factory
+from recover_pyro.checks import check_test_size, validate_config
 from recover_pyro.guides import SparseVariationalDropoutGuide
+from recover_pyro.io import atomic_torch_save, atomic_write_csv, atomic_write_json
 from recover_pyro.metrics import calibration_curve, evaluate, measurement_draws, plot_calibration
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Run one fit + evaluation described by ``cfg``; write outputs into ``out_dir``; return the metrics."""
+    validate_config(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     screen = build_screen(cfg)
     log.info("\n%s", screen.summary())
@@ -42,6 +44,7 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     train_pairs, val_pairs, test_pairs = pairs[split.train], pairs[split.val], pairs[split.test]
     log.info("split %s: train %d, val %d, test %d", cfg.split.kind, len(train_pairs), len(val_pairs),
              len(test_pairs))
+    check_test_size(len(test_pairs), len(screen))
 
     model = model_factory(cfg, features)()
     start = time.perf_counter()
@@ -61,10 +64,10 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     if isinstance(getattr(model, "guide", None), SparseVariationalDropoutGuide):
         metrics["pruned_fraction"] = float(model.sparsity())
 
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    torch.save(model.state_dict(), out_dir / "checkpoint.pt")
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    atomic_torch_save(out_dir / "checkpoint.pt", model.state_dict())
     test_rows = screen.experiments.iloc[split.test]
-    pd.DataFrame({
+    atomic_write_csv(out_dir / "test_predictions.csv", pd.DataFrame({
         "drug_a": test_rows["drug_a"].to_numpy(),
         "drug_b": test_rows["drug_b"].to_numpy(),
         "drug_a_name": screen.drugs.loc[test_rows["drug_a"], "name"].to_numpy(),
@@ -73,9 +76,9 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "measured": test_pairs.y.numpy(),
         "predicted_mean": predictive.mean.numpy(),
         "predicted_std": predictive.std.numpy(),
-    }).to_csv(out_dir / "test_predictions.csv", index=False)
+    }))
     if report.curve:
-        pd.DataFrame(report.curve).to_csv(out_dir / "fit_curve.csv", index=False)
+        atomic_write_csv(out_dir / "fit_curve.csv", pd.DataFrame(report.curve))
     expected, observed = calibration_curve(test_pairs.y, measurement_draws(predictive, seed=cfg.seed))
     plot_calibration(expected, observed, out_dir / "calibration.png")
 

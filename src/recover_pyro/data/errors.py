@@ -49,8 +49,35 @@ class EmptySelectionError(ScreenDataError):
 
 
 def closest_names(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:
-    """Names in ``candidates`` closest to ``name`` (case-insensitive), for error messages."""
+    """Names in ``candidates`` close to ``name`` (case-insensitive), for error messages; ``[]`` when none is.
+
+    The cutoff is strict on purpose: listing unrelated names as "closest" misleads more than listing none.
+    """
     candidates = [str(c) for c in candidates]
     lower = {c.lower(): c for c in candidates}
-    hits = difflib.get_close_matches(name.lower(), list(lower), n=n, cutoff=0.3)
-    return [lower[h] for h in hits] or candidates[:n]
+    hits = difflib.get_close_matches(name.lower(), list(lower), n=n, cutoff=0.6)
+    return [lower[h] for h in hits]
+
+
+class DamagedFileError(ScreenDataError):
+    """A file the library wrote earlier (checkpoint, cache, table) is truncated, empty or not what it claims."""
+
+
+class SelfPairError(ScreenDataError):
+    """A combination names the same drug twice."""
+
+
+class UnreadableTextError(ScreenDataError):
+    """A text file is not UTF-8 (or UTF-16 with a byte-order mark)."""
+
+
+class ConfigValueError(ValueError):
+    """A configuration value has the wrong type or range; the message names the option key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        super().__init__(f"option {key}: {message}")
+
+
+class ResumeMismatchError(ValueError):
+    """``resume=true`` was asked for a checkpoint written by a campaign with different result-relevant settings."""

@@ -27,6 +27,7 @@ from rdkit.Chem import rdFingerprintGenerator
 from rdkit.Chem.MolStandardize import rdMolStandardize
 
 from recover_pyro.data.errors import InvalidSmilesError, ScreenDataError
+from recover_pyro.data.validation import parse_smiles
 from recover_pyro.data.screen import Screen
 
 log = logging.getLogger(__name__)
@@ -51,10 +52,8 @@ def standardize_smiles(smiles: str, drug: str | None = None) -> str:
         raise InvalidSmilesError(f"empty or missing SMILES {smiles!r}", drug=drug)
     # RDKit's own messages: parse warnings would duplicate the error raised below, and the standardiser
     # logs a line per molecule ("Running LargestFragmentChooser") that buries real output.
+    mol = parse_smiles(smiles.strip(), drug=drug)  # input limits first: a huge molecule crashes RDKit
     with rdBase.BlockLogs():
-        mol = Chem.MolFromSmiles(smiles.strip())
-        if mol is None or mol.GetNumAtoms() == 0:
-            raise InvalidSmilesError(f"RDKit cannot parse SMILES {smiles!r}", drug=drug)
         parent = rdMolStandardize.LargestFragmentChooser(preferOrganic=True).choose(mol)
         parent = rdMolStandardize.Uncharger().uncharge(parent)
         return Chem.MolToSmiles(parent)
@@ -73,15 +72,26 @@ def _cache_path(root: Path, smiles: str, radius: int, n_bits: int) -> Path:
 
 
 def _load_cached(path: Path, smiles: str, n_bits: int) -> np.ndarray | None:
+    """The cached ``(n_bits,)`` 0/1 bits of ``smiles``, or ``None`` (absent, other molecule or damaged).
+
+    The cache is derivable, so a damaged entry or one of the wrong shape / dtype is never used: it is
+    reported, deleted and recomputed.
+    """
     if not path.exists():
         return None
     try:
-        with np.load(path) as z:
+        with np.load(path, allow_pickle=False) as z:
             if str(z["smiles"]) != smiles:
                 return None
-            return np.unpackbits(z["bits"])[:n_bits]
-    except (OSError, ValueError, KeyError) as err:
-        log.warning("ignoring unreadable fingerprint cache file %s (%s); recomputing", path, err)
+            packed = z["bits"]
+        expected = ((n_bits + 7) // 8,)
+        if packed.dtype != np.uint8 or packed.shape != expected:
+            raise ValueError(f"bits have dtype {packed.dtype} and shape {packed.shape}, expected uint8 {expected}")
+        return np.unpackbits(packed)[:n_bits]
+    except Exception as err:  # noqa: BLE001 - any damage (zip, EOF, header, shape) means "recompute"
+        log.warning("discarding damaged fingerprint cache file %s (%s: %s); recomputing", path,
+                    type(err).__name__, err)
+        path.unlink(missing_ok=True)
         return None
 
 

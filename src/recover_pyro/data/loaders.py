@@ -23,7 +23,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from recover_pyro.data.errors import EmptySelectionError, MissingColumnsError, ScreenDataError
+from recover_pyro.data.errors import EmptySelectionError, MissingColumnsError, ScreenDataError, closest_names
 from recover_pyro.data.paths import require_data
 from recover_pyro.data.screen import KEY_COLUMNS, Screen, aggregate_measurements, canonical_pair
 from recover_pyro.data.validation import (
@@ -31,6 +31,8 @@ from recover_pyro.data.validation import (
     build_drug_table,
     check_known_drugs,
     check_scores,
+    check_self_pairs,
+    check_spelling_variants,
     filter_names,
     first_fields,
     read_smiles_table,
@@ -228,6 +230,7 @@ def load_csv(
     name: str | None = None,
     on_invalid: OnInvalid = "raise",
     on_unknown_drug: OnInvalid = "raise",
+    header: bool = True,
 ) -> Screen:
     """A generic CSV/TSV of measurements; by default the format written by :func:`save_measurements_csv`.
 
@@ -239,18 +242,33 @@ def load_csv(
             optionally ``study``, ``drug_a_name``, ``drug_b_name``, ``n_replicates``. ``None`` uses
             :data:`CSV_COLUMNS` (optional ones only when the file has them).
         score_columns: file columns holding scores (kept under their own names), or a mapping our score name
-            -> file column. ``None``: every column not used by ``columns``.
+            -> file column. ``None``: every column not used by ``columns`` that holds a number (a column of
+            text only, e.g. ``notes``, is ignored with a logged warning).
         study: study label when there is no study column (default: the file's stem).
         name: the screen's name (default: the file's stem).
+        header: ``False`` for a file without a header line: its columns are then ``drug_a, drug_b,
+            cell_line`` and the scores (``score_columns`` as a list, default one column ``score``), in order.
 
     If the file has an ``n_replicates`` column, the loaded ``n_replicates`` is its sum over the merged rows
     (the scores are still merged by ``aggregate``, unweighted), so a saved screen reads back unchanged.
     Drug names come from ``drug_a_name`` / ``drug_b_name`` when present, else from the SMILES table.
     """
     sep = sep or sniff_separator(path)
-    header = first_fields(path, sep)
+    if not header:
+        if columns is not None or isinstance(score_columns, Mapping):
+            raise ValueError("header=False reads columns by position; pass score_columns as a list, no columns")
+        score_list = list(score_columns or ["score"])
+        score_columns = score_list
+        positional = [*CSV_REQUIRED, *score_list]
+        width = len(first_fields(path, sep))
+        if width != len(positional):
+            raise MissingColumnsError(f"a header-less file needs {len(positional)} columns {positional}; line 1 "
+                                      f"has {width}", file=str(path))
+    names = None if header else positional
+    header_fields = names or first_fields(path, sep)
     if columns is None:
-        mapping = {ours: theirs for ours, theirs in CSV_COLUMNS.items() if ours in CSV_REQUIRED or theirs in header}
+        mapping = {ours: theirs for ours, theirs in CSV_COLUMNS.items()
+                   if ours in CSV_REQUIRED or theirs in header_fields}
     else:
         unknown = sorted(set(columns) - set(CSV_COLUMNS))
         if unknown:
@@ -258,16 +276,26 @@ def load_csv(
         mapping = dict(columns)
     if score_columns is None:
         used = set(mapping.values())
-        scores = {c: c for c in header if c not in used}
+        scores = {c: c for c in header_fields if c not in used}
     elif isinstance(score_columns, Mapping):
         scores = dict(score_columns)
     else:
         scores = {c: c for c in score_columns}
-    require_columns(pd.DataFrame(columns=header), [*mapping.values(), *scores.values()], path)
-    if not scores:
-        raise MissingColumnsError(f"no score columns; columns present: {header}", file=str(path))
+    missing = [c for c in [*mapping.values(), *scores.values()] if c not in header_fields]
+    if missing or not scores:
+        if set(header_fields) & set(mapping.values()):  # a header, lacking some columns
+            close = {c: closest_names(c, header_fields, n=2) for c in missing}
+            advice = f"closest present: {close}" if any(close.values()) else "name the columns in the header"
+        else:
+            advice = ("the first line must be a header naming the columns (e.g. drug_a,drug_b,cell_line,synergy): "
+                      "add one, or load the file with header=False if its columns are drug_a, drug_b, cell_line "
+                      "and the scores in that order")
+        raise MissingColumnsError(f"missing column(s) {missing or 'holding scores'}; line 1 reads {header_fields}; "
+                                  f"{advice}", file=str(path))
     text = {theirs: str for ours, theirs in mapping.items() if ours != "n_replicates"}
-    raw = read_table(path, sep=sep, dtype=text)
+    raw = read_table(path, sep=sep, dtype=text, header=header, names=names)
+    if score_columns is None and not raw.empty:  # (an empty table is reported below, as such)
+        scores = _numeric_columns(raw, scores, path)
     rows = pd.DataFrame({ours: raw[theirs] for ours, theirs in mapping.items()}, index=raw.index)
     for ours, theirs in scores.items():
         rows[ours] = raw[theirs]
@@ -386,7 +414,8 @@ def _folder(root: PathLike | None, name: str) -> Path:
         return require_data(name)
     folder = Path(root) / name
     if not folder.is_dir():
-        raise FileNotFoundError(f"screen data folder not found: {folder}")
+        raise FileNotFoundError(f"screen data folder not found: {folder} (set data_root, or the environment "
+                                f"variable RECOVER_PYRO_DATA, to the folder holding {name}/)")
     return folder
 
 
@@ -400,7 +429,11 @@ def _clean_rows(
     on_invalid: OnInvalid,
     dropped: dict[str, int],
 ) -> pd.DataFrame:
-    """Key values present and stripped, selection applied, scores finite (rows indexed by file line)."""
+    """Key values present and stripped, selection applied, no self-pairs, one spelling per cell line,
+    scores finite (rows indexed by file line)."""
+    if rows.empty:
+        raise EmptySelectionError("the table has no data rows (only a header?); add measurements below the "
+                                  "header line", file=str(file))
     rows = rows.copy()
     require_values(rows, ["drug_a", "drug_b", "cell_line"], file)
     rows["study"] = rows["study"].fillna("")
@@ -408,9 +441,12 @@ def _clean_rows(
         rows[col] = rows[col].astype(str).str.strip()
     rows = filter_names(rows, "study", studies, "study", file)
     rows = filter_names(rows, "cell_line", cell_lines, "cell line", file)
+    check_spelling_variants(rows, "cell_line", "cell line", file)
+    rows = check_self_pairs(rows, file, on_invalid, dropped)
     rows = check_scores(rows, score_columns, file, on_invalid, dropped)
     if rows.empty:
-        raise EmptySelectionError(f"no rows left after dropping: {dropped}", file=str(file))
+        raise EmptySelectionError(f"no rows left after dropping {dropped} (rule: count of rows)",
+                                  file=str(file))
     return rows
 
 
@@ -443,7 +479,8 @@ def _finish(
     features: pd.DataFrame | None = None,
 ) -> Screen:
     """Aggregate the clean rows and wrap everything in a :class:`Screen`."""
-    experiments = aggregate_measurements(rows[[*KEY_COLUMNS, *score_columns]], score_columns, how=aggregate)
+    experiments = aggregate_measurements(rows[[*KEY_COLUMNS, *score_columns]], score_columns, how=aggregate,
+                                         file=str(source))
     cells = pd.Index(sorted(experiments["cell_line"].unique()), name="cell_line")
     cell_lines = pd.DataFrame(index=cells)
     info = cell_info if cell_info is not None else pd.DataFrame(columns=["tissue"])
@@ -493,6 +530,20 @@ def _round1_smiles(path: Path) -> pd.DataFrame:
         part = raw[cols].set_axis(["drug_id", "name", "smiles"], axis=1)
         parts.append(part[part["smiles"].notna()])
     return pd.concat(parts)
+
+
+def _numeric_columns(raw: pd.DataFrame, scores: dict[str, str], file: PathLike) -> dict[str, str]:
+    """The guessed score columns that hold at least one number; text-only columns are dropped with a warning."""
+    kept = {ours: theirs for ours, theirs in scores.items()
+            if pd.to_numeric(raw[theirs], errors="coerce").notna().any()}
+    ignored = [theirs for theirs in scores.values() if theirs not in kept.values()]
+    if ignored:
+        log.warning("%s: column(s) %s hold no number, so they are not scores; ignored (name the score columns "
+                    "with score_columns to choose them yourself)", file, ignored)
+    if not kept:
+        raise MissingColumnsError(f"no column besides {list(CSV_COLUMNS)} holds a number; nothing to use as "
+                                  "a score", file=str(file))
+    return kept
 
 
 def _summed_replicates(rows: pd.DataFrame, experiments: pd.DataFrame, file: PathLike) -> np.ndarray:

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from recover_pyro.data.errors import EmptySelectionError, closest_names
+from recover_pyro.data.errors import ConflictingMeasurementError, EmptySelectionError, closest_names
 
 log = logging.getLogger(__name__)
 
@@ -52,21 +52,26 @@ def canonical_pair(a: pd.Series, b: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 
 def aggregate_measurements(
-    rows: pd.DataFrame, score_columns: Sequence[str], how: str = "mean"
+    rows: pd.DataFrame, score_columns: Sequence[str], how: str = "mean", file: str | None = None
 ) -> pd.DataFrame:
     """Merge rows of the same unordered (pair, cell line, study).
 
     Args:
         rows: raw measurements with columns ``drug_a, drug_b, cell_line, study`` and ``score_columns``
-            (either drug order).
+            (either drug order), indexed by file line when read by a loader (errors then name lines).
         score_columns: names of the score columns to aggregate.
-        how: one of ``mean`` (default), ``median``, ``max``, ``min``, ``first``.
+        how: one of ``mean`` (default), ``median``, ``max``, ``min``, ``first``, or ``raise``: any repeated
+            key raises :class:`ConflictingMeasurementError` naming its lines.
+        file: the file the rows come from, for messages.
+
+    Replicates that disagree by more than one standard deviation of the score over all rows are merged
+    all the same, but logged as a warning naming the worst pair and its lines.
 
     Returns:
         One row per unordered key with ``n_replicates`` = number of merged rows.
     """
-    if how not in AGGREGATORS:
-        raise ValueError(f"unknown aggregation rule {how!r}; choose one of {sorted(AGGREGATORS)}")
+    if how not in AGGREGATORS and how != "raise":
+        raise ValueError(f"unknown aggregation rule {how!r}; choose one of {sorted([*AGGREGATORS, 'raise'])}")
     rows = rows.copy()
     rows["drug_a"], rows["drug_b"] = canonical_pair(rows["drug_a"], rows["drug_b"])
     if "study" not in rows:
@@ -74,7 +79,11 @@ def aggregate_measurements(
     rows["cell_line"] = rows["cell_line"].astype(str)
     rows["study"] = rows["study"].fillna("").astype(str)
     grouped = rows.groupby(list(KEY_COLUMNS), sort=True, dropna=False)
-    scores = AGGREGATORS[how](grouped[list(score_columns)])
+    repeated = rows.duplicated(list(KEY_COLUMNS), keep=False).to_numpy()
+    if repeated.any():
+        _report_replicates(rows, repeated, score_columns, how, file)
+    # Under "raise" every key is unique by now, so any aggregator returns the single row.
+    scores = AGGREGATORS["first" if how == "raise" else how](grouped[list(score_columns)])
     scores["n_replicates"] = grouped.size()
     merged = scores.reset_index()
     n_merged = len(rows) - len(merged)
@@ -82,6 +91,35 @@ def aggregate_measurements(
         log.info("aggregated %d rows into %d unordered (pair, cell line, study) triples by %r",
                  len(rows), len(merged), how)
     return merged[[*KEY_COLUMNS, "n_replicates", *score_columns]]
+
+
+def _report_replicates(rows: pd.DataFrame, repeated: np.ndarray, score_columns: Sequence[str], how: str,
+                       file: str | None) -> None:
+    """Raise on repeats under ``how="raise"``; otherwise warn about replicates that disagree strongly."""
+    reps = rows[repeated]
+    keys = list(KEY_COLUMNS)
+    first = reps.sort_values(keys, kind="stable").iloc[0]
+    same = (reps[keys] == first[keys]).all(axis=1).to_numpy()
+    lines = [str(i) for i in reps.index[same]]
+    label = f"({first['drug_a']}, {first['drug_b']}) in {first['cell_line']}"
+    if how == "raise":
+        raise ConflictingMeasurementError(
+            f"{label} is measured more than once in one file (lines {', '.join(lines)}; "
+            f"{int(repeated.sum())} repeated rows in all); set on_duplicate=mean (or aggregate=mean) to "
+            "average replicates", file=file, row=int(reps.index[same][1]),
+            drug=f"{first['drug_a']} + {first['drug_b']}")
+    for col in score_columns:
+        spread = reps.groupby(keys, dropna=False)[col].agg(lambda v: v.max() - v.min())
+        scale = float(rows[col].std())
+        if not np.isfinite(scale) or scale == 0 or not (spread > scale).any():
+            continue
+        worst = spread.idxmax()
+        members = reps[(reps[keys] == pd.Series(worst, index=keys)).all(axis=1).to_numpy()]
+        log.warning("%s: %d repeated (pair, cell line, study) key(s) have %s replicates further apart than the "
+                    "score's standard deviation (%.3g); merged by %r all the same. Worst: (%s, %s) in %s, "
+                    "lines %s, values %s. Check them, or use on_duplicate=raise / aggregate=raise to reject "
+                    "repeats", file or "measurements", int((spread > scale).sum()), col, scale, how, worst[0],
+                    worst[1], worst[2], [str(i) for i in members.index], members[col].tolist())
 
 
 @dataclass

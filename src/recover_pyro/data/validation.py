@@ -11,7 +11,9 @@ how many and record the count in a ``dropped`` dict that ends up in ``Screen.dro
 
 from __future__ import annotations
 
+import codecs
 import csv
+import functools
 import logging
 import os
 from typing import Iterable, Literal, Mapping, Sequence
@@ -28,7 +30,9 @@ from recover_pyro.data.errors import (
     InvalidSmilesError,
     MissingColumnsError,
     ScreenDataError,
+    SelfPairError,
     UnknownDrugError,
+    UnreadableTextError,
     closest_names,
 )
 
@@ -42,18 +46,68 @@ SMILES_HEADERS = ("smiles", "isosmiles", "canonical_smiles", "isomeric_smiles")
 DRUG_ID_HEADERS = ("drug_id", "drug", "name", "drug_name", "id")
 DRUG_NAME_HEADERS = ("name", "drug_name")
 
+# Input limits checked before RDKit sees a SMILES: RDKit's recursive writer overflows the C stack (a
+# segfault, no message) on chains of some 10,000 atoms. Real drugs stay far below both limits.
+MAX_SMILES_CHARS = 5_000
+MAX_HEAVY_ATOMS = 1_000
+# Scores are fitted in float32: a larger magnitude would become infinite inside the model.
+MAX_ABS_SCORE = float(np.finfo(np.float32).max)
 
-# --- reading ----------------------------------------------------------------------------------------
+
+# --- encoding ---------------------------------------------------------------------------------------
+def text_encoding(path: PathLike) -> str:
+    """The encoding to read ``path`` with: ``utf-16`` (byte-order mark), ``utf-8-sig`` or ``utf-8``.
+
+    The whole file is checked (streamed), once per version of the file: a foreign byte on line 40,000 would
+    otherwise surface as a bare ``UnicodeDecodeError`` halfway through parsing.
+
+    Raises:
+        UnreadableTextError: the file is neither, naming the first line with a foreign byte and how to fix
+            it. Guessing latin-1 instead could silently misspell drug names, so it is not attempted.
+    """
+    stat = os.stat(path)
+    return _encoding_of(os.fspath(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _encoding_of(path: str, mtime_ns: int, size: int) -> str:
+    """:func:`text_encoding` for one version (modification time, size) of a file."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line = 1
+    with open(path, "rb") as handle:
+        head = handle.read(3)
+        if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+            return "utf-16"
+        handle.seek(0)
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as err:
+                # err.start counts from the bytes the decoder held back plus this chunk.
+                offset = max(err.start - (len(err.object) - len(chunk)), 0)
+                raise UnreadableTextError(
+                    f"file is not UTF-8 (byte {chunk[offset]:#04x}; probably latin-1 / Windows-1252 from a "
+                    f"spreadsheet); save it as 'CSV UTF-8' or convert it, e.g. iconv -f latin1 -t utf-8",
+                    file=path, row=line + chunk.count(b"\n", 0, offset)) from None
+            line += chunk.count(b"\n")
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise UnreadableTextError("file ends inside a UTF-8 character (truncated?)", file=path,
+                                      row=line) from None
+    return "utf-8-sig" if head == b"\xef\xbb\xbf" else "utf-8"
+
+
 def sniff_separator(path: PathLike) -> str:
     """``"\\t"`` if the first line of ``path`` holds a tab, else ``","``."""
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding=text_encoding(path)) as handle:
         first = handle.readline()
     return "\t" if "\t" in first else ","
 
 
 def first_fields(path: PathLike, sep: str) -> list[str]:
     """The fields of the first line of ``path`` (quotes and surrounding spaces stripped)."""
-    with open(path, encoding="utf-8-sig") as handle:  # -sig: drop a byte-order mark
+    with open(path, encoding=text_encoding(path)) as handle:  # utf-8-sig / utf-16 drop a byte-order mark
         first = handle.readline().rstrip("\r\n")
     return [f.strip() for f in next(csv.reader([first], delimiter=sep), [])]
 
@@ -86,7 +140,7 @@ def read_table(
     try:
         frame = pd.read_csv(
             path, sep=sep, header=0 if header else None, names=names, usecols=usecols, dtype=dtype,
-            na_values=na_values, skip_blank_lines=False,
+            na_values=na_values, skip_blank_lines=False, encoding=text_encoding(path),
         )
     except (pd.errors.ParserError, ValueError) as err:
         raise ScreenDataError(f"cannot read table: {err}", file=str(path)) from err
@@ -142,7 +196,7 @@ def read_smiles_table(
                 f"drug table without a header needs two columns (drug id, SMILES); first line has "
                 f"{len(fields)}: {fields}", file=str(path))
         with BlockLogs():
-            looks_like_data = Chem.MolFromSmiles(fields[1]) is not None
+            looks_like_data = len(fields[1]) <= MAX_SMILES_CHARS and Chem.MolFromSmiles(fields[1]) is not None
         if not looks_like_data:
             raise MissingColumnsError(
                 f"drug table has no SMILES column (accepted headers: {list(SMILES_HEADERS)}) and line 1 is not "
@@ -202,8 +256,10 @@ def filter_names(
     present_set = set(present)
     for name in wanted:
         if name not in present_set:
+            close = closest_names(name, present)
             raise EmptySelectionError(
-                f"{what} {name!r} not found; closest: {closest_names(name, present)}", file=str(file))
+                f"{what} {name!r} not found; {f'closest: {close}' if close else f'present: {list(present)[:10]}'}",
+                file=str(file))
     kept = frame[frame[column].isin(wanted)]
     if kept.empty:
         raise EmptySelectionError(f"no rows left after selecting {what} {wanted}", file=str(file))
@@ -230,7 +286,8 @@ def check_scores(
     """
     _check_rule(on_invalid)
     numeric = frame[list(score_columns)].apply(pd.to_numeric, errors="coerce").astype(float)
-    bad = ~np.isfinite(numeric.to_numpy()).all(axis=1)
+    values = numeric.to_numpy()
+    bad = ~(np.isfinite(values) & (np.abs(values) <= MAX_ABS_SCORE)).all(axis=1)
     out = frame.copy()
     out[list(score_columns)] = numeric
     if not bad.any():
@@ -238,14 +295,16 @@ def check_scores(
     if on_invalid == "raise":
         line = frame.index[bad][0]
         row = frame.loc[line]
-        col = next(c for c in score_columns if not np.isfinite(numeric.at[line, c]))
+        col = next(c for c in score_columns if not abs(numeric.at[line, c]) <= MAX_ABS_SCORE)
         raise InvalidScoreError(
-            f"score {col}={str(row[col])!r} is missing, non-numeric or infinite for drugs {row['drug_a']!r} and "
+            f"score {col}={str(row[col])!r} is missing, non-numeric, infinite or beyond float32's range "
+            f"(|score| <= {MAX_ABS_SCORE:.3g}) for drugs {row['drug_a']!r} and "
             f"{row['drug_b']!r} in cell line {row['cell_line']!r} ({int(bad.sum())} such row(s); "
             f"on_invalid='drop' drops them)",
             file=str(file), row=int(line), drug=str(row["drug_a"]))
     record_drop(dropped if dropped is not None else {}, "invalid_score", int(bad.sum()), file,
-                f"missing/non-numeric/infinite {list(score_columns)}, first at line {int(frame.index[bad][0])}")
+                f"missing/non-numeric/infinite/out-of-range {list(score_columns)}, first at line "
+                f"{int(frame.index[bad][0])}")
     return out[~bad]
 
 
@@ -279,9 +338,12 @@ def check_known_drugs(
     if on_unknown == "raise":
         line = int(frame.index[bad][0])
         drug = str(frame.at[line, "drug_a"] if bad_a[bad][0] else frame.at[line, "drug_b"])
+        close = closest_names(drug, known)
         raise UnknownDrugError(
-            f"drug has no entry in the SMILES table {smiles_file} (closest: {closest_names(drug, known)}); "
-            f"{len(unknown)} unknown drug(s) in {int(bad.sum())} rows: {sorted(map(str, unknown))[:10]}",
+            f"drug has no entry in the SMILES table {smiles_file} "
+            f"({f'closest: {close}' if close else 'no similar name there'}); "
+            f"{len(unknown)} unknown drug(s) in {int(bad.sum())} rows: {sorted(map(str, unknown))[:10]}. "
+            f"Add their SMILES, or set on_unknown_drug=drop to drop those rows (counted and logged)",
             file=str(file), row=line, drug=drug)
     record_drop(dropped if dropped is not None else {}, "unknown_drug", int(bad.sum()), file,
                 f"{len(unknown)} drugs without SMILES, e.g. {sorted(map(str, unknown))[:5]}")
@@ -327,13 +389,83 @@ def canonical_smiles(rows: pd.DataFrame, file: PathLike) -> pd.Series:
         raise InvalidSmilesError(f"drug {names[pos]!r} has an empty SMILES", file=str(file),
                                  row=int(lines[pos]), drug=str(names[pos]))
     canon: dict[str, str] = {}
-    with BlockLogs():  # RDKit's own stderr message would not name the drug; ours does
-        for pos, smi in enumerate(smiles):
-            if smi in canon:
-                continue
-            mol = Chem.MolFromSmiles(smi)
-            if mol is None:
-                raise InvalidSmilesError(f"RDKit cannot parse the SMILES {smi!r} of drug {names[pos]!r}",
-                                         file=str(file), row=int(lines[pos]), drug=str(names[pos]))
-            canon[smi] = Chem.MolToSmiles(mol)
+    inorganic: list[str] = []
+    for pos, smi in enumerate(smiles):
+        if smi in canon:
+            continue
+        mol = parse_smiles(smi, drug=str(names[pos]), file=file, row=int(lines[pos]))
+        if not any(atom.GetAtomicNum() == 6 for atom in mol.GetAtoms()):
+            inorganic.append(f"{names[pos]} (line {int(lines[pos])}: {smi})")
+        canon[smi] = Chem.MolToSmiles(mol)
+    if inorganic:
+        # Kept (cisplatin-like drugs are real), but their fingerprints are nearly empty: say so.
+        log.warning("%s: %d drug(s) have no carbon atom (a salt or bare metal ion?); their Morgan features "
+                    "carry little information: %s", file, len(inorganic), "; ".join(inorganic[:10]))
     return rows["smiles"].map(canon)
+
+
+def parse_smiles(smiles: str, *, drug: str | None = None, file: PathLike | None = None,
+                 row: int | None = None) -> Chem.Mol:
+    """RDKit molecule of ``smiles`` after the input limits; :class:`InvalidSmilesError` otherwise.
+
+    The length is checked before RDKit parses, the heavy-atom count before anything writes or walks the
+    molecule (both would crash the process on a huge one).
+    """
+    name = None if file is None else str(file)
+    if len(smiles) > MAX_SMILES_CHARS:
+        raise InvalidSmilesError(f"SMILES of {len(smiles)} characters exceeds the limit of {MAX_SMILES_CHARS} "
+                                 "(MAX_SMILES_CHARS); small-molecule drugs are far shorter: check the cell",
+                                 file=name, row=row, drug=drug)
+    with BlockLogs():  # RDKit's own stderr message would not name the drug; ours does
+        mol = Chem.MolFromSmiles(smiles)
+    if mol is None or mol.GetNumAtoms() == 0:
+        raise InvalidSmilesError(f"RDKit cannot parse the SMILES {smiles!r} of drug {drug!r}", file=name, row=row, drug=drug)
+    if mol.GetNumHeavyAtoms() > MAX_HEAVY_ATOMS:
+        raise InvalidSmilesError(f"molecule has {mol.GetNumHeavyAtoms()} heavy atoms, over the limit of "
+                                 f"{MAX_HEAVY_ATOMS} (MAX_HEAVY_ATOMS); not a small-molecule drug", file=name, row=row, drug=drug)
+    return mol
+
+
+# --- pairs and names --------------------------------------------------------------------------------
+def check_self_pairs(frame: pd.DataFrame, file: PathLike, on_invalid: OnInvalid = "raise",
+                     dropped: dict[str, int] | None = None) -> pd.DataFrame:
+    """Rows whose ``drug_a`` differs from ``drug_b``; a self-pair raises :class:`SelfPairError` or is dropped.
+
+    ``on_invalid="drop"`` drops them, counted under ``"self_pair"``.
+    """
+    _check_rule(on_invalid)
+    same = (frame["drug_a"] == frame["drug_b"]).to_numpy()
+    if not same.any():
+        return frame
+    line = int(frame.index[same][0])
+    if on_invalid == "raise":
+        raise SelfPairError(f"the drug is paired with itself ({int(same.sum())} such row(s)); a combination "
+                            "needs two different drugs (a single-agent response is not a synergy): remove "
+                            "or correct the row, or set on_invalid=drop", file=str(file), row=line,
+                            drug=str(frame.at[line, "drug_a"]))
+    record_drop(dropped if dropped is not None else {}, "self_pair", int(same.sum()), file,
+                f"a drug paired with itself, first at line {line}")
+    return frame[~same]
+
+
+def spelling_key(names: pd.Series) -> pd.Series:
+    """Case-, space- and punctuation-free form of names (``" MCF-7 "`` and ``"mcf7"`` -> ``"mcf7"``)."""
+    return names.astype(str).str.lower().str.replace(r"[^0-9a-z]", "", regex=True)
+
+
+def check_spelling_variants(frame: pd.DataFrame, column: str, what: str, file: PathLike) -> None:
+    """Raise :class:`ScreenDataError` when two spellings of ``column`` differ only in case or punctuation.
+
+    ``"MCF7"`` and ``"mcf7"`` in one table are almost surely one cell line typed twice; treating them as
+    two would split its measurements silently.
+    """
+    names = pd.Series(pd.unique(frame[column].dropna().astype(str)))
+    key = spelling_key(names)
+    clash = key.duplicated(keep=False)
+    if clash.any():
+        first = key[clash].iloc[0]
+        spellings = names[key == first].tolist()
+        lines = [int(frame.index[(frame[column] == s).to_numpy()][0]) for s in spellings]
+        raise ScreenDataError(
+            f"{what} names {spellings} (first at lines {lines}) differ only in case, spaces or punctuation; "
+            f"spell each {what} the same way everywhere", file=str(file), row=lines[1])
