@@ -19,6 +19,7 @@ never changes the caller's RNG state, and equal seeds give equal results.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -32,9 +33,12 @@ from tqdm.auto import tqdm
 
 from recover_pyro.data.screen import Pairs
 from recover_pyro.data.targets import TargetScaler
+from recover_pyro.logging_utils import announce_early_stop, epoch_postfix
 from recover_pyro.models.base import FitReport, PredictiveSamples
 from recover_pyro.models.predictor import RecoverPredictor
 from recover_pyro.training import EarlyStopping, checked_targets, forked_rng, minibatches
+
+log = logging.getLogger(__name__)
 
 PredictorFactory = Callable[..., nn.Module]
 """``factory(drug_features (D, F), cell_features (C, G), **kwargs) -> module`` mapping index tensors
@@ -111,6 +115,8 @@ class DeterministicModel:
     ) -> None:
         self.config = training
         self.seed = seed
+        # Name of this model's epoch bar and early-stopping line (ensembles number their members).
+        self.progress_desc = f"{type(self).__name__} epochs"
         self.device = torch.device(device)
         self.scaler = TargetScaler(standardize)
         self.noise_scale = math.nan
@@ -141,16 +147,20 @@ class DeterministicModel:
                                      weight_decay=self.config.weight_decay)
         with forked_rng(self.device):
             torch.manual_seed(_draw_seed(self._generator))  # dropout masks while training
-            for _ in tqdm(range(self.config.epochs), disable=not self.config.progress, desc="epochs"):
+            bar = tqdm(range(self.config.epochs), disable=not self.config.progress, desc=self.progress_desc,
+                       leave=False)
+            for _ in bar:
                 report.losses.append(self._epoch(train, z, optimizer))
                 if stopper is not None:
                     assert val is not None and y_val is not None
                     report.val_metric.append(float(F.mse_loss(self.predict_mean(val), y_val)))
-                    if stopper.step(report.val_metric[-1], self.net.state_dict()):
-                        break
+                bar.set_postfix(epoch_postfix(report.losses, report.val_metric, "val_mse"), refresh=False)
+                if stopper is not None and stopper.step(report.val_metric[-1], self.net.state_dict()):
+                    break
         if stopper is not None:
             self.net.load_state_dict(stopper.best_state)
             report.best_epoch = stopper.best_epoch
+            announce_early_stop(log, self.progress_desc, report.best_epoch, len(report.losses), self.config.epochs)
         else:
             report.best_epoch = len(report.losses) - 1
         residual_set, residual_y = (train, y) if val is None else (val, y_val)
@@ -308,7 +318,11 @@ class DeepEnsemble:
         ``member_reports``.
         """
         start = time.perf_counter()
-        self.member_reports = [m.fit(train, val) for m in self.members]
+        self.member_reports = []
+        progress = self.members[0].config.progress
+        for k, member in enumerate(tqdm(self.members, desc="ensemble members", disable=not progress, leave=False)):
+            member.progress_desc = f"member {k + 1}/{len(self.members)} epochs"
+            self.member_reports.append(member.fit(train, val))
         return FitReport(
             losses=_mean_ragged([r.losses for r in self.member_reports]),
             val_metric=_mean_ragged([r.val_metric for r in self.member_reports]),

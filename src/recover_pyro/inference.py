@@ -15,6 +15,7 @@ site's scale, so both ELBOs see :math:`\\beta \\cdot KL`.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -30,10 +31,13 @@ from tqdm.auto import tqdm
 
 from recover_pyro.data.screen import Pairs
 from recover_pyro.guides import WeightGuide
+from recover_pyro.logging_utils import announce_early_stop, epoch_postfix
 from recover_pyro.models.base import FitReport
 from recover_pyro.models.bayesian import BayesianRegression, local_params
 from recover_pyro.predictive import sample_predictive
 from recover_pyro.training import EarlyStopping, checked_targets, forked_rng, minibatches
+
+log = logging.getLogger(__name__)
 
 ELBOS: dict[str, type[ELBO]] = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
 VAL_METRICS = ("nll", "mse")
@@ -179,7 +183,8 @@ def fit_svi(
     model.train()
     with forked_rng(y.device), local_params():
         torch.manual_seed(config.seed)
-        for epoch in tqdm(range(config.epochs), disable=not config.progress, desc="SVI epochs"):
+        bar = tqdm(range(config.epochs), disable=not config.progress, desc="SVI epochs", leave=False)
+        for epoch in bar:
             step_model, step_guide = _annealed(model, guide, kl_weight(epoch, config.kl_anneal_epochs))
             losses = []
             for idx in minibatches(n, config.batch_size, generator):
@@ -202,8 +207,9 @@ def fit_svi(
             schedule.step()
             if stopper is not None and val is not None:
                 report.val_metric.append(validation_metric(model, guide, val, config))
-                if stopper.step(report.val_metric[-1], [p.detach() for p in params]):
-                    break
+            bar.set_postfix(epoch_postfix(report.losses, report.val_metric, f"val_{config.val_metric}"), refresh=False)
+            if stopper is not None and stopper.step(report.val_metric[-1], [p.detach() for p in params]):
+                break
     if stopper is not None:
         if stopper.best_state is None:
             raise FloatingPointError(f"fit_svi: the validation {config.val_metric} was never finite")
@@ -211,6 +217,7 @@ def fit_svi(
             for p, best in zip(params, stopper.best_state):
                 p.copy_(best)
         report.best_epoch = stopper.best_epoch
+        announce_early_stop(log, "SVI", report.best_epoch, len(report.losses), config.epochs)
     else:
         report.best_epoch = len(report.losses) - 1
     model.eval()

@@ -36,6 +36,7 @@ from recover_pyro.data.errors import ConflictingMeasurementError, EmptySelection
 from recover_pyro.data.loaders import load_csv, load_drugcomb
 from recover_pyro.data.screen import KEY_COLUMNS, Screen
 from recover_pyro.data.validation import build_drug_table, first_fields, read_smiles_table, sniff_separator
+from recover_pyro.logging_utils import cli_logging
 from recover_pyro.models.base import SynergyModel
 
 log = logging.getLogger(__name__)
@@ -173,6 +174,13 @@ def recommend(
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="recommend")
 def main(cfg: DictConfig) -> None:
+    """``recover-recommend`` / ``python -m recover_pyro.recommend``: measured CSVs -> next batch CSV."""
+    with cli_logging():
+        _recommend_from_config(cfg)
+
+
+def _recommend_from_config(cfg: DictConfig) -> None:
+    """Fit, choose the batch, write it and log the summary and the top of the table."""
     partial_model = instantiate(cfg.model)
     result = recommend(
         measured_paths=list(cfg.measured), smiles=cfg.smiles, cell_lines=list(cfg.cell_lines), score=cfg.score,
@@ -183,9 +191,9 @@ def main(cfg: DictConfig) -> None:
     out = Path(cfg.out) if cfg.out else Path(HydraConfig.get().runtime.output_dir) / "next_batch.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     result.table.to_csv(out, index=False)
-    print(result.summary())
-    print(result.table.head(10).to_string(index=False))
-    print(f"next batch written to {out}")
+    log.info("%s", result.summary())
+    log.info("top of the batch:\n%s", result.table.head(10).to_string(index=False))
+    log.info("next batch written to %s", out)
 
 
 if __name__ == "__main__":
