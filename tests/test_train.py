@@ -80,7 +80,7 @@ def test_command_line_form(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "metrics.json").read_text())["model"] == "BNNSynergyModel"
     # The run's log file is the complete record: data summary, early stopping, test and validation metrics.
     log = (tmp_path / "train.log").read_text()
-    for line in ("unordered (pair, cell line) experiments", "SVI early stopping: kept epoch", "test: r2",
+    for line in ("unordered (pair, cell line) experiments", "SVI epochs: early stopping kept epoch", "test: r2",
                  "validation: val_r2", "outputs in"):
         assert line in log, line
 

@@ -154,7 +154,7 @@ class DeterministicModel:
                 if stopper is not None:
                     assert val is not None and y_val is not None
                     report.val_metric.append(float(F.mse_loss(self.predict_mean(val), y_val)))
-                bar.set_postfix(epoch_postfix(report.losses, report.val_metric, "val_mse"), refresh=False)
+                bar.set_postfix(epoch_postfix(report.losses, report.val_metric, "val_mse"))
                 if stopper is not None and stopper.step(report.val_metric[-1], self.net.state_dict()):
                     break
         if stopper is not None:

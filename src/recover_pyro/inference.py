@@ -207,7 +207,7 @@ def fit_svi(
             schedule.step()
             if stopper is not None and val is not None:
                 report.val_metric.append(validation_metric(model, guide, val, config))
-            bar.set_postfix(epoch_postfix(report.losses, report.val_metric, f"val_{config.val_metric}"), refresh=False)
+            bar.set_postfix(epoch_postfix(report.losses, report.val_metric, f"val_{config.val_metric}"))
             if stopper is not None and stopper.step(report.val_metric[-1], [p.detach() for p in params]):
                 break
     if stopper is not None:
@@ -217,7 +217,7 @@ def fit_svi(
             for p, best in zip(params, stopper.best_state):
                 p.copy_(best)
         report.best_epoch = stopper.best_epoch
-        announce_early_stop(log, "SVI", report.best_epoch, len(report.losses), config.epochs)
+        announce_early_stop(log, "SVI epochs", report.best_epoch, len(report.losses), config.epochs)
     else:
         report.best_epoch = len(report.losses) - 1
     model.eval()
