@@ -276,3 +276,18 @@ def test_unfinished_campaign_is_left_out(tmp_path, caplog):
     assert [Path(r).name for r in runs["run"]] == ["0"] and "1 job(s) without" in caplog.text
     assert runs.loc[0, "recall_top1pct"] == pytest.approx(0.2) and runs.loc[0, "n_measured"] == 13
     assert "recall_top1pct" in measured and "n_measured" not in measured
+
+
+def test_optuna_sweep_minimises_the_validation_metric(tmp_path):
+    """hydra/sweeper=optuna_val: 2 trials; the best value is the lowest val_nll of the trials, not a test metric."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="hydra-optuna-sweeper not installed "
+                        "(pip install -e '.[tune]')")
+    sweep_dir = tmp_path / "optuna"
+    _run(["-m", "recover_pyro.train", "-m", "hydra/sweeper=optuna_val", "hydra.sweeper.n_trials=2",
+          f"hydra.sweep.dir={sweep_dir}", "data.screen.n_drugs=12", "inference.epochs=choice(3,4)", "num_samples=10",
+          "fit_progress=false"], cwd=tmp_path)
+    best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    trials = [json.loads((job / "metrics.json").read_text()) for job in sorted(sweep_dir.glob("[0-9]*"))]
+    assert len(trials) == 2 and set(best["best_params"]) == {"inference.lr", "inference.epochs", "guide.init_scale"}
+    assert best["best_value"] == pytest.approx(min(t["val_nll"] for t in trials))
+    assert (sweep_dir / "summary.csv").is_file()
