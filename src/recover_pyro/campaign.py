@@ -742,6 +742,7 @@ def campaign_from_config(cfg: DictConfig, out_dir: str | Path) -> CampaignResult
     if config.pretrain != "none":
         # One long fit: show its epochs whenever the campaign shows progress (round refits stay quiet).
         pretrain_cfg = OmegaConf.merge(cfg, {"fit_progress": config.progress})
+        assert isinstance(pretrain_cfg, DictConfig)
         pretrain_factory = pretrain_model_factory(pretrain_cfg, features) or model_factory(pretrain_cfg, features)
     return run_campaign(screen, features, model_factory(cfg, features), acquisition, config, out_dir,
                         score=cfg.data.score, resume=bool(cfg.resume), pretrain_factory=pretrain_factory,

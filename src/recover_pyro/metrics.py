@@ -30,7 +30,7 @@ COVERAGE_LEVELS = (0.5, 0.9, 0.95)
 CALIBRATION_LEVELS = tuple(np.round(np.linspace(0.05, 0.95, 19), 2))
 
 
-def _np(x: ArrayLike) -> np.ndarray:
+def _np(x: ArrayLike | float) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().double().numpy()
     return np.asarray(x, dtype=np.float64)
