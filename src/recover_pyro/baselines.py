@@ -147,8 +147,9 @@ class DeterministicModel:
                                      weight_decay=self.config.weight_decay)
         with forked_rng(self.device):
             torch.manual_seed(_draw_seed(self._generator))  # dropout masks while training
+            # leave=None: a top-level bar stays; an ensemble member's (nested) bar is cleared.
             bar = tqdm(range(self.config.epochs), disable=not self.config.progress, desc=self.progress_desc,
-                       leave=False)
+                       leave=None)
             for _ in bar:
                 report.losses.append(self._epoch(train, z, optimizer))
                 if stopper is not None:
@@ -320,7 +321,7 @@ class DeepEnsemble:
         start = time.perf_counter()
         self.member_reports = []
         progress = self.members[0].config.progress
-        for k, member in enumerate(tqdm(self.members, desc="ensemble members", disable=not progress, leave=False)):
+        for k, member in enumerate(tqdm(self.members, desc="ensemble members", disable=not progress, leave=None)):
             member.progress_desc = f"member {k + 1}/{len(self.members)} epochs"
             self.member_reports.append(member.fit(train, val))
         return FitReport(

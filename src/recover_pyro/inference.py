@@ -183,7 +183,8 @@ def fit_svi(
     model.train()
     with forked_rng(y.device), local_params():
         torch.manual_seed(config.seed)
-        bar = tqdm(range(config.epochs), disable=not config.progress, desc="SVI epochs", leave=False)
+        # leave=None: a top-level bar stays (its line ends before the next log line); a nested one is cleared.
+        bar = tqdm(range(config.epochs), disable=not config.progress, desc="SVI epochs", leave=None)
         for epoch in bar:
             step_model, step_guide = _annealed(model, guide, kl_weight(epoch, config.kl_anneal_epochs))
             losses = []
