@@ -715,3 +715,10 @@ def test_bnn_campaign_presets_carry_the_tuned_settings(name: str) -> None:
 def test_pretrained_preset_keeps_its_own_round_learning_rate() -> None:
     cfg = compose_campaign(["+experiment=scale_mixture_ucb_pretrained"])
     assert (cfg.inference.epochs, cfg.inference.lr, cfg.acquisition.kappa) == (100, 0.003, 0.5)
+
+
+def test_model_label_of_a_random_campaign_says_no_model() -> None:
+    assert model_label(compose_campaign(["+experiment=random"])) == "no model"
+    assert model_label(compose_campaign(["+experiment=random", "campaign.random_fits_model=true"])) == (
+        "BNNSynergyModel (NormalPrior)")
+    assert model_label(compose_campaign(["+experiment=ensemble_ucb"])) == "DeepEnsemble"

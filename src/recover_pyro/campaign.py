@@ -750,7 +750,10 @@ def campaign_from_config(cfg: DictConfig, out_dir: str | Path) -> CampaignResult
 
 
 def model_label(cfg: DictConfig) -> str:
-    """Short name of the configured model for logs and titles, e.g. ``BNNSynergyModel (LaplacePrior)``."""
+    """Short name of the configured model for logs and titles, e.g. ``BNNSynergyModel (LaplacePrior)``
+    (``no model`` for a random campaign that fits none)."""
+    if cfg.acquisition.kind == "random" and not cfg.campaign.get("random_fits_model", False):
+        return "no model"
     name = str(cfg.model._target_).rsplit(".", 1)[-1]
     prior = cfg.model.get("prior")
     return f"{name} ({str(prior._target_).rsplit('.', 1)[-1]})" if prior is not None and "_target_" in prior else name
@@ -781,8 +784,7 @@ def main(cfg: DictConfig) -> float:
         result = campaign_from_config(cfg, out_dir)
     last = result.rounds.iloc[-1]
     recalls = ", ".join(f"{c} {last[c]:.3f}" for c in result.rounds.columns if c.startswith("recall_top"))
-    model = "no model" if cfg.acquisition.kind == "random" and not cfg.campaign.random_fits_model else model_label(cfg)
-    log.info("[%s / %s + %s] after %d experiments: %s", cfg.data.name, model, cfg.acquisition.kind,
+    log.info("[%s / %s + %s] after %d experiments: %s", cfg.data.name, model_label(cfg), cfg.acquisition.kind,
              int(last["n_measured"]), recalls)
     log.info("rounds:\n%s", result.rounds.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     log.info("outputs in %s", out_dir)
