@@ -26,6 +26,14 @@ def test_every_public_name_resolves_to_its_module_object(name: str) -> None:
     assert obj is getattr(module, name)
 
 
+def test_no_public_name_shadows_a_submodule() -> None:
+    """Importing recover_pyro.<name> sets the package attribute <name> to the module, hiding the object."""
+    import pkgutil
+
+    submodules = {m.name for m in pkgutil.iter_modules(recover_pyro.__path__)}
+    assert submodules & set(recover_pyro.__all__) == set()
+
+
 def test_unknown_name_raises_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no_such_thing"):
         recover_pyro.no_such_thing  # noqa: B018

@@ -50,11 +50,11 @@ _EXPORTS: dict[str, str] = {
     "MeanFieldNormalGuide": "recover_pyro.guides",
     "SparseVariationalDropoutGuide": "recover_pyro.guides",
     "SVIConfig": "recover_pyro.inference",
-    # acquisition, campaigns, recommendations, metrics
+    # acquisition, campaigns, metrics (recover_pyro.recommend.recommend keeps its module path: a package
+    # attribute named like the submodule would be replaced by the module once it is imported)
     "Acquisition": "recover_pyro.acquisition",
     "CampaignConfig": "recover_pyro.campaign",
     "run_campaign": "recover_pyro.campaign",
-    "recommend": "recover_pyro.recommend",
     "evaluate": "recover_pyro.metrics",
 }
 
@@ -76,7 +76,6 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real objects
     from recover_pyro.models.bnn import BNNSynergyModel
     from recover_pyro.models.predictor import RecoverPredictor
     from recover_pyro.priors import LaplacePrior, LogUniformPrior, NormalPrior, ScaleMixtureNormalPrior
-    from recover_pyro.recommend import recommend
 
 
 def __getattr__(name: str) -> Any:
