@@ -180,3 +180,15 @@ def test_enrichment_over_random_interpolates_the_recall_curve():
     assert math.isnan(metrics.enrichment_over_random(n, recall, 200, 0.5))    # beyond the curve's end
     with pytest.raises(ValueError, match="increasing"):
         metrics.enrichment_over_random([20, 10], [0.1, 0.2], 200, 0.1)
+
+
+def test_constant_inputs_give_nan_without_library_warnings() -> None:
+    """scipy / sklearn warn (or return 0 / 1) on constant inputs; the wrappers return NaN silently."""
+    import warnings
+
+    y, flat = np.array([1.0, 2.0, 3.0]), np.full(3, 2.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert math.isnan(metrics.pearson(y, flat)) and math.isnan(metrics.spearman(flat, y))
+        assert math.isnan(metrics.r2_score(flat, y)) and math.isnan(metrics.r2_score(flat, flat))
+        assert np.array_equal(metrics.gaussian_nll([1.0, 2.0], [1.0, 0.0], 0.0), [-np.inf, np.inf])

@@ -107,6 +107,8 @@ def test_recommend_entry_point(lab: dict, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert len(pd.read_csv(out)) == 5
     assert "next batch written" in done.stdout
+    log = (tmp_path / "run" / "recommend.log").read_text()  # the run's record holds the summary and the table
+    assert "combinations recommended" in log and "top of the batch" in log and "next batch written" in log
 
 
 def test_nan_score_in_measured_file_names_the_line(lab: dict) -> None:

@@ -128,7 +128,7 @@ def _fake_job(root: Path, name: str, overrides: list[str], metrics: dict | None)
         (job / "metrics.json").write_text(json.dumps(metrics))
 
 
-def test_load_runs_columns_defaults_and_errors(tmp_path, capsys):
+def test_load_runs_columns_defaults_and_errors(tmp_path, capsys, caplog):
     sweep = tmp_path / "multirun"
     _fake_job(sweep, "0", ["+experiment=a", "seed=0"], {"r2": 0.5, "seed": 0, "model": "M", "n_test": 3})
     _fake_job(sweep, "1", ["+experiment=a", "seed=1"], {"r2": 0.7, "seed": 1, "model": "M", "n_test": 3})
@@ -136,8 +136,9 @@ def test_load_runs_columns_defaults_and_errors(tmp_path, capsys):
                                                                        "n_test": 3, "pruned_fraction": 0.25})
     _fake_job(sweep, "2", ["+experiment=b", "seed=1"], None)  # a failed job: left out with a warning
 
-    runs, keys, measured = agg.load_runs([sweep])
-    assert "1 job(s) without metrics.json" in capsys.readouterr().err
+    with caplog.at_level("WARNING", logger="recover_pyro.sweep_summary"):
+        runs, keys, measured = agg.load_runs([sweep])
+    assert "1 job(s) without metrics.json" in caplog.text
     assert [Path(r).name for r in runs["run"]] == ["0", "1", "10"]  # natural order
     assert keys == ["experiment", "seed", "model.n"]
     assert list(runs["model.n"]) == [agg.UNSET, agg.UNSET, "2"]
@@ -149,7 +150,7 @@ def test_load_runs_columns_defaults_and_errors(tmp_path, capsys):
     assert list(table["n_runs"]) == [2, 1] and table.loc[0, "r2_mean"] == pytest.approx(0.6)
     assert "| b | 1 | 0.100 | 0.250 |" in capsys.readouterr().out
 
-    with pytest.raises(FileNotFoundError, match="no metrics.json below"):
+    with pytest.raises(FileNotFoundError, match="no metrics.json or finished rounds.json below"):
         agg.load_runs([tmp_path / "multirun" / "2"])
     (sweep / "3").mkdir()
     (sweep / "3" / "metrics.json").write_text("{}")
@@ -201,6 +202,8 @@ def test_joblib_sweep_runs_in_parallel_workers_and_aggregates(tmp_path):
         assert _launcher_target(job).endswith("JoblibLauncher")
         assert json.loads((job / "metrics.json").read_text())["n_test"] > 0
     _check_aggregation(sweep_dir, tmp_path)
+    summary = pd.read_csv(sweep_dir / "summary.csv")  # written by the SweepSummary callback at the end
+    assert list(summary["experiment"]) == sorted(EXPERIMENTS) and (summary["n_runs"] == len(SEEDS)).all()
 
 
 @pytest.mark.skipif(not os.environ.get(RAY_ADDRESS_VAR),
@@ -220,11 +223,71 @@ def test_ray_sweep_runs_as_tasks_on_the_existing_cluster(tmp_path):
     assert "Started a local Ray instance" not in output
     assert f"Ray Launcher is launching {len(EXPERIMENTS) * len(SEEDS)} jobs" in output
     # Ray forwards each task's stdout to the driver tagged with the task and its worker process.
-    # The driver's own lines carry no such tag, so a tagged "outputs in <job dir>" (printed by train() at the
+    # The driver's own lines carry no such tag, so a tagged "outputs in <job dir>" (logged by train() at the
     # end of each job) shows that the job ran inside a Ray worker process of the cluster.
-    ran_in = {Path(d): int(pid) for pid, d in re.findall(r"\(_run_job pid=(\d+)[^)]*\) outputs in (\S+)", output)}
+    ran_in = {Path(d): int(pid) for pid, d in re.findall(r"\(_run_job pid=(\d+)[^)]*\) .*?outputs in (\S+)", output)}
     for job in _job_dirs(sweep_dir):
         assert job in ran_in, f"no Ray task reported {job}:\n{output}"
         assert _launcher_target(job).endswith("RayLauncher")
         assert (job / "metrics.json").is_file()
     _check_aggregation(sweep_dir, tmp_path)
+
+
+# --- campaign sweeps and the end-of-multirun summary -------------------------------------------------------
+
+CAMPAIGN_TINY = ["data.screen.n_drugs=10", "data.screen.n_cell_lines=1", "campaign.n_initial=5",
+                 "campaign.n_rounds=2", "acquisition.q=4", "num_samples=4", "inference.epochs=2",
+                 "campaign.progress=false", "model.predictor.drug_hidden=[16,8]"]
+
+
+def test_campaign_sweep_writes_a_summary_and_aggregates(tmp_path):
+    sweep_dir = tmp_path / "multirun"
+    proc = _run(["-m", "recover_pyro.campaign", "-m", "+experiment=random,laplace_greedy", "seed=0,1",
+                 f"hydra.sweep.dir={sweep_dir}", *CAMPAIGN_TINY], cwd=tmp_path)
+    assert "sweep summary: 4 runs in 2 group(s) by ['experiment']" in proc.stdout + proc.stderr
+    summary = pd.read_csv(sweep_dir / "summary.csv")
+    assert list(summary["experiment"]) == ["laplace_greedy", "random"] and (summary["n_runs"] == 2).all()
+    finals = {}
+    for job in sorted(p for p in sweep_dir.iterdir() if p.is_dir()):
+        overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
+        experiment = next(o.split("=", 1)[1] for o in overrides if o.startswith("+experiment="))
+        finals.setdefault(experiment, []).append(pd.read_csv(job / "rounds.csv")["recall_top5pct"].iloc[-1])
+    for _, row in summary.iterrows():
+        assert row["recall_top5pct_mean"] == pytest.approx(np.mean(finals[row["experiment"]]))
+    # random fits no model: no pool metrics, no training time
+    random_row = summary.set_index("experiment").loc["random"]
+    assert math.isnan(random_row["last_round_r2_mean"]) and random_row["train_s_per_round_mean"] < 0.5
+    table = agg.main([str(sweep_dir), "--metrics", "recall_top1pct", "--out", str(tmp_path / "t.csv")])
+    assert list(table.columns) == ["experiment", "n_runs", "recall_top1pct_mean", "recall_top1pct_sd"]
+
+
+def test_unfinished_campaign_is_left_out(tmp_path, caplog):
+    def job(name: str, last_round: int) -> None:
+        _fake_job(tmp_path, name, ["+experiment=random", f"seed={name}"], None)
+        rows = [{"round": r, "n_measured": 5 + 4 * r, "recall_top1pct": 0.1 * r, "best_found": 1.0,
+                 "train_s": 0.0, "score_s": 0.0, "r2": None} for r in range(last_round + 1)]
+        (tmp_path / name / "rounds.json").write_text(json.dumps(
+            {"config": {"n_rounds": 2}, "pool_size": 45, "rounds": rows}))
+
+    job("0", 2)
+    job("1", 1)  # killed after round 1
+    with caplog.at_level("WARNING", logger="recover_pyro.sweep_summary"):
+        runs, _, measured = agg.load_runs([tmp_path])
+    assert [Path(r).name for r in runs["run"]] == ["0"] and "1 job(s) without" in caplog.text
+    assert runs.loc[0, "recall_top1pct"] == pytest.approx(0.2) and runs.loc[0, "n_measured"] == 13
+    assert "recall_top1pct" in measured and "n_measured" not in measured
+
+
+def test_optuna_sweep_minimises_the_validation_metric(tmp_path):
+    """hydra/sweeper=optuna_val: 2 trials; the best value is the lowest val_nll of the trials, not a test metric."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="hydra-optuna-sweeper not installed "
+                        "(pip install -e '.[tune]')")
+    sweep_dir = tmp_path / "optuna"
+    _run(["-m", "recover_pyro.train", "-m", "hydra/sweeper=optuna_val", "hydra.sweeper.n_trials=2",
+          f"hydra.sweep.dir={sweep_dir}", "data.screen.n_drugs=12", "inference.epochs=choice(3,4)", "num_samples=10",
+          "fit_progress=false"], cwd=tmp_path)
+    best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    trials = [json.loads((job / "metrics.json").read_text()) for job in sorted(sweep_dir.glob("[0-9]*"))]
+    assert len(trials) == 2 and set(best["best_params"]) == {"inference.lr", "inference.epochs", "guide.init_scale"}
+    assert best["best_value"] == pytest.approx(min(t["val_nll"] for t in trials))
+    assert (sweep_dir / "summary.csv").is_file()

@@ -78,3 +78,21 @@ def test_command_line_form(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert "test: r2" in done.stdout
     assert json.loads((tmp_path / "metrics.json").read_text())["model"] == "BNNSynergyModel"
+    # The run's log file is the complete record: data summary, early stopping, test and validation metrics.
+    log = (tmp_path / "train.log").read_text()
+    for line in ("unordered (pair, cell line) experiments", "SVI epochs: early stopping kept epoch", "test: r2",
+                 "validation: val_r2", "outputs in"):
+        assert line in log, line
+
+
+def test_validation_metrics_and_small_test_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Metrics carry the validation split as val_*; a tiny test split is flagged (TINY_DATA has 18 test rows)."""
+    with caplog.at_level("WARNING", logger="recover_pyro.train"):
+        metrics = train(_cfg("normal"), tmp_path)
+    assert metrics["n_test"] < 30 and "too noisy" in caplog.text
+    assert {f"val_{k}" for k in METRICS - {"fit_seconds"}} <= set(metrics)
+    assert metrics["val_nll"] != metrics["nll"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="recover_pyro.train"):
+        train(_cfg("normal", data=("data.screen.n_drugs=20", "data.screen.n_cell_lines=3")), tmp_path)
+    assert "too noisy" not in caplog.text

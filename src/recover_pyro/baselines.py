@@ -20,6 +20,7 @@ never changes the caller's RNG state, and equal seeds give equal results.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -33,10 +34,13 @@ from tqdm.auto import tqdm
 
 from recover_pyro.data.screen import Pairs
 from recover_pyro.data.targets import TargetScaler
+from recover_pyro.logging_utils import announce_early_stop, epoch_postfix
 from recover_pyro.models.base import FitReport, PredictiveSamples
 from recover_pyro.models.noise import heldout_noise_variance, holdout_split
 from recover_pyro.models.predictor import RecoverPredictor
 from recover_pyro.training import EarlyStopping, checked_targets, forked_rng, minibatches
+
+log = logging.getLogger(__name__)
 
 PredictorFactory = Callable[..., nn.Module]
 """``factory(drug_features (D, F), cell_features (C, G), **kwargs) -> module`` mapping index tensors
@@ -121,6 +125,8 @@ class DeterministicModel:
     ) -> None:
         self.config = training
         self.seed = seed
+        # Name of this model's epoch bar and early-stopping line (ensembles number their members).
+        self.progress_desc = f"{type(self).__name__} epochs"
         self.device = torch.device(device)
         self.scaler = TargetScaler(standardize)
         self.noise_scale = math.nan
@@ -154,8 +160,10 @@ class DeterministicModel:
                                      weight_decay=self.config.weight_decay)
         with forked_rng(self.device):
             torch.manual_seed(_draw_seed(self._generator))  # dropout masks while training
-            for epoch in tqdm(range(self.config.epochs), disable=not self.config.progress, desc="epochs",
-                              leave=False):
+            # leave=None: a top-level bar stays; an ensemble member's (nested) bar is cleared.
+            bar = tqdm(range(self.config.epochs), disable=not self.config.progress, desc=self.progress_desc,
+                       leave=None)
+            for epoch in bar:
                 report.losses.append(self._epoch(train, z, optimizer))
                 row: dict[str, Any] = {"stage": "train", "epoch": epoch, "train_mse": report.losses[-1]}
                 report.curve.append(row)
@@ -163,11 +171,13 @@ class DeterministicModel:
                     assert val is not None and y_val is not None
                     report.val_metric.append(float(F.mse_loss(self.predict_mean(val), y_val)))
                     row["val_mse"] = report.val_metric[-1]
-                    if stopper.step(report.val_metric[-1], self.net.state_dict()):
-                        break
+                bar.set_postfix(epoch_postfix(report.losses, report.val_metric, "val_mse"))
+                if stopper is not None and stopper.step(report.val_metric[-1], self.net.state_dict()):
+                    break
         if stopper is not None:
             self.net.load_state_dict(stopper.best_state)
             report.best_epoch = stopper.best_epoch
+            announce_early_stop(log, self.progress_desc, report.best_epoch, len(report.losses), self.config.epochs)
         else:
             report.best_epoch = len(report.losses) - 1
         self.noise_scale = self._noise_estimate(train, val)
@@ -358,8 +368,9 @@ class DeepEnsemble:
         if val is None:
             train, val = holdout_split(train, self.config.holdout, self._generator)
         self.member_reports = []
-        for k, member in enumerate(tqdm(self.members, disable=not self.config.progress, desc="ensemble members",
-                                        leave=False)):
+        for k, member in enumerate(tqdm(self.members, desc="ensemble members", disable=not self.config.progress,
+                                        leave=None)):
+            member.progress_desc = f"member {k + 1}/{len(self.members)} epochs"
             self.member_reports.append(member.fit(train, val))
         assert train.y is not None
         mean_train = torch.stack([m.predict_mean(train) for m in self.members]).mean(0)

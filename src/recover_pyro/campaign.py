@@ -28,7 +28,9 @@ Per-round bookkeeping (one row each; round 0 describes the initial random reveal
   median over the batch. ``unique_drugs`` counts distinct drugs in the batch, ``best_found`` the best
   score revealed so far.
 * model quality on the unrevealed pool before acquisition: ``r2`` (squared Pearson), ``spearman`` and
-  ``nll`` (:func:`recover_pyro.metrics.evaluate`); NaN in round 0 unless a pretrained model exists.
+  ``nll`` (:func:`recover_pyro.metrics.evaluate`); NaN in round 0 unless a pretrained model exists, and
+  NaN in every round of a ``random`` campaign, which fits no model (its picks do not depend on one) unless
+  ``random_fits_model`` asks for these metrics.
 * wall time ``train_s`` / ``score_s`` / ``acquire_s``.
 
 Reproducibility and resume: all randomness derives from ``seed``. The campaign draws (initial reveal,
@@ -103,6 +105,7 @@ from recover_pyro.data.errors import DamagedFileError, EmptySelectionError, Resu
 from recover_pyro.data.featurize import Features
 from recover_pyro.data.screen import Pairs, Screen
 from recover_pyro.io import atomic_torch_save, atomic_write, atomic_write_csv, atomic_write_json, load_torch_file
+from recover_pyro.logging_utils import cli_logging
 from recover_pyro.metrics import evaluate, recall_at_top_k
 from recover_pyro.models.base import FitReport, PredictiveSamples, SynergyModel
 from recover_pyro.run_fingerprint import check_same_run, config_fingerprint, data_fingerprint, preserve_hydra_config
@@ -144,7 +147,10 @@ class CampaignConfig:
             times this factor (``> 1`` lets the pool's cell lines differ more from the pretraining data).
         val_fraction: fraction of the revealed candidates held out each round for the model's early
             stopping (0: fit on all of them).
-        progress: show a tqdm bar over rounds.
+        progress: show a tqdm bar over rounds (and, from the command line, over the pretraining fit's epochs).
+        random_fits_model: with ``random`` acquisition, still fit (and pretrain) the model every round, only
+            for the pool metrics ``r2`` / ``spearman`` / ``nll`` (otherwise NaN): it costs as much as a
+            model-guided campaign and changes no pick.
         top_fractions: pool fractions whose recall is recorded (``recall_top{100 p}pct`` columns).
     """
 
@@ -160,6 +166,7 @@ class CampaignConfig:
     transfer_widen: float = 1.0
     val_fraction: float = 0.0
     progress: bool = True
+    random_fits_model: bool = False
     top_fractions: tuple[float, ...] = (0.01, 0.05)
 
     def __post_init__(self) -> None:
@@ -463,6 +470,8 @@ class _Runner:
         self.pretrain_factory = pretrain_factory or factory
         self.given_pretrained = pretrained
         self.model: SynergyModel | None = None  # the warm-started object
+        # Random picks need no model; fitting one only fills the pool metrics.
+        self.fits_model = acquisition.kind != "random" or config.random_fits_model
 
     def start(self, meta: dict[str, Any]) -> _State:
         """Round 0: reveal ``n_initial`` random candidates and pretrain if asked."""
@@ -476,7 +485,9 @@ class _Runner:
                **_batch_stats(chosen, np.arange(len(pool)), pool),
                **{k: math.nan for k in MODEL_METRICS}, **{k: 0.0 for k in TIME_COLUMNS}}
         nan = np.full(len(chosen), math.nan)
-        if cfg.pretrain == "other_cell_lines":
+        if cfg.pretrain == "other_cell_lines" and not self.fits_model:
+            _split_val(pool.outside, cfg.val_fraction, generator)  # the draw pretraining makes: same picks
+        elif cfg.pretrain == "other_cell_lines":
             start = time.perf_counter()
             with seeded_global_rngs(derive_seed(cfg.seed, GLOBAL_STREAM, 0)):
                 model = self._pretrain(generator)
@@ -550,15 +561,20 @@ class _Runner:
         times = {}
         with seeded_global_rngs(derive_seed(cfg.seed, GLOBAL_STREAM, round_)):
             start = time.perf_counter()
-            model = self._round_model(state, round_)
+            # The validation draw happens with or without a model, so random picks never depend on fitting.
             train, val = _split_val(pool.pairs[torch.as_tensor(revealed)], cfg.val_fraction, state.generator)
-            report = model.fit(train, val)
+            model = self._round_model(state, round_) if self.fits_model else None
+            report = model.fit(train, val) if model is not None else FitReport()
             times["train_s"] = time.perf_counter() - start
 
             start = time.perf_counter()
-            candidates = _unlabelled(pool.pairs[torch.as_tensor(unseen)])
-            predictive = model.predict(candidates, num_samples=cfg.num_samples).cpu()
-            metrics = _model_metrics(predictive, pool.y[unseen])
+            if model is not None:
+                candidates = _unlabelled(pool.pairs[torch.as_tensor(unseen)])
+                predictive = model.predict(candidates, num_samples=cfg.num_samples).cpu()
+                metrics = _model_metrics(predictive, pool.y[unseen])
+            else:  # random acquisition only reads the number of candidates
+                predictive = PredictiveSamples(torch.zeros(1, len(unseen)), torch.tensor(math.nan))
+                metrics = {k: math.nan for k in MODEL_METRICS}
             times["score_s"] = time.perf_counter() - start
 
             start = time.perf_counter()
@@ -579,9 +595,12 @@ class _Runner:
         state.revealed += chosen.tolist()
         state.rows.append({**_progress_row(round_, state.revealed, pool, cfg),
                            **_batch_stats(chosen, unseen, pool), **metrics, **times})
-        state.selections += _selection_rows(round_, chosen, pool, self.score, batch.scores.numpy(),
-                                            predictive.mean[picked].numpy(), predictive.std[picked].numpy())
-        state.model_state = model.state_dict()
+        if model is not None:
+            values = batch.scores.numpy(), predictive.mean[picked].numpy(), predictive.std[picked].numpy()
+        else:
+            values = (np.full(len(picked), math.nan),) * 3
+        state.selections += _selection_rows(round_, chosen, pool, self.score, *values)
+        state.model_state = None if model is None else model.state_dict()
         state.completed = round_
         return report
 
@@ -652,6 +671,7 @@ def run_campaign(
     pretrain_factory: Callable[..., SynergyModel] | None = None,
     pretrained: dict[str, Any] | None = None,
     fingerprint: dict[str, Any] | None = None,
+    model_name: str = "",
 ) -> CampaignResult:
     """Run (or, with ``resume``, continue) a simulated campaign on ``screen``; see the module docstring.
 
@@ -673,6 +693,8 @@ def run_campaign(
         fingerprint: result-determining settings (dotted key -> value, e.g.
             :func:`~recover_pyro.run_fingerprint.config_fingerprint` of the Hydra config), stored in the
             checkpoint with digests of ``screen`` and ``features`` and compared on resume.
+        model_name: how logs and the plot title name the model (default: the factory's class name if it is
+            a class or ``functools.partial`` of one; "no model" for a random campaign that fits none).
 
     Returns:
         :class:`CampaignResult` with ``rounds`` (``R + 1`` rows, fewer if the pool runs out) and
@@ -689,6 +711,10 @@ def run_campaign(
         raise ValueError("a pretrained state was given but config.pretrain is 'none'; set "
                          "pretrain='other_cell_lines' to start the rounds from it")
     runner = _Runner(pool, model_factory, acquisition, config, score, pretrain_factory, pretrained)
+    if not runner.fits_model:
+        model_name = "no model"
+    elif not model_name:  # a class or functools.partial of one names itself; other factories stay "model"
+        model_name = getattr(getattr(model_factory, "func", model_factory), "__name__", "model")
 
     if resume and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path)
@@ -706,8 +732,8 @@ def run_campaign(
             log.info("no checkpoint at %s; starting a new campaign", ckpt_path)
         elif ckpt_path.exists():
             log.warning("overwriting the campaign in %s (pass resume=True to continue it)", out_dir)
-        log.info("campaign on %d candidates (%s), %d initial, %d rounds of q=%d by %s", len(pool), score,
-                 config.n_initial, config.n_rounds, acquisition.q, acquisition.kind)
+        log.info("campaign on %d candidates (%s), %d initial, %d rounds of q=%d by %s (%s)", len(pool), score,
+                 config.n_initial, config.n_rounds, acquisition.q, acquisition.kind, model_name)
         state = runner.start(meta)
         save_checkpoint(ckpt_path, state.to_checkpoint())
         _write_tables(state, out_dir)
@@ -731,7 +757,7 @@ def run_campaign(
 
     rounds, selections = _write_tables(state, out_dir)
     plot = plot_recall(rounds, len(pool), out_dir / "recall.png",
-                       title=f"{screen.name}: {acquisition.kind}, q={acquisition.q}")
+                       title=f"{screen.name}: {model_name} + {acquisition.kind}, q={acquisition.q}")
     return CampaignResult(rounds=rounds, selections=selections, out_dir=out_dir,
                           rounds_csv=out_dir / "rounds.csv", rounds_json=out_dir / "rounds.json",
                           selections_csv=out_dir / "selections.csv", plot=plot, checkpoint=ckpt_path,
@@ -746,9 +772,25 @@ def campaign_from_config(cfg: DictConfig, out_dir: str | Path) -> CampaignResult
     features = build_features(cfg, screen)
     acquisition: Acquisition = instantiate(cfg.acquisition, _convert_="all")
     config: CampaignConfig = instantiate(cfg.campaign, _convert_="all")
+    pretrain_factory = None
+    if config.pretrain != "none":
+        # One long fit: show its epochs whenever the campaign shows progress (round refits stay quiet).
+        pretrain_cfg = OmegaConf.merge(cfg, {"fit_progress": config.progress})
+        assert isinstance(pretrain_cfg, DictConfig)
+        pretrain_factory = pretrain_model_factory(pretrain_cfg, features) or model_factory(pretrain_cfg, features)
     return run_campaign(screen, features, model_factory(cfg, features), acquisition, config, out_dir,
-                        score=cfg.data.score, resume=bool(cfg.resume),
-                        pretrain_factory=pretrain_model_factory(cfg, features), fingerprint=config_fingerprint(cfg))
+                        score=cfg.data.score, resume=bool(cfg.resume), pretrain_factory=pretrain_factory,
+                        model_name=model_label(cfg))
+
+
+def model_label(cfg: DictConfig) -> str:
+    """Short name of the configured model for logs and titles, e.g. ``BNNSynergyModel (LaplacePrior)``
+    (``no model`` for a random campaign that fits none)."""
+    if cfg.acquisition.kind == "random" and not cfg.campaign.get("random_fits_model", False):
+        return "no model"
+    name = str(cfg.model._target_).rsplit(".", 1)[-1]
+    prior = cfg.model.get("prior")
+    return f"{name} ({str(prior._target_).rsplit('.', 1)[-1]})" if prior is not None and "_target_" in prior else name
 
 
 def pretrain_model_factory(cfg: DictConfig, features: Features) -> Callable[..., SynergyModel] | None:
@@ -776,8 +818,10 @@ def main(cfg: DictConfig) -> float:
     result = campaign_from_config(cfg, out_dir)
     last = result.rounds.iloc[-1]
     recalls = ", ".join(f"{c} {last[c]:.3f}" for c in result.rounds.columns if c.startswith("recall_top"))
-    print(f"[{cfg.data.name} / {cfg.acquisition.kind}] after {int(last['n_measured'])} experiments: {recalls}")
-    print(f"outputs in {out_dir}")
+    log.info("[%s / %s + %s] after %d experiments: %s", cfg.data.name, model_label(cfg), cfg.acquisition.kind,
+             int(last["n_measured"]), recalls)
+    log.info("rounds:\n%s", result.rounds.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    log.info("outputs in %s", out_dir)
     return float(last[recall_column(cfg.campaign.top_fractions[0])])
 
 

@@ -33,6 +33,7 @@ into the expected negative log-likelihood (read off the model trace's observatio
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -50,10 +51,13 @@ from tqdm.auto import tqdm
 
 from recover_pyro.data.screen import Pairs
 from recover_pyro.guides import WeightGuide
+from recover_pyro.logging_utils import announce_early_stop, epoch_postfix
 from recover_pyro.models.base import FitReport
 from recover_pyro.models.bayesian import BayesianRegression, local_params
 from recover_pyro.predictive import bayesian_head_only, sample_predictive
 from recover_pyro.training import EarlyStopping, checked_targets, forked_rng, minibatches
+
+log = logging.getLogger(__name__)
 
 ELBOS: dict[str, type[ELBO]] = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
 VAL_METRICS = ("nll", "mse")
@@ -284,7 +288,9 @@ def warm_start(model: BayesianRegression, guide: WeightGuide, train: Pairs, val:
     optimizer = torch.optim.Adam(params, lr=config.lr)
     stopper = None if val is None else EarlyStopping(config.warm_start_patience)
     model.train()
-    for epoch in tqdm(range(config.warm_start_epochs), disable=not config.progress, desc="warm start", leave=False):
+    # leave=None: a top-level bar stays (its line ends before the next log line); a nested one is cleared.
+    bar = tqdm(range(config.warm_start_epochs), disable=not config.progress, desc="warm start", leave=None)
+    for epoch in bar:
         total = 0.0
         for idx in minibatches(len(train), config.batch_size, generator):
             idx = idx.to(y.device)
@@ -301,15 +307,18 @@ def warm_start(model: BayesianRegression, guide: WeightGuide, train: Pairs, val:
                                                                val.cell[s]), len(val), config.eval_batch_size)
                 row["val_mse"] = float((f_val - val.y.float()).pow(2).mean())
             report.curve.append(row)
+            bar.set_postfix(epoch_postfix([row["train_mse"]], [row["val_mse"]], "val_mse"))
             if stopper.step(row["val_mse"], [p.detach() for p in params]):
                 break
         else:
             report.curve.append(row)
+            bar.set_postfix(epoch_postfix([row["train_mse"]], []))
     if stopper is not None and stopper.best_state is not None:
         with torch.no_grad():
             for p, best in zip(params, stopper.best_state):
                 p.copy_(best)
         report.warm_start_epoch = stopper.best_epoch
+        announce_early_stop(log, "warm start", stopper.best_epoch, len(report.curve), config.warm_start_epochs)
     else:
         report.warm_start_epoch = config.warm_start_epochs - 1
 
@@ -350,7 +359,8 @@ def _svi_stage(model: BayesianRegression, guide: WeightGuide, train: Pairs, val:
     since_drop: list[float] = []
     converged = config.stopping != "elbo"
     model.train()
-    for epoch in tqdm(range(config.epochs), disable=not config.progress, desc="SVI epochs", leave=False):
+    bar = tqdm(range(config.epochs), disable=not config.progress, desc="SVI epochs", leave=None)
+    for epoch in bar:
         step_model, step_guide = _annealed(run_model, guide, kl_weight(epoch, config.kl_anneal_epochs))
         recorder = ObservedLogLikelihood()
         losses = []
@@ -379,6 +389,7 @@ def _svi_stage(model: BayesianRegression, guide: WeightGuide, train: Pairs, val:
             report.val_metric.append(validation_metric(model, guide, val, config))
             row[f"val_{config.val_metric}"] = report.val_metric[-1]
         report.curve.append(row)
+        bar.set_postfix(epoch_postfix(report.losses, report.val_metric, f"val_{config.val_metric}"))
         if stopper is not None:
             if stopper.step(report.val_metric[-1], [p.detach() for p in all_params]):
                 break
@@ -387,6 +398,8 @@ def _svi_stage(model: BayesianRegression, guide: WeightGuide, train: Pairs, val:
             if epoch + 1 >= config.min_epochs and elbo_converged(since_drop, config.window, config.tol):
                 if drops_left == 0:
                     converged = True
+                    log.info("SVI: the ELBO converged after %d epochs (negative ELBO %.4g per datum)", epoch + 1,
+                             report.losses[-1])
                     break
                 drops_left -= 1
                 since_drop = []
@@ -400,6 +413,7 @@ def _svi_stage(model: BayesianRegression, guide: WeightGuide, train: Pairs, val:
             for p, best in zip(all_params, stopper.best_state):
                 p.copy_(best)
         report.best_epoch = stopper.best_epoch
+        announce_early_stop(log, "SVI epochs", report.best_epoch, len(report.losses), config.epochs)
     else:
         report.best_epoch = len(report.losses) - 1
     report.converged = converged

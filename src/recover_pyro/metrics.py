@@ -17,8 +17,11 @@ from pathlib import Path
 from typing import Sequence, Union
 
 import numpy as np
+import scoringrules
 import torch
 from matplotlib.figure import Figure
+from scipy import stats
+from sklearn import metrics as sklearn_metrics
 
 from recover_pyro.models.base import PredictiveSamples
 
@@ -27,7 +30,7 @@ COVERAGE_LEVELS = (0.5, 0.9, 0.95)
 CALIBRATION_LEVELS = tuple(np.round(np.linspace(0.05, 0.95, 19), 2))
 
 
-def _np(x: ArrayLike) -> np.ndarray:
+def _np(x: ArrayLike | float) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().double().numpy()
     return np.asarray(x, dtype=np.float64)
@@ -48,13 +51,15 @@ def _samples(y: ArrayLike, samples: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --- accuracy ----------------------------------------------------------------------------------
+# The numerics come from scipy / scikit-learn / scoringrules; these wrappers fix shapes, dtypes and the
+# degenerate cases (constant inputs give NaN, without the libraries' warnings).
 def pearson(y: ArrayLike, pred: ArrayLike) -> float:
-    """Pearson correlation :math:`\\rho = \\mathrm{cov}(y, \\hat y) / (\\sigma_y \\sigma_{\\hat y})`; NaN if
-    either is constant."""
+    """Pearson correlation :math:`\\rho = \\mathrm{cov}(y, \\hat y) / (\\sigma_y \\sigma_{\\hat y})`
+    (:func:`scipy.stats.pearsonr`); NaN if either is constant."""
     y, pred = _pair(y, pred)
-    dy, dp = y - y.mean(), pred - pred.mean()
-    denom = math.sqrt(float((dy ** 2).sum() * (dp ** 2).sum()))
-    return float((dy * dp).sum() / denom) if denom > 0 else math.nan
+    if _constant(y) or _constant(pred):
+        return math.nan
+    return float(stats.pearsonr(y, pred).statistic)
 
 
 def r2_pearson(y: ArrayLike, pred: ArrayLike) -> float:
@@ -64,29 +69,21 @@ def r2_pearson(y: ArrayLike, pred: ArrayLike) -> float:
 
 
 def r2_score(y: ArrayLike, pred: ArrayLike) -> float:
-    """Coefficient of determination :math:`1 - \\sum (y - \\hat y)^2 / \\sum (y - \\bar y)^2` (can be
-    negative; NaN for constant ``y``), as in scikit-learn."""
+    """Coefficient of determination :math:`1 - \\sum (y - \\hat y)^2 / \\sum (y - \\bar y)^2`
+    (:func:`sklearn.metrics.r2_score`; can be negative; NaN for constant ``y``)."""
     y, pred = _pair(y, pred)
-    total = float(((y - y.mean()) ** 2).sum())
-    return 1.0 - float(((y - pred) ** 2).sum()) / total if total > 0 else math.nan
-
-
-def _average_ranks(x: np.ndarray) -> np.ndarray:
-    """1-based ranks of ``x`` ``(N,)``; tied values share the mean of their ranks."""
-    order = np.argsort(x, kind="stable")
-    xs = x[order]
-    new_group = np.r_[True, xs[1:] != xs[:-1]]
-    starts = np.flatnonzero(new_group)
-    ends = np.r_[starts[1:], len(x)]
-    ranks = np.empty(len(x))
-    ranks[order] = ((starts + ends + 1) / 2.0)[np.cumsum(new_group) - 1]
-    return ranks
+    if _constant(y):
+        return math.nan
+    return float(sklearn_metrics.r2_score(y, pred))
 
 
 def spearman(y: ArrayLike, pred: ArrayLike) -> float:
-    """Spearman rank correlation: Pearson correlation of average ranks (ties share ranks)."""
+    """Spearman rank correlation (:func:`scipy.stats.spearmanr`: ties share their average rank); NaN if
+    either input is constant."""
     y, pred = _pair(y, pred)
-    return pearson(_average_ranks(y), _average_ranks(pred))
+    if _constant(y) or _constant(pred):
+        return math.nan
+    return float(stats.spearmanr(y, pred).statistic)
 
 
 def mse(y: ArrayLike, pred: ArrayLike) -> float:
@@ -95,36 +92,35 @@ def mse(y: ArrayLike, pred: ArrayLike) -> float:
     return float(((y - pred) ** 2).mean())
 
 
+def _constant(x: np.ndarray) -> bool:
+    return x.size < 2 or bool(np.all(x == x[0]))
+
+
 # --- proper scoring rules ----------------------------------------------------------------------
 def gaussian_nll(y: ArrayLike, mean: ArrayLike, std: ArrayLike | float) -> np.ndarray:
-    """``(N,)`` negative log density of ``y`` under :math:`N(\\mu, \\sigma^2)`:
-    :math:`\\tfrac12 \\log(2\\pi\\sigma^2) + (y - \\mu)^2 / (2\\sigma^2)`. ``std`` may be a scalar.
+    """``(N,)`` negative log density of ``y`` under :math:`N(\\mu, \\sigma^2)`
+    (:func:`scoringrules.logs_normal`, the logarithmic score). ``std`` may be a scalar.
 
     A zero ``std`` is a point mass: ``+inf`` unless ``y == mean`` exactly (then ``-inf``).
     """
     y, mean = _pair(y, mean)
-    var = np.broadcast_to(_np(std), y.shape) ** 2
-    point = var == 0
-    safe = np.where(point, 1.0, var)
-    nll = 0.5 * np.log(2 * np.pi * safe) + (y - mean) ** 2 / (2 * safe)
+    std = np.broadcast_to(_np(std), y.shape)
+    point = std == 0
+    nll = np.asarray(scoringrules.logs_normal(y, mean, np.where(point, 1.0, std)), dtype=np.float64)
     return np.where(point, np.where(y == mean, -np.inf, np.inf), nll)
 
 
 def crps_from_samples(y: ArrayLike, samples: ArrayLike) -> np.ndarray:
-    """``(N,)`` continuous ranked probability score of the empirical distribution of ``samples`` ``(S, N)``.
+    """``(N,)`` continuous ranked probability score of the empirical distribution of ``samples`` ``(S, N)``
+    (:func:`scoringrules.crps_ensemble`).
 
-    Energy form :math:`\\mathrm{CRPS} = E|X - y| - \\tfrac12 E|X - X'|` with :math:`X, X'` independent
-    draws from the ``S`` samples. With samples sorted per candidate, :math:`x_{(1)} \\le \\dots \\le x_{(S)}`,
-
-    .. math:: \\tfrac12 E|X - X'| = \\frac{1}{S^2} \\sum_{i=1}^S (2i - S - 1)\\, x_{(i)},
-
-    so the cost is :math:`O(S \\log S)` per candidate instead of :math:`O(S^2)`.
+    :math:`\\mathrm{CRPS} = E|X - y| - \\tfrac12 E|X - X'|` with :math:`X, X'` independent draws from the
+    ``S`` samples: the empirical distribution's own CRPS, no finite-ensemble correction. The ``qd``
+    (quantile decomposition) estimator computes exactly this in :math:`O(S \\log S)` per candidate; the
+    pairwise ``nrg`` form gives the same numbers in :math:`O(S^2)`.
     """
     y, samples = _samples(y, samples)
-    s = samples.shape[0]
-    weights = (2.0 * np.arange(1, s + 1) - s - 1)[:, None]
-    spread = (weights * np.sort(samples, axis=0)).sum(0) / s ** 2
-    return np.abs(samples - y).mean(0) - spread
+    return np.asarray(scoringrules.crps_ensemble(y, samples, m_axis=0, estimator="qd"), dtype=np.float64)
 
 
 # --- calibration -------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ from recover_pyro.data.validation import (
     sniff_separator,
 )
 from recover_pyro.io import atomic_write_csv, refuse_overwrite, spreadsheet_safe
+from recover_pyro.logging_utils import cli_logging
 from recover_pyro.models.base import SynergyModel
 
 log = logging.getLogger(__name__)
@@ -195,6 +196,13 @@ def recommend(
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="recommend")
 def main(cfg: DictConfig) -> None:
+    """``recover-recommend`` / ``python -m recover_pyro.recommend``: measured CSVs -> next batch CSV."""
+    with cli_logging():
+        _recommend_from_config(cfg)
+
+
+def _recommend_from_config(cfg: DictConfig) -> None:
+    """Fit, choose the batch, write it and log the summary and the top of the table."""
     validate_config(cfg)
     out = Path(cfg.out) if cfg.out else Path(HydraConfig.get().runtime.output_dir) / "next_batch.csv"
     refuse_overwrite(out, bool(cfg.get("overwrite", False)))
@@ -206,9 +214,9 @@ def main(cfg: DictConfig) -> None:
         on_duplicate=cfg.on_duplicate, seed=cfg.seed,
     )
     atomic_write_csv(out, spreadsheet_safe(result.table))
-    print(result.summary())
-    print(result.table.head(10).to_string(index=False))
-    print(f"next batch written to {out}")
+    log.info("%s", result.summary())
+    log.info("top of the batch:\n%s", result.table.head(10).to_string(index=False))
+    log.info("next batch written to %s", out)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ RESULT_GROUPS = ("data", "features", "model", "prior", "guide", "inference", "ac
 NON_RESULT_KEYS = frozenset({"progress", "device", "eval_batch_size", "root", "data_root", "cache_dir", "path",
                              "smiles_path", "summary_path"})
 #: Dotted keys that a resume may change on purpose.
-RESUMABLE_KEYS = frozenset({"campaign.n_rounds"})
+RESUMABLE_KEYS = frozenset({"campaign.n_rounds", "campaign.random_fits_model"})
 HYDRA_FILES = ("config.yaml", "overrides.yaml", "hydra.yaml")
 
 

@@ -4,10 +4,14 @@
     python -m recover_pyro.train +experiment=laplace data=almanac
     python -m recover_pyro.train -m +experiment=normal,laplace seed=0,1,2
 
-Writes into the Hydra run directory: ``metrics.json`` (test metrics on the original scale, fit time),
+Writes into the Hydra run directory: ``metrics.json`` (test metrics on the original scale, the same metrics
+on the validation split as ``val_*``, fit time),
 ``checkpoint.pt`` (a ``state_dict`` of tensors, loadable with ``torch.load(..., weights_only=True)``),
 ``test_predictions.csv``, ``calibration.png`` (from the same draws as the metrics) and ``fit_curve.csv`` (one
-row per epoch of each fit stage: losses, the ELBO split into expected NLL and KL, validation metric).
+row per epoch of each fit stage: losses, the ELBO split into expected NLL and KL, validation metric). The
+``@hydra.main`` function returns the metric named by ``objective`` (a validation metric by default,
+``val_nll``), which is what a sweeper such as Optuna optimises: tuning on the test split would make its numbers
+meaningless.
 """
 
 from __future__ import annotations
@@ -28,8 +32,12 @@ from recover_pyro.checks import check_test_size, validate_config
 from recover_pyro.guides import SparseVariationalDropoutGuide
 from recover_pyro.io import atomic_torch_save, atomic_write_csv, atomic_write_json
 from recover_pyro.metrics import calibration_curve, evaluate, measurement_draws, plot_calibration
+from recover_pyro.logging_utils import cli_logging
 
 log = logging.getLogger(__name__)
+
+# Below this many test experiments r2 / Spearman / coverage are too noisy to mean anything.
+MIN_TEST_WARN = 30
 
 
 def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
@@ -45,6 +53,9 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     log.info("split %s: train %d, val %d, test %d", cfg.split.kind, len(train_pairs), len(val_pairs),
              len(test_pairs))
     check_test_size(len(test_pairs), len(screen))
+    if len(test_pairs) < MIN_TEST_WARN:
+        log.warning("only %d test experiments (< %d): the test metrics are too noisy to compare models; use a "
+                    "larger screen or a larger split.test", len(test_pairs), MIN_TEST_WARN)
 
     model = model_factory(cfg, features)()
     start = time.perf_counter()
@@ -61,6 +72,10 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         n_train=len(train_pairs), n_val=len(val_pairs), n_test=len(test_pairs),
         data=cfg.data.name, score=cfg.data.score, model=type(model).__name__, seed=cfg.seed,
     )
+    if len(val_pairs):
+        assert val_pairs.y is not None
+        val_metrics = evaluate(model.predict(val_pairs, num_samples=cfg.num_samples).cpu(), val_pairs.y)
+        metrics.update({f"val_{k}": v for k, v in val_metrics.items()})
     if isinstance(getattr(model, "guide", None), SparseVariationalDropoutGuide):
         metrics["pruned_fraction"] = float(model.sparsity())
 
@@ -82,17 +97,25 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     expected, observed = calibration_curve(test_pairs.y, measurement_draws(predictive, seed=cfg.seed))
     plot_calibration(expected, observed, out_dir / "calibration.png")
 
-    summary = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float))
-    print(f"[{cfg.data.name} / {type(model).__name__}] test: {summary}")
-    print(f"outputs in {out_dir}")
+    summary = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float) and not k.startswith("val_"))
+    log.info("[%s / %s] test: %s", cfg.data.name, type(model).__name__, summary)
+    val_summary = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k.startswith("val_"))
+    if val_summary:
+        log.info("[%s / %s] validation: %s", cfg.data.name, type(model).__name__, val_summary)
+    log.info("outputs in %s", out_dir)
     return metrics
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def main(cfg: DictConfig) -> float:
+    """``recover-train`` / ``python -m recover_pyro.train``; returns ``metrics[cfg.objective]`` (for sweepers)."""
     log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
-    metrics = train(cfg, Path(HydraConfig.get().runtime.output_dir))
-    return float(metrics["r2"])
+    with cli_logging():
+        metrics = train(cfg, Path(HydraConfig.get().runtime.output_dir))
+    if cfg.objective not in metrics:
+        raise KeyError(f"objective {cfg.objective!r} is not a metric of this run (no validation split?); "
+                       f"choose one of {sorted(k for k, v in metrics.items() if isinstance(v, float))}")
+    return float(metrics[cfg.objective])
 
 
 if __name__ == "__main__":
