@@ -317,3 +317,13 @@ def test_default_svi_reaches_the_mean_field_optimum_of_a_bayesian_linear_head(fe
     last = [row for row in report.curve if row["stage"] == "svi"][-1]
     assert last["expected_nll"] + last["kl"] == pytest.approx(last["neg_elbo"])
     assert last["kl"] > 0
+
+
+def test_validation_metric_on_cached_trunk_outputs_equals_the_full_predictive():
+    model, guide, train, val = small_problem()
+    fit_svi(model, guide, train, val, SVIConfig(lr=0.05, epochs=3, batch_size=40, warm_start_epochs=2))
+    config = SVIConfig(val_samples=16, seed=3)
+    with torch.no_grad():
+        z_val = model.predictor.trunk(val.drug_a, val.drug_b, val.cell)
+    assert validation_metric(model, guide, val, config, z_val) == pytest.approx(
+        validation_metric(model, guide, val, config), rel=1e-5)

@@ -80,9 +80,15 @@ def test_command_line_form(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "metrics.json").read_text())["model"] == "BNNSynergyModel"
     # The run's log file is the complete record: data summary, early stopping, test and validation metrics.
     log = (tmp_path / "train.log").read_text()
-    for line in ("unordered (pair, cell line) experiments", "SVI epochs: early stopping kept epoch", "test: r2",
-                 "validation: val_r2", "outputs in"):
+    for line in ("unordered (pair, cell line) experiments", "warm start: early stopping kept epoch",
+                 "SVI: the ELBO converged after", "test: r2", "validation: val_r2", "outputs in"):
         assert line in log, line
+    curve = pd.read_csv(tmp_path / "fit_curve.csv")
+    assert set(curve["stage"]) == {"warm_start", "svi"}
+    svi = curve[curve["stage"] == "svi"]
+    assert ((svi["expected_nll"] + svi["kl"] - svi["neg_elbo"]).abs() < 1e-6).all()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["epistemic_sd"] > 0 and metrics["aleatoric_sd"] > 0 and metrics["converged"]
 
 
 def test_validation_metrics_and_small_test_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

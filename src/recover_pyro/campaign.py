@@ -780,7 +780,7 @@ def campaign_from_config(cfg: DictConfig, out_dir: str | Path) -> CampaignResult
         pretrain_factory = pretrain_model_factory(pretrain_cfg, features) or model_factory(pretrain_cfg, features)
     return run_campaign(screen, features, model_factory(cfg, features), acquisition, config, out_dir,
                         score=cfg.data.score, resume=bool(cfg.resume), pretrain_factory=pretrain_factory,
-                        model_name=model_label(cfg))
+                        fingerprint=config_fingerprint(cfg), model_name=model_label(cfg))
 
 
 def model_label(cfg: DictConfig) -> str:
@@ -815,7 +815,8 @@ def main(cfg: DictConfig) -> float:
     log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     preserve_hydra_config(out_dir, resuming=bool(cfg.resume) and (out_dir / CHECKPOINT).is_file())
-    result = campaign_from_config(cfg, out_dir)
+    with cli_logging():
+        result = campaign_from_config(cfg, out_dir)
     last = result.rounds.iloc[-1]
     recalls = ", ".join(f"{c} {last[c]:.3f}" for c in result.rounds.columns if c.startswith("recall_top"))
     log.info("[%s / %s + %s] after %d experiments: %s", cfg.data.name, model_label(cfg), cfg.acquisition.kind,

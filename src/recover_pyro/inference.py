@@ -54,7 +54,7 @@ from recover_pyro.guides import WeightGuide
 from recover_pyro.logging_utils import announce_early_stop, epoch_postfix
 from recover_pyro.models.base import FitReport
 from recover_pyro.models.bayesian import BayesianRegression, local_params
-from recover_pyro.predictive import bayesian_head_only, sample_predictive
+from recover_pyro.predictive import bayesian_head_only, sample_head, sample_predictive
 from recover_pyro.training import EarlyStopping, checked_targets, forked_rng, minibatches
 
 log = logging.getLogger(__name__)
@@ -192,13 +192,18 @@ def make_elbo(config: SVIConfig) -> ELBO:
     return ELBOS[config.elbo](num_particles=config.num_particles, max_plate_nesting=1)
 
 
-def validation_metric(model: BayesianRegression, guide: WeightGuide, val: Pairs, config: SVIConfig) -> float:
+def validation_metric(model: BayesianRegression, guide: WeightGuide, val: Pairs, config: SVIConfig,
+                      trunk: Tensor | None = None) -> float:
     """The configured validation metric (standardised scale, lower is better), with a fixed seed so that
-    epochs are compared on common random numbers."""
+    epochs are compared on common random numbers. ``trunk``: the validation set's fixed trunk outputs
+    ``(M, K)`` of a Bayesian-head model (then only the head runs)."""
     y = checked_targets(val, "fit_svi: validation")
     generator = torch.Generator(y.device).manual_seed(config.seed)
     with torch.no_grad():
-        f = sample_predictive(model, guide, val, config.val_samples, config.eval_batch_size, generator)
+        if trunk is None:
+            f = sample_predictive(model, guide, val, config.val_samples, config.eval_batch_size, generator)
+        else:
+            f = sample_head(model, guide, trunk, val.cell, config.val_samples, generator)
         mean = f.mean(0)
         if config.val_metric == "mse":
             return float((mean - y).pow(2).mean())
@@ -334,11 +339,15 @@ def _svi_stage(model: BayesianRegression, guide: WeightGuide, train: Pairs, val:
     n = len(train)
     elbo = make_elbo(config)
     frozen = config.freeze_trunk and bayesian_head_only(model)
+    z_val = None
     if frozen:
         # The trunk is fixed from here on: its output is computed once and each step runs the head only.
         with torch.no_grad():
             z = _chunked(lambda s: model.predictor.trunk(train.drug_a[s], train.drug_b[s], train.cell[s]),
                          n, 8 * config.eval_batch_size)
+            if val is not None:
+                z_val = _chunked(lambda s: model.predictor.trunk(val.drug_a[s], val.drug_b[s], val.cell[s]),
+                                 len(val), 8 * config.eval_batch_size)
         run_model: Callable[..., Any] = model.head_model
         args: tuple[Tensor, ...] = (z, train.cell, y)
         trained = [p for n_, p in model.named_parameters() if n_.startswith("sigma")]
@@ -386,7 +395,7 @@ def _svi_stage(model: BayesianRegression, guide: WeightGuide, train: Pairs, val:
                                "noise_scale": float(model.noise_scale().detach())}
         schedule.step()
         if val is not None:
-            report.val_metric.append(validation_metric(model, guide, val, config))
+            report.val_metric.append(validation_metric(model, guide, val, config, z_val))
             row[f"val_{config.val_metric}"] = report.val_metric[-1]
         report.curve.append(row)
         bar.set_postfix(epoch_postfix(report.losses, report.val_metric, f"val_{config.val_metric}"))

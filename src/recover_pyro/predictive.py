@@ -106,3 +106,12 @@ def _head_predictive(model: BayesianRegression, weights: dict[str, Tensor], pair
         head = poutine.condition(predictor.head, data=weights)
         for i in range(0, len(pairs), chunk_size):
             out[:, i:i + chunk_size] = head(z[i:i + chunk_size], pairs.cell[i:i + chunk_size])
+
+
+def sample_head(model: BayesianRegression, guide: WeightGuide, z: Tensor, cell: Tensor, num_samples: int,
+                generator: torch.Generator | None = None) -> Tensor:
+    """``(S, N)`` samples of ``f`` from fixed trunk outputs ``z`` ``(N, K)`` of a Bayesian-head model (e.g. the
+    cached trunk of SVI with a frozen trunk): only the head runs, with ``S`` joint weight samples."""
+    with torch.no_grad(), local_params():
+        weights = guide.sample_weights(num_samples, generator=generator)
+        return poutine.condition(model.predictor.head, data=weights)(z, cell)

@@ -23,7 +23,6 @@ from typing import Any
 
 import hydra
 import pandas as pd
-import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
