@@ -49,12 +49,15 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     split = build_split(cfg, screen)
     pairs = screen.to_pairs(cfg.data.score)
     train_pairs, val_pairs, test_pairs = pairs[split.train], pairs[split.val], pairs[split.test]
-    log.info("split %s: train %d, val %d, test %d", cfg.split.kind, len(train_pairs), len(val_pairs),
-             len(test_pairs))
+    log.info("split %s: train %d, val %d, test %d", cfg.split.kind, len(train_pairs), len(val_pairs), len(test_pairs))
     check_test_size(len(test_pairs), len(screen))
     if len(test_pairs) < MIN_TEST_WARN:
-        log.warning("only %d test experiments (< %d): the test metrics are too noisy to compare models; use a "
-                    "larger screen or a larger split.test", len(test_pairs), MIN_TEST_WARN)
+        log.warning(
+            "only %d test experiments (< %d): the test metrics are too noisy to compare models; use a "
+            "larger screen or a larger split.test",
+            len(test_pairs),
+            MIN_TEST_WARN,
+        )
 
     model = model_factory(cfg, features)()
     start = time.perf_counter()
@@ -68,8 +71,13 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         best_epoch=report.best_epoch,
         warm_start_epoch=report.warm_start_epoch,
         converged=report.converged,
-        n_train=len(train_pairs), n_val=len(val_pairs), n_test=len(test_pairs),
-        data=cfg.data.name, score=cfg.data.score, model=type(model).__name__, seed=cfg.seed,
+        n_train=len(train_pairs),
+        n_val=len(val_pairs),
+        n_test=len(test_pairs),
+        data=cfg.data.name,
+        score=cfg.data.score,
+        model=type(model).__name__,
+        seed=cfg.seed,
     )
     if len(val_pairs):
         assert val_pairs.y is not None
@@ -81,16 +89,21 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     atomic_write_json(out_dir / "metrics.json", metrics)
     atomic_torch_save(out_dir / "checkpoint.pt", model.state_dict())
     test_rows = screen.experiments.iloc[split.test]
-    atomic_write_csv(out_dir / "test_predictions.csv", pd.DataFrame({
-        "drug_a": test_rows["drug_a"].to_numpy(),
-        "drug_b": test_rows["drug_b"].to_numpy(),
-        "drug_a_name": screen.drugs.loc[test_rows["drug_a"], "name"].to_numpy(),
-        "drug_b_name": screen.drugs.loc[test_rows["drug_b"], "name"].to_numpy(),
-        "cell_line": test_rows["cell_line"].to_numpy(),
-        "measured": test_pairs.y.numpy(),
-        "predicted_mean": predictive.mean.numpy(),
-        "predicted_std": predictive.std.numpy(),
-    }))
+    atomic_write_csv(
+        out_dir / "test_predictions.csv",
+        pd.DataFrame(
+            {
+                "drug_a": test_rows["drug_a"].to_numpy(),
+                "drug_b": test_rows["drug_b"].to_numpy(),
+                "drug_a_name": screen.drugs.loc[test_rows["drug_a"], "name"].to_numpy(),
+                "drug_b_name": screen.drugs.loc[test_rows["drug_b"], "name"].to_numpy(),
+                "cell_line": test_rows["cell_line"].to_numpy(),
+                "measured": test_pairs.y.numpy(),
+                "predicted_mean": predictive.mean.numpy(),
+                "predicted_std": predictive.std.numpy(),
+            }
+        ),
+    )
     if report.curve:
         atomic_write_csv(out_dir / "fit_curve.csv", pd.DataFrame(report.curve))
     expected, observed = calibration_curve(test_pairs.y, measurement_draws(predictive, seed=cfg.seed))
@@ -112,8 +125,10 @@ def main(cfg: DictConfig) -> float:
     with cli_logging():
         metrics = train(cfg, Path(HydraConfig.get().runtime.output_dir))
     if cfg.objective not in metrics:
-        raise KeyError(f"objective {cfg.objective!r} is not a metric of this run (no validation split?); "
-                       f"choose one of {sorted(k for k, v in metrics.items() if isinstance(v, float))}")
+        raise KeyError(
+            f"objective {cfg.objective!r} is not a metric of this run (no validation split?); "
+            f"choose one of {sorted(k for k, v in metrics.items() if isinstance(v, float))}"
+        )
     return float(metrics[cfg.objective])
 
 

@@ -76,8 +76,10 @@ def _head_prefixes(predictor: nn.Module) -> list[str]:
     layers = getattr(predictor, "layers", None)
     if isinstance(layers, nn.ModuleList) and len(layers):
         return [f"layers.{len(layers) - 1}"]
-    raise ValueError(f"bayesian_layers='head': {type(predictor).__name__} has neither 'head_layers' nor "
-                     "'layers'; give a list of module-name prefixes instead")
+    raise ValueError(
+        f"bayesian_layers='head': {type(predictor).__name__} has neither 'head_layers' nor "
+        "'layers'; give a list of module-name prefixes instead"
+    )
 
 
 def select_bayesian_parameters(predictor: nn.Module, bayesian_layers: BayesianLayers) -> list[str]:
@@ -93,8 +95,10 @@ def select_bayesian_parameters(predictor: nn.Module, bayesian_layers: BayesianLa
         elif bayesian_layers == "head":
             prefixes = _head_prefixes(predictor)
         else:
-            raise ValueError(f"bayesian_layers={bayesian_layers!r}: use 'all', 'head' or a list of module-name "
-                             f"prefixes of {type(predictor).__name__}'s parameters {names}")
+            raise ValueError(
+                f"bayesian_layers={bayesian_layers!r}: use 'all', 'head' or a list of module-name "
+                f"prefixes of {type(predictor).__name__}'s parameters {names}"
+            )
     else:
         prefixes = [str(p) for p in bayesian_layers]
         if not prefixes:
@@ -105,8 +109,10 @@ def select_bayesian_parameters(predictor: nn.Module, bayesian_layers: BayesianLa
 
     for prefix in prefixes:
         if not any(hit(n, prefix) for n in names):
-            raise ValueError(f"bayesian_layers prefix {prefix!r} matches no parameter of "
-                             f"{type(predictor).__name__}; its parameters are {names}")
+            raise ValueError(
+                f"bayesian_layers prefix {prefix!r} matches no parameter of "
+                f"{type(predictor).__name__}; its parameters are {names}"
+            )
     selected = [n for n in names if not prefixes or any(hit(n, p) for p in prefixes)]
     if not selected:
         raise ValueError(f"{type(predictor).__name__} has no parameters to make Bayesian")
@@ -158,8 +164,11 @@ class BayesianRegression(LocalPyroModule):
                 module = predictor.get_submodule(module_name)
                 init = params[name].detach().clone()
                 site = WeightSite(f"predictor.{name}", init.shape, _fan_in(module, init), init)
-                setattr(module, attr, PyroSample(
-                    prior.distribution(site.shape, site.fan_in, dtype=init.dtype, device=init.device)))
+                setattr(
+                    module,
+                    attr,
+                    PyroSample(prior.distribution(site.shape, site.fan_in, dtype=init.dtype, device=init.device)),
+                )
                 sites[site.name] = site
         like = next(iter(sites.values())).init
         self.learned_noise = noise == "learned"
@@ -183,8 +192,10 @@ class BayesianRegression(LocalPyroModule):
         order = [n for n, s in trace.nodes.items() if s["type"] == "sample" and n in values]
         missing = sorted(set(values) - set(order))
         if missing:
-            raise ValueError(f"{type(self.predictor).__name__}.forward never uses the Bayesian parameters "
-                             f"{missing}; choose bayesian_layers among the layers it uses")
+            raise ValueError(
+                f"{type(self.predictor).__name__}.forward never uses the Bayesian parameters "
+                f"{missing}; choose bayesian_layers among the layers it uses"
+            )
         return order
 
     def set_priors(self, priors: dict[str, TorchDistribution]) -> None:
@@ -200,19 +211,22 @@ class BayesianRegression(LocalPyroModule):
                 raise KeyError(f"set_priors: {name!r} is not a Bayesian site; sites are {list(self.sites)}")
             shape = prior.batch_shape + prior.event_shape
             if shape != self.sites[name].shape:
-                raise ValueError(f"set_priors: prior of {name!r} has shape {tuple(shape)}, the site "
-                                 f"{tuple(self.sites[name].shape)}")
+                raise ValueError(
+                    f"set_priors: prior of {name!r} has shape {tuple(shape)}, the site {tuple(self.sites[name].shape)}"
+                )
             module_name, _, attr = name.removeprefix("predictor.").rpartition(".")
             with local_params():
-                setattr(self.predictor.get_submodule(module_name), attr,
-                        PyroSample(prior.to_event(len(prior.batch_shape))))
+                setattr(
+                    self.predictor.get_submodule(module_name), attr, PyroSample(prior.to_event(len(prior.batch_shape)))
+                )
 
     def noise_scale(self) -> Tensor:
         """Observation-noise standard deviation :math:`\\sigma` (model scale), a 0-d tensor."""
         return self.sigma
 
-    def forward(self, drug_a: Tensor, drug_b: Tensor, cell: Tensor, y: Tensor | None = None,
-                subsample: Tensor | None = None) -> Tensor:
+    def forward(
+        self, drug_a: Tensor, drug_b: Tensor, cell: Tensor, y: Tensor | None = None, subsample: Tensor | None = None
+    ) -> Tensor:
         """Run the generative model on the experiments ``subsample`` (default: all) of ``N`` given ones.
 
         The likelihood sits in ``pyro.plate("data", size=N, subsample=subsample)``, so a minibatch's
