@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, TypedDict
 
 import torch
 
@@ -381,6 +381,15 @@ class _Batch:
         return torch.tensor(self.chosen, dtype=torch.long)
 
 
+class _BatchConstraints(TypedDict):
+    """The batch constraints shared by the selection functions (keyword arguments of :func:`select_batch`)."""
+
+    exclude: torch.Tensor | None
+    candidate_drugs: torch.Tensor | None
+    max_per_drug: int | None
+    diversity_penalty: float
+
+
 def select_batch(
     scores: torch.Tensor,
     q: int,
@@ -657,7 +666,7 @@ class Acquisition:
             samples = samples.f
         samples = _check_samples(samples)
         n = samples.shape[1]
-        constraints = dict(
+        constraints = _BatchConstraints(
             exclude=exclude,
             candidate_drugs=candidate_drugs,
             max_per_drug=self.max_per_drug,

@@ -314,13 +314,13 @@ class MCDropoutModel(DeterministicModel):
     def _dropout_passes(self, pairs: Pairs, num_samples: int) -> Tensor:
         """``(S, N)`` forward passes with dropout on (original scale), masks seeded by ``seed``."""
         self.net.eval()
-        self.net.mc_dropout = True
+        self.net.mc_dropout = True  # type: ignore[assignment]  # torch stub: Module.__setattr__ takes Tensor | Module only
         try:
             with forked_rng(self.device):
                 torch.manual_seed(self.seed)
                 z = torch.stack([self._forward(pairs) for _ in range(num_samples)])
         finally:
-            self.net.mc_dropout = False
+            self.net.mc_dropout = False  # type: ignore[assignment]  # torch stub (as above)
         return self.scaler.inverse(z)
 
 

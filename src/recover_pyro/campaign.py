@@ -86,7 +86,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, cast
 
 import hydra
 import numpy as np
@@ -591,6 +591,8 @@ class _Runner:
             # transferred posterior prior is rebuilt from the pretrained state first).
             self.model = self._from_pretrained(self.factory(seed=derive_seed(cfg.seed, MODEL_STREAM, 1)), state)
             if state.completed >= 1:
+                # Every completed round of a model-fitting campaign checkpoints its model state.
+                assert state.model_state is not None
                 self.model.load_state_dict(state.model_state)
         return self.model
 
@@ -604,12 +606,13 @@ class _Runner:
             return model
         model.load_state_dict(_with_own_randomness(state.pretrained, model.state_dict()))
         if self.config.transfer == "posterior":
-            if not callable(getattr(model, "posterior_as_prior", None)):
+            posterior_as_prior = getattr(model, "posterior_as_prior", None)
+            if not callable(posterior_as_prior):
                 raise TypeError(
                     f"transfer='posterior' needs a Bayesian model with posterior_as_prior(); "
                     f"{type(model).__name__} has none (use transfer='weights')"
                 )
-            model.posterior_as_prior(self.config.transfer_widen)
+            posterior_as_prior(self.config.transfer_widen)
         return model
 
     def step(self, state: _State, round_: int) -> FitReport:
@@ -924,7 +927,8 @@ def pretrain_model_factory(cfg: DictConfig, features: Features) -> Callable[...,
     bad = [o for o in overrides if not isinstance(o, str) or "=" not in o]
     if bad:
         raise ValueError(f"pretrain_overrides must be 'key=value' strings, got {bad}")
-    return model_factory(OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides)), features)
+    # Merging into a DictConfig gives a DictConfig (OmegaConf.merge is typed for either container).
+    return model_factory(cast(DictConfig, OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))), features)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="campaign")

@@ -37,12 +37,13 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, cast
 
 import pyro
 import torch
 import torch.nn.functional as F
-from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.distributions import Distribution
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import Message
 from pyro.poutine.util import is_validation_enabled
@@ -53,13 +54,13 @@ from recover_pyro.data.screen import Pairs
 from recover_pyro.guides import WeightGuide
 from recover_pyro.logging_utils import announce_early_stop, epoch_postfix
 from recover_pyro.models.base import FitReport
-from recover_pyro.models.bayesian import BayesianRegression, local_params
+from recover_pyro.models.bayesian import BayesianRegression, _TrunkHead, local_params
 from recover_pyro.predictive import bayesian_head_only, sample_head, sample_predictive
 from recover_pyro.training import EarlyStopping, checked_targets, forked_rng, minibatches
 
 log = logging.getLogger(__name__)
 
-ELBOS: dict[str, type[ELBO]] = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
+ELBOS: dict[str, type[Trace_ELBO]] = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
 VAL_METRICS = ("nll", "mse")
 STOPPING = ("elbo", "val", "none")
 
@@ -194,7 +195,8 @@ class ObservedLogLikelihood(Messenger):
     def _postprocess_message(self, msg: Message) -> None:
         if msg["type"] == "sample" and msg["is_observed"]:
             with torch.no_grad():
-                self.total += float((msg["fn"].log_prob(msg["value"]) * msg["scale"]).sum())
+                fn = cast(Distribution, msg["fn"])  # a sample site's fn is its distribution
+                self.total += float((fn.log_prob(msg["value"]) * msg["scale"]).sum())
 
 
 def kl_weight(epoch: int, anneal_epochs: int) -> float:
@@ -202,7 +204,7 @@ def kl_weight(epoch: int, anneal_epochs: int) -> float:
     return 1.0 if anneal_epochs <= 0 else min(1.0, (epoch + 1) / anneal_epochs)
 
 
-def make_elbo(config: SVIConfig) -> ELBO:
+def make_elbo(config: SVIConfig) -> Trace_ELBO:
     """The configured ELBO (one data plate, particles in a loop)."""
     return ELBOS[config.elbo](num_particles=config.num_particles, max_plate_nesting=1)
 
@@ -336,6 +338,7 @@ def warm_start(
                     len(val),
                     config.eval_batch_size,
                 )
+                assert val.y is not None  # validation pairs carry targets (fit_svi checks them)
                 row["val_mse"] = float((f_val - val.y.float()).pow(2).mean())
             report.curve.append(row)
             bar.set_postfix(epoch_postfix([row["train_mse"]], [row["val_mse"]], "val_mse"))
@@ -375,15 +378,16 @@ def _svi_stage(
     z_val = None
     if frozen:
         # The trunk is fixed from here on: its output is computed once and each step runs the head only.
+        predictor = cast(_TrunkHead, model.predictor)
         with torch.no_grad():
             z = _chunked(
-                lambda s: model.predictor.trunk(train.drug_a[s], train.drug_b[s], train.cell[s]),
+                lambda s: predictor.trunk(train.drug_a[s], train.drug_b[s], train.cell[s]),
                 n,
                 8 * config.eval_batch_size,
             )
             if val is not None:
                 z_val = _chunked(
-                    lambda s: model.predictor.trunk(val.drug_a[s], val.drug_b[s], val.cell[s]),
+                    lambda s: predictor.trunk(val.drug_a[s], val.drug_b[s], val.cell[s]),
                     len(val),
                     8 * config.eval_batch_size,
                 )
@@ -412,7 +416,7 @@ def _svi_stage(
     for epoch in bar:
         step_model, step_guide = _annealed(run_model, guide, kl_weight(epoch, config.kl_anneal_epochs))
         recorder = ObservedLogLikelihood()
-        losses = []
+        losses: list[float] = []
         for idx in minibatches(n, config.batch_size, generator):
             idx = idx.to(y.device)  # drawn on the CPU: the same minibatches on every device
             optimizer.zero_grad()

@@ -14,13 +14,15 @@ in chunks ``S`` times larger (it holds no sample dimension), and only the head r
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from pyro import poutine
 from torch import Tensor
 
 from recover_pyro.data.screen import Pairs
 from recover_pyro.guides import WeightGuide
-from recover_pyro.models.bayesian import BayesianRegression, local_params
+from recover_pyro.models.bayesian import BayesianRegression, _TrunkHead, local_params
 
 HEAD_PREFIX = "predictor.head_layers."
 # With Bayesian layers before the head, forward passes take up to this many chunk_size's of candidates of one
@@ -99,7 +101,7 @@ def _head_predictive(
     (measured: chunks of 4096 made whole-space scoring ~2x slower than chunks of 512). On a GPU the head
     chunks grow to ``GPU_HEAD_CHUNK_ELEMENTS / S`` candidates (fewer, larger kernels).
     """
-    predictor = model.predictor
+    predictor = cast(_TrunkHead, model.predictor)  # bayesian_head_only(model) holds here
     if not len(pairs):
         return
     if out.is_cuda:
@@ -129,4 +131,4 @@ def sample_head(
     cached trunk of SVI with a frozen trunk): only the head runs, with ``S`` joint weight samples."""
     with torch.no_grad(), local_params():
         weights = guide.sample_weights(num_samples, generator=generator)
-        return poutine.condition(model.predictor.head, data=weights)(z, cell)
+        return poutine.condition(cast(_TrunkHead, model.predictor).head, data=weights)(z, cell)

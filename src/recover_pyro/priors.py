@@ -74,7 +74,7 @@ class ScaleMixtureNormal(TorchDistribution):
         narrow = torch.log1p(-self.pi) + dist.Normal(0.0, self.sigma2).log_prob(value)
         return torch.logaddexp(wide, narrow)
 
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+    def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> Tensor:
         shape = self._extended_shape(sample_shape)
         with torch.no_grad():
             wide = torch.rand(shape, dtype=self.pi.dtype, device=self.pi.device) < self.pi.expand(shape)
@@ -108,7 +108,7 @@ class LogUniform(TorchDistribution):
         lp = -value.abs().log()
         return lp.expand(torch.broadcast_shapes(lp.shape, self.batch_shape))
 
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+    def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> Tensor:
         raise NotImplementedError(
             "LogUniform is an improper prior (p(w) ~ 1/|w| does not integrate to 1) and cannot be "
             "sampled; use it only as the prior of a model whose weights come from a guide "

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import hydra
 import pandas as pd
@@ -32,6 +32,9 @@ from recover_pyro.guides import SparseVariationalDropoutGuide
 from recover_pyro.io import atomic_torch_save, atomic_write_csv, atomic_write_json
 from recover_pyro.metrics import calibration_curve, evaluate, measurement_draws, plot_calibration
 from recover_pyro.logging_utils import cli_logging
+
+if TYPE_CHECKING:
+    from recover_pyro.models.bnn import BNNSynergyModel
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +87,8 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         val_metrics = evaluate(model.predict(val_pairs, num_samples=cfg.num_samples).cpu(), val_pairs.y)
         metrics.update({f"val_{k}": v for k, v in val_metrics.items()})
     if isinstance(getattr(model, "guide", None), SparseVariationalDropoutGuide):
-        metrics["pruned_fraction"] = float(model.sparsity())
+        # Only BNNSynergyModel has a (sparse variational dropout) guide.
+        metrics["pruned_fraction"] = float(cast("BNNSynergyModel", model).sparsity())
 
     atomic_write_json(out_dir / "metrics.json", metrics)
     atomic_torch_save(out_dir / "checkpoint.pt", model.state_dict())

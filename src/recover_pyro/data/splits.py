@@ -12,7 +12,7 @@ Restricting a screen to cell lines or studies is :meth:`Screen.select`'s job, no
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -155,7 +155,7 @@ def unseen_cell_line_split(
     )
 
 
-SPLITTERS = {
+SPLITTERS: dict[str, Callable[..., Split]] = {
     "random": random_split,
     "unseen_drug": unseen_drug_split,
     "unseen_cell_line": unseen_cell_line_split,

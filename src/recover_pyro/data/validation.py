@@ -120,7 +120,7 @@ def read_table(
     header: bool = True,
     names: Sequence[str] | None = None,
     usecols: Sequence[str] | None = None,
-    dtype: Mapping[str, type] | None = None,
+    dtype: Mapping[str, type] | type | None = None,
     na_values: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Read a CSV/TSV, indexed by file line number (header = line 1, first data row = line 2).
@@ -133,8 +133,8 @@ def read_table(
         header: whether the first line names the columns.
         names: column names to use (with ``header=True`` they replace the file's header).
         usecols: read only these columns (names after ``names`` is applied).
-        dtype: per-column dtypes; drug ids and cell lines should be read as ``str`` so that ids like
-            PubChem CIDs keep their spelling.
+        dtype: per-column dtypes, or one dtype for every column; drug ids and cell lines should be read as
+            ``str`` so that ids like PubChem CIDs keep their spelling.
         na_values: extra strings meaning "missing" (e.g. DrugComb's ``\\N``).
     """
     sep = sep or sniff_separator(path)
@@ -193,6 +193,7 @@ def read_smiles_table(
                 f"SMILES {list(SMILES_HEADERS)}); columns present: {fields}",
                 file=str(path),
             )
+        assert id_column is not None and smiles_column is not None  # both checked just above
         if name_column is None:
             name_column = next(
                 (by_lower[h] for h in DRUG_NAME_HEADERS if h in by_lower and by_lower[h] != id_column), id_column

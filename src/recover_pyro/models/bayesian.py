@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, ContextManager, Sequence, Union
+from typing import Any, ContextManager, Protocol, Sequence, Union, cast
 
 import pyro
 import pyro.distributions as dist
@@ -37,6 +37,15 @@ BayesianLayers = Union[str, Sequence[str]]
 def local_params() -> ContextManager[None]:
     """Run Pyro with module-local parameters (nothing is read from or written to the global param store)."""
     return pyro.settings.context(module_local_params=True)
+
+
+class _TrunkHead(Protocol):
+    """A predictor split as ``forward = head(trunk(...))`` (e.g. ``RecoverPredictor``); what a Bayesian head on a
+    fixed trunk runs (see :func:`~recover_pyro.predictive.bayesian_head_only`)."""
+
+    def trunk(self, drug_a: Tensor, drug_b: Tensor, cell: Tensor) -> Tensor: ...
+
+    def head(self, z: Tensor, cell: Tensor) -> Tensor: ...
 
 
 class LocalPyroModule(PyroModule):
@@ -222,7 +231,8 @@ class BayesianRegression(LocalPyroModule):
 
     def noise_scale(self) -> Tensor:
         """Observation-noise standard deviation :math:`\\sigma` (model scale), a 0-d tensor."""
-        return self.sigma
+        # PyroModule turns the PyroParam assigned in __init__ into a constrained tensor attribute.
+        return cast(Tensor, self.sigma)
 
     def forward(
         self, drug_a: Tensor, drug_b: Tensor, cell: Tensor, y: Tensor | None = None, subsample: Tensor | None = None
@@ -257,7 +267,7 @@ class BayesianRegression(LocalPyroModule):
         n = z.shape[0]
         idx = torch.arange(n, device=z.device) if subsample is None else subsample
         with local_params():
-            f = self.predictor.head(z[idx], cell[idx])
+            f = cast(_TrunkHead, self.predictor).head(z[idx], cell[idx])
             with pyro.plate("data", size=n, subsample=idx):
                 pyro.sample("obs", dist.Normal(f, self.noise_scale()), obs=None if y is None else y[idx])
         return f

@@ -154,6 +154,7 @@ class FiLM(nn.Module):
         self.features = features
         self.linear = Linear(cell_dim, 2 * features)
         nn.init.zeros_(self.linear.weight)
+        assert self.linear.bias is not None  # Linear has a bias by default
         nn.init.zeros_(self.linear.bias)
 
     def forward(self, h: Tensor, cell: Tensor) -> Tensor:
@@ -190,6 +191,10 @@ class RecoverPredictor(nn.Module):
         dropout: dropout rate on hidden activations (used by the MC-dropout baseline).
         allow_neg_eigval: learn the bilinear diagonal (indefinite forms).
     """
+
+    # Buffers (register_buffer in __init__), declared for the type checker.
+    drug_features: Tensor
+    cell_features: Tensor
 
     def __init__(
         self,
@@ -277,6 +282,10 @@ class DeepSynergyPredictor(nn.Module):
         hidden: hidden widths before the single output (DeepSynergy: ``[8192, 4096]``, smaller by default).
         dropout: dropout rate on hidden activations.
     """
+
+    # Buffers (register_buffer in __init__), declared for the type checker.
+    drug_features: Tensor
+    cell_features: Tensor
 
     def __init__(
         self, drug_features: Tensor, cell_features: Tensor, hidden: Sequence[int] = (512, 128), dropout: float = 0.0
