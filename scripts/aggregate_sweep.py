@@ -40,15 +40,20 @@ from recover_pyro.sweep_summary import (  # noqa: F401  (re-exported for tests a
 
 
 def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("roots", nargs="+", type=Path, help="multirun (sweep) directories")
-    parser.add_argument("--group-by", nargs="*", default=None,
-                        help="columns to group by (default: the varying overrides except --seed-key); "
-                             "give none for a single group")
+    parser.add_argument(
+        "--group-by",
+        nargs="*",
+        default=None,
+        help="columns to group by (default: the varying overrides except --seed-key); give none for a single group",
+    )
     parser.add_argument("--seed-key", default="seed", help="override averaged over (default: seed)")
-    parser.add_argument("--metrics", nargs="+", default=None,
-                        help="metrics to summarise (default: every float-valued metric)")
+    parser.add_argument(
+        "--metrics", nargs="+", default=None, help="metrics to summarise (default: every float-valued metric)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="grouped CSV (default: <first root>/results.csv)")
     parser.add_argument("--runs-csv", type=Path, default=None, help="also write the per-run table here")
     parser.add_argument("--digits", type=int, default=3, help="decimals in the markdown table")

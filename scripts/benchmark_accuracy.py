@@ -41,12 +41,23 @@ from recover_pyro.train import train
 
 BNN_EXPERIMENTS = ["normal", "laplace", "scale_mixture", "sparse_dropout"]
 BASELINES = ["deterministic", "ensemble", "recover_ensemble", "mc_dropout", "gbt"]
-METRICS = ["r2", "spearman", "nll", "crps", "coverage_90", "epistemic_sd", "aleatoric_sd", "fit_seconds",
-           "pruned_fraction", "best_epoch"]
+METRICS = [
+    "r2",
+    "spearman",
+    "nll",
+    "crps",
+    "coverage_90",
+    "epistemic_sd",
+    "aleatoric_sd",
+    "fit_seconds",
+    "pruned_fraction",
+    "best_epoch",
+]
 
 
-def compose_config(experiment: str, data: str, score: str | None, split: str, seed: int,
-                   extra: Sequence[str]) -> DictConfig:
+def compose_config(
+    experiment: str, data: str, score: str | None, split: str, seed: int, extra: Sequence[str]
+) -> DictConfig:
     """The config ``python -m recover_pyro.train`` builds from the same overrides (``gbt`` uses only the
     data / features / split groups, so it composes without an experiment)."""
     overrides = [f"data={data}", f"split={split}", f"seed={seed}", "inference.progress=false", *extra]
@@ -87,16 +98,26 @@ def run_gbt(cfg: DictConfig) -> dict[str, Any]:
     train_var = float(np.mean((model.predict(x_train) - y_train) ** 2))
     if len(split.val):
         x_val, y_val = xy(split.val)
-        noise = heldout_noise_variance(torch.as_tensor(model.predict(x_val)).unsqueeze(0), torch.as_tensor(y_val),
-                                       train_var) ** 0.5
+        noise = (
+            heldout_noise_variance(
+                torch.as_tensor(model.predict(x_val)).unsqueeze(0), torch.as_tensor(y_val), train_var
+            )
+            ** 0.5
+        )
     else:
-        noise = train_var ** 0.5
+        noise = train_var**0.5
     mean = torch.as_tensor(model.predict(x_test), dtype=torch.float64).unsqueeze(0)
     predictive = PredictiveSamples(mean, torch.tensor(noise, dtype=torch.float64))
     metrics: dict[str, Any] = evaluate(predictive, torch.as_tensor(y_test), seed=cfg.seed)
-    metrics.update(fit_seconds=fit_seconds, best_epoch=int(model.n_iter_) - 1, n_train=len(split.train),
-                   n_val=len(split.val), n_test=len(split.test), model="HistGradientBoostingRegressor",
-                   seed=cfg.seed)
+    metrics.update(
+        fit_seconds=fit_seconds,
+        best_epoch=int(model.n_iter_) - 1,
+        n_train=len(split.train),
+        n_val=len(split.val),
+        n_test=len(split.test),
+        model="HistGradientBoostingRegressor",
+        seed=cfg.seed,
+    )
     return metrics
 
 
@@ -133,8 +154,9 @@ def to_markdown(table: pd.DataFrame, digits: int = 3) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", default="almanac", help="data config (almanac, oneil, ...)")
     parser.add_argument("--score", default=None, help="score column (default: the data config's)")
     parser.add_argument("--split", default="random", help="split config (random, unseen_drug, ...)")
@@ -144,8 +166,14 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--out", type=Path, required=True, help="CSV path prefix (writes <out>.csv, <out>_runs.csv)")
     parser.add_argument("--runs-dir", type=Path, default=Path("/tmp/recover_pyro_bench"))
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument("--merge", nargs="+", type=Path, default=None, metavar="RUNS_CSV",
-                        help="run nothing: merge these <out>_runs.csv files (with <out>'s own) into <out>")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        default=None,
+        metavar="RUNS_CSV",
+        help="run nothing: merge these <out>_runs.csv files (with <out>'s own) into <out>",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -169,14 +197,24 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
             cfg = compose_config(experiment, args.data, args.score, args.split, seed, args.override)
             run_dir = args.runs_dir / args.out.name / f"{experiment}_seed{seed}"
             metrics = run_gbt(cfg) if experiment == "gbt" else train(cfg, run_dir)
-            rows.append({"experiment": experiment, "data": args.data, "score": cfg.data.score,
-                         "split": args.split, **{k: v for k, v in metrics.items() if k not in ("data", "score")},
-                         "overrides": " ".join(args.override)})
+            rows.append(
+                {
+                    "experiment": experiment,
+                    "data": args.data,
+                    "score": cfg.data.score,
+                    "split": args.split,
+                    **{k: v for k, v in metrics.items() if k not in ("data", "score")},
+                    "overrides": " ".join(args.override),
+                }
+            )
             runs = pd.DataFrame(rows)
             runs.to_csv(runs_csv, index=False)
             summarize(runs).to_csv(args.out.parent / f"{args.out.name}.csv", index=False)
-            print(f"done {experiment} seed {seed}: r2 {metrics['r2']:.3f}, nll {metrics['nll']:.3f}, "
-                  f"{metrics['fit_seconds']:.1f} s", flush=True)
+            print(
+                f"done {experiment} seed {seed}: r2 {metrics['r2']:.3f}, nll {metrics['nll']:.3f}, "
+                f"{metrics['fit_seconds']:.1f} s",
+                flush=True,
+            )
     runs = pd.DataFrame(rows)
     table = summarize(runs)
     print(to_markdown(table))

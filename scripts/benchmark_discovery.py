@@ -79,8 +79,10 @@ BNN_PREFIXES = ("inference.", "prior.", "guide.", "model.bayesian_layers", "mode
 # Base overrides and plot title of each protocol.
 PROTOCOLS = {
     "mcf7": (["data=almanac", "campaign=almanac_mcf7"], "ALMANAC MCF7 discovery ({tag}): 30 initial + 10 x 30"),
-    "oneil": (["data=oneil", "campaign=oneil_all", "acquisition.q=227"],
-              "O'Neil Bliss, 39 cell lines as one pool ({tag}): 227 initial + 10 x 227"),
+    "oneil": (
+        ["data=oneil", "campaign=oneil_all", "acquisition.q=227"],
+        "O'Neil Bliss, 39 cell lines as one pool ({tag}): 227 initial + 10 x 227",
+    ),
 }
 ENRICHMENT_AT = (0.05, 0.10)
 
@@ -100,15 +102,27 @@ def machine() -> str:
 
 
 def is_bnn(experiment: str) -> bool:
-    return experiment not in ("ensemble_ucb", "ensemble", "recover_ensemble_ucb", "recover_ensemble", "deterministic",
-                              "mc_dropout")
+    return experiment not in (
+        "ensemble_ucb",
+        "ensemble",
+        "recover_ensemble_ucb",
+        "recover_ensemble",
+        "deterministic",
+        "mc_dropout",
+    )
 
 
-def compose_config(protocol: str, experiment: str, seed: int, common: list[str], bnn: list[str],
-                   pretrain: list[str] = ()):
+def compose_config(
+    protocol: str, experiment: str, seed: int, common: list[str], bnn: list[str], pretrain: list[str] = ()
+):
     """Hydra config of one campaign: protocol + experiment + overrides (+ the pretraining fit's settings)."""
-    overrides = [*PROTOCOLS[protocol][0], f"+experiment={experiment}", f"seed={seed}", "campaign.progress=false",
-                 *common]
+    overrides = [
+        *PROTOCOLS[protocol][0],
+        f"+experiment={experiment}",
+        f"seed={seed}",
+        "campaign.progress=false",
+        *common,
+    ]
     if pretrain:
         overrides.append(f"pretrain_overrides={json.dumps(list(pretrain))}")
     if is_bnn(experiment):
@@ -135,13 +149,26 @@ class ScreenCache:
 def pretrain_key(cfg) -> str:
     """Identifies a pretraining fit: the pretraining model's resolved config, data, features and seed."""
     merged = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(cfg.get("pretrain_overrides") or [])))
-    text = json.dumps({k: OmegaConf.to_container(merged[k], resolve=True) for k in ("model", "data", "features")}
-                      | {"seed": merged.seed}, sort_keys=True)
+    text = json.dumps(
+        {k: OmegaConf.to_container(merged[k], resolve=True) for k in ("model", "data", "features")}
+        | {"seed": merged.seed},
+        sort_keys=True,
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def run_one(protocol: str, experiment: str, seed: int, common: list[str], bnn: list[str], cache: ScreenCache,
-            out_csv: Path, pretrain: list[str], pretrain_cache: Path, run_dir: Path) -> pd.DataFrame:
+def run_one(
+    protocol: str,
+    experiment: str,
+    seed: int,
+    common: list[str],
+    bnn: list[str],
+    cache: ScreenCache,
+    out_csv: Path,
+    pretrain: list[str],
+    pretrain_cache: Path,
+    run_dir: Path,
+) -> pd.DataFrame:
     """One campaign in ``run_dir`` (resumed from its checkpoint if one is there); its per-round rows are
     written to ``out_csv`` (with experiment and seed columns)."""
     cfg = compose_config(protocol, experiment, seed, common, bnn, pretrain)
@@ -153,9 +180,18 @@ def run_one(protocol: str, experiment: str, seed: int, common: list[str], bnn: l
         cached = pretrain_cache / f"{pretrain_key(cfg)}.pt"
         if cached.exists():
             pretrained = torch.load(cached, map_location="cpu", weights_only=True)
-    result = run_campaign(screen, features, model_factory(cfg, features), acquisition, config, run_dir,
-                          score=cfg.data.score, resume=True, pretrain_factory=pretrain_model_factory(cfg, features),
-                          pretrained=pretrained)
+    result = run_campaign(
+        screen,
+        features,
+        model_factory(cfg, features),
+        acquisition,
+        config,
+        run_dir,
+        score=cfg.data.score,
+        resume=True,
+        pretrain_factory=pretrain_model_factory(cfg, features),
+        pretrained=pretrained,
+    )
     if cached is not None and pretrained is None:
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_suffix(".tmp")
@@ -209,8 +245,14 @@ def aggregate(runs: pd.DataFrame, mid_round: int = 5) -> tuple[pd.DataFrame, pd.
     return per_round, final
 
 
-MODEL_COLOURS = {"normal": "tab:blue", "laplace": "tab:orange", "scale_mixture": "tab:green",
-                 "sparse_dropout": "tab:purple", "ensemble": "tab:red", "random": "black"}
+MODEL_COLOURS = {
+    "normal": "tab:blue",
+    "laplace": "tab:orange",
+    "scale_mixture": "tab:green",
+    "sparse_dropout": "tab:purple",
+    "ensemble": "tab:red",
+    "random": "black",
+}
 ACQUISITION_LINES = {"ucb": "-", "greedy": ":", "thompson": "-.", "random": "--"}
 
 
@@ -230,10 +272,13 @@ def plot(per_round: pd.DataFrame, path: Path, title: str) -> None:
         for experiment in order:
             df = per_round[per_round["experiment"] == experiment]
             n, m, s = df["n_measured_mean"], df[f"{column}_mean"], df[f"{column}_sd"].fillna(0.0)
-            line, = ax.plot(n, m, marker=".", label=experiment, **line_style(experiment))
+            (line,) = ax.plot(n, m, marker=".", label=experiment, **line_style(experiment))
             ax.fill_between(n, m - s, m + s, alpha=0.12, color=line.get_color())
-        ax.set(xlabel="experiments done", title=column.replace("recall_top", "top ").replace("pct", " % recall"),
-               ylim=(0, 1.02))
+        ax.set(
+            xlabel="experiments done",
+            title=column.replace("recall_top", "top ").replace("pct", " % recall"),
+            ylim=(0, 1.02),
+        )
     axes[0].set_ylabel("recall (mean +/- sd over seeds)")
     axes[1].legend(loc="upper left", fontsize="x-small", ncol=2)
     fig.suptitle(title, fontsize="medium")
@@ -244,31 +289,43 @@ def plot(per_round: pd.DataFrame, path: Path, title: str) -> None:
 
 def print_table(final: pd.DataFrame) -> None:
     mid = [c for c in final.columns if c.endswith("_mean") and "_r" in c and "final" not in c]
-    print(f"{'experiment':<24}{'seeds':>6}  " + "  ".join(
-        f"{c.replace('_mean', ''):>22}" for c in [*mid, *(f'{r}_final_mean' for r in RECALLS)])
-        + "   train_s  score_s  acq_s")
+    print(
+        f"{'experiment':<24}{'seeds':>6}  "
+        + "  ".join(f"{c.replace('_mean', ''):>22}" for c in [*mid, *(f"{r}_final_mean" for r in RECALLS)])
+        + "   train_s  score_s  acq_s"
+    )
     for _, r in final.iterrows():
-        cells = [f"{r[c]:.3f} +/- {r[c.replace('_mean', '_sd')]:.3f}"
-                 for c in [*mid, *(f"{x}_final_mean" for x in RECALLS)]]
-        print(f"{r['experiment']:<24}{int(r['n_seeds']):>6}  " + "  ".join(f"{c:>22}" for c in cells)
-              + f"  {r['train_s_per_round']:8.2f} {r['score_s_per_round']:8.3f} {r['acquire_s_per_round']:6.3f}")
+        cells = [
+            f"{r[c]:.3f} +/- {r[c.replace('_mean', '_sd')]:.3f}" for c in [*mid, *(f"{x}_final_mean" for x in RECALLS)]
+        ]
+        print(
+            f"{r['experiment']:<24}{int(r['n_seeds']):>6}  "
+            + "  ".join(f"{c:>22}" for c in cells)
+            + f"  {r['train_s_per_round']:8.2f} {r['score_s_per_round']:8.3f} {r['acquire_s_per_round']:6.3f}"
+        )
 
 
 def markdown_table(final: pd.DataFrame) -> str:
     """The final table as Markdown (recall mean +/- sd after round 5 and the last round, seconds per round)."""
     enrich = [f"enrich_{x * 100:g}pct" for x in ENRICHMENT_AT]
-    lines = ["| experiment | seeds | top-1 % r5 | top-5 % r5 | top-1 % r10 | top-5 % r10 | "
-             + " | ".join(f"enrich. {x * 100:g} %" for x in ENRICHMENT_AT)
-             + " | train s | score s | acquire s | total s/round |", "|" + "---|" * (10 + len(enrich))]
+    lines = [
+        "| experiment | seeds | top-1 % r5 | top-5 % r5 | top-1 % r10 | top-5 % r10 | "
+        + " | ".join(f"enrich. {x * 100:g} %" for x in ENRICHMENT_AT)
+        + " | train s | score s | acquire s | total s/round |",
+        "|" + "---|" * (10 + len(enrich)),
+    ]
     last = final["last_round"].max()
     for _, r in final.iterrows():
         cells = [f"{r[f'{c}_{w}_mean']:.3f} ± {r[f'{c}_{w}_sd']:.3f}" for w in ("r5", "final") for c in RECALLS]
         cells += [f"{r[f'{e}_mean']:.2f} ± {r[f'{e}_sd']:.2f}" for e in enrich]
         # A campaign stopped early reports its last round in the r10 columns: say so.
         name = r["experiment"] + ("" if r["last_round"] == last else f" (stopped after round {r['last_round']})")
-        lines.append(f"| {name} | {int(r['n_seeds'])} | " + " | ".join(cells)
-                     + f" | {r['train_s_per_round']:.2f} | {r['score_s_per_round']:.3f} "
-                       f"| {r['acquire_s_per_round']:.4f} | {r['total_s_per_round']:.2f} |")
+        lines.append(
+            f"| {name} | {int(r['n_seeds'])} | "
+            + " | ".join(cells)
+            + f" | {r['train_s_per_round']:.2f} | {r['score_s_per_round']:.3f} "
+            f"| {r['acquire_s_per_round']:.4f} | {r['total_s_per_round']:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -279,19 +336,38 @@ def main() -> None:
     parser.add_argument("--experiments", nargs="*", default=[], help="conf/experiment names")
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--override", nargs="*", default=[], help="Hydra overrides for every campaign")
-    parser.add_argument("--bnn-override", nargs="*", default=[],
-                        help="Hydra overrides for BNN campaigns only (e.g. inference.epochs=100)")
-    parser.add_argument("--pretrain-override", nargs="*", default=[],
-                        help="settings of the pretraining fit only (pretrain_overrides), e.g. inference.epochs=3")
-    parser.add_argument("--pretrain-cache", type=Path, default=Path(tempfile.gettempdir()) / "recover_pyro_pretrain",
-                        help="folder of cached pretrained states (outside the repository)")
+    parser.add_argument(
+        "--bnn-override",
+        nargs="*",
+        default=[],
+        help="Hydra overrides for BNN campaigns only (e.g. inference.epochs=100)",
+    )
+    parser.add_argument(
+        "--pretrain-override",
+        nargs="*",
+        default=[],
+        help="settings of the pretraining fit only (pretrain_overrides), e.g. inference.epochs=3",
+    )
+    parser.add_argument(
+        "--pretrain-cache",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "recover_pyro_pretrain",
+        help="folder of cached pretrained states (outside the repository)",
+    )
     parser.add_argument("--results", type=Path, default=RESULTS)
-    parser.add_argument("--runs-dir", type=Path, default=Path(tempfile.gettempdir()) / "recover_pyro_discovery",
-                        help="campaign run folders (checkpoints; killed campaigns resume from them)")
+    parser.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "recover_pyro_discovery",
+        help="campaign run folders (checkpoints; killed campaigns resume from them)",
+    )
     parser.add_argument("--aggregate-only", action="store_true")
-    parser.add_argument("--random-from", default=None,
-                        help="take the random campaigns of this tag (their picks do not depend on the model or "
-                             "its pretraining, so they are the same campaigns)")
+    parser.add_argument(
+        "--random-from",
+        default=None,
+        help="take the random campaigns of this tag (their picks do not depend on the model or "
+        "its pretraining, so they are the same campaigns)",
+    )
     parser.add_argument("--plot", type=Path, default=None, help="PNG path (default: none)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -311,19 +387,34 @@ def main() -> None:
                 if out_csv.exists():
                     continue
                 start = time.perf_counter()
-                pretrain = [o for o in args.pretrain_override
-                            if o.startswith("inference.") == is_bnn(experiment)]  # BNN vs baseline settings
-                rounds = run_one(args.protocol, experiment, seed, args.override, args.bnn_override, cache, out_csv,
-                                 pretrain, args.pretrain_cache, args.runs_dir / args.tag / f"{experiment}_s{seed}")
+                pretrain = [
+                    o for o in args.pretrain_override if o.startswith("inference.") == is_bnn(experiment)
+                ]  # BNN vs baseline settings
+                rounds = run_one(
+                    args.protocol,
+                    experiment,
+                    seed,
+                    args.override,
+                    args.bnn_override,
+                    cache,
+                    out_csv,
+                    pretrain,
+                    args.pretrain_cache,
+                    args.runs_dir / args.tag / f"{experiment}_s{seed}",
+                )
                 last = rounds.iloc[-1]
-                print(f"{experiment} seed {seed}: top1 {last['recall_top1pct']:.3f} top5 "
-                      f"{last['recall_top5pct']:.3f} after {int(last['n_measured'])} "
-                      f"({time.perf_counter() - start:.0f} s)", flush=True)
+                print(
+                    f"{experiment} seed {seed}: top1 {last['recall_top1pct']:.3f} top5 "
+                    f"{last['recall_top5pct']:.3f} after {int(last['n_measured'])} "
+                    f"({time.perf_counter() - start:.0f} s)",
+                    flush=True,
+                )
     runs = load_runs(tag_dir)
     if args.random_from:
         other = load_runs(args.results / args.random_from)
-        runs = pd.concat([runs[runs["experiment"] != "random"], other[other["experiment"] == "random"]],
-                         ignore_index=True)
+        runs = pd.concat(
+            [runs[runs["experiment"] != "random"], other[other["experiment"] == "random"]], ignore_index=True
+        )
     per_round, final = aggregate(runs)
     per_round.to_csv(tag_dir / "per_round.csv", index=False, float_format="%.4g")
     final.to_csv(tag_dir / "final.csv", index=False, float_format="%.4g")

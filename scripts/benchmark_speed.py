@@ -54,8 +54,15 @@ from recover_pyro.builders import CONFIG_DIR, build_features, build_screen, mode
 from recover_pyro.data.featurize import Features
 from recover_pyro.data.screen import Pairs
 
-MEASUREMENTS = ["round_bnn", "round_ensemble", "throughput_head", "throughput_all", "space_head", "space_all",
-                "space_million"]
+MEASUREMENTS = [
+    "round_bnn",
+    "round_ensemble",
+    "throughput_head",
+    "throughput_all",
+    "space_head",
+    "space_all",
+    "space_million",
+]
 # space_million: a synthetic screen whose all-pairs space is 300 * 299 / 2 * 23 = 1,031,550 candidates.
 MILLION_DRUGS, MILLION_CELL_LINES = 300, 23
 NUM_SAMPLES = 100
@@ -66,8 +73,7 @@ DEVICE = "cpu"  # set from --device in the measuring child process
 
 def _config(overrides: Sequence[str], data: str = "almanac") -> DictConfig:
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose("config", overrides=[f"data={data}", "inference.progress=false", f"device={DEVICE}",
-                                            *overrides])
+        return compose("config", overrides=[f"data={data}", "inference.progress=false", f"device={DEVICE}", *overrides])
 
 
 def _sync() -> None:
@@ -131,8 +137,14 @@ def measure_round(experiment: str, repeats: int) -> dict[str, Any]:
 def _space_setup(layers: str, million: bool = False) -> tuple[Any, Pairs]:
     model_overrides = ["+experiment=normal", f"model.bayesian_layers={layers}", "inference.epochs=1"]
     if million:
-        cfg = _config([*model_overrides, f"data.screen.n_drugs={MILLION_DRUGS}",
-                       f"data.screen.n_cell_lines={MILLION_CELL_LINES}"], data="synthetic")
+        cfg = _config(
+            [
+                *model_overrides,
+                f"data.screen.n_drugs={MILLION_DRUGS}",
+                f"data.screen.n_cell_lines={MILLION_CELL_LINES}",
+            ],
+            data="synthetic",
+        )
     else:
         cfg = _config([*model_overrides, "data.cell_lines=null"])
     pairs, features = _load(cfg)
@@ -161,9 +173,15 @@ def measure_throughput(layers: str, n_candidates: int, repeats: int) -> dict[str
     model, space = _space_setup(layers)
     subset = space[torch.randperm(len(space), generator=torch.Generator().manual_seed(0))[:n_candidates]]
     times, cpu = _timed(lambda: model.predict(subset, num_samples=NUM_SAMPLES), repeats)
-    return {"n_candidates": n_candidates, "repeats": repeats,
-            "times": {"score_s": times, "score_cpu_s": cpu,
-                      "cand_samples_per_s": [n_candidates * NUM_SAMPLES / t for t in times]}}
+    return {
+        "n_candidates": n_candidates,
+        "repeats": repeats,
+        "times": {
+            "score_s": times,
+            "score_cpu_s": cpu,
+            "cand_samples_per_s": [n_candidates * NUM_SAMPLES / t for t in times],
+        },
+    }
 
 
 def measure_space(layers: str, subset: int | None, repeats: int, million: bool = False) -> dict[str, Any]:
@@ -174,9 +192,13 @@ def measure_space(layers: str, subset: int | None, repeats: int, million: bool =
     scored = (space if subset is None else space[:subset]).to(DEVICE)
     times, cpu = _timed(lambda: model.predict(scored, num_samples=NUM_SAMPLES), repeats)
     scale = n_total / len(scored)
-    result = {"n_candidates": n_total, "n_scored": len(scored), "extrapolated": subset is not None,
-              "repeats": repeats, "times": {"score_s": [t * scale for t in times],
-                                            "score_cpu_s": [t * scale for t in cpu]}}
+    result = {
+        "n_candidates": n_total,
+        "n_scored": len(scored),
+        "extrapolated": subset is not None,
+        "repeats": repeats,
+        "times": {"score_s": [t * scale for t in times], "score_cpu_s": [t * scale for t in cpu]},
+    }
     if DEVICE != "cpu":
         to_cpu, _ = _timed(lambda: model.predict(scored, num_samples=NUM_SAMPLES).cpu(), repeats)
         result["times"]["score_to_cpu_s"] = [t * scale for t in to_cpu]
@@ -210,17 +232,29 @@ def _rows(name: str, threads: int, result: dict[str, Any]) -> list[dict[str, Any
     rows = []
     for key, values in result["times"].items():
         v = np.asarray(values, dtype=float)
-        rows.append({"measurement": name, "quantity": key, "mean": v.mean(),
-                     "sd": v.std(ddof=1) if len(v) > 1 else float("nan"), "n": len(v), "threads": threads,
-                     "n_candidates": result.get("n_candidates"), "n_scored": result.get("n_scored"),
-                     "extrapolated": result.get("extrapolated", False), "peak_rss_mb": result["peak_rss_mb"],
-                     "device": result["device"], "peak_gpu_mb": result.get("peak_gpu_mb")})
+        rows.append(
+            {
+                "measurement": name,
+                "quantity": key,
+                "mean": v.mean(),
+                "sd": v.std(ddof=1) if len(v) > 1 else float("nan"),
+                "n": len(v),
+                "threads": threads,
+                "n_candidates": result.get("n_candidates"),
+                "n_scored": result.get("n_scored"),
+                "extrapolated": result.get("extrapolated", False),
+                "peak_rss_mb": result["peak_rss_mb"],
+                "device": result["device"],
+                "peak_gpu_mb": result.get("peak_gpu_mb"),
+            }
+        )
     return rows
 
 
 def main(argv: Sequence[str] | None = None) -> pd.DataFrame | None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/speed/speed.csv"))
     parser.add_argument("--only", nargs="+", default=MEASUREMENTS, choices=MEASUREMENTS)
     parser.add_argument("--measure", default=None, help=argparse.SUPPRESS)  # child process: one measurement
@@ -229,8 +263,12 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame | None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--throughput-candidates", type=int, default=20000)
     parser.add_argument("--throughput-all-candidates", type=int, default=2000)
-    parser.add_argument("--space-all-subset", type=int, default=0,
-                        help="time only the first N candidates of space_all and extrapolate (0: all)")
+    parser.add_argument(
+        "--space-all-subset",
+        type=int,
+        default=0,
+        help="time only the first N candidates of space_all and extrapolate (0: all)",
+    )
     parser.add_argument("--device", default="cpu", help="where models fit and score: cpu, cuda, ...")
     args = parser.parse_args(argv)
 
@@ -248,19 +286,32 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame | None:
 
     rows: list[dict[str, Any]] = []
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    child_args = ["--threads", str(args.threads), "--threads-space", str(args.threads_space), "--repeats",
-                  str(args.repeats), "--throughput-candidates", str(args.throughput_candidates),
-                  "--throughput-all-candidates", str(args.throughput_all_candidates),
-                  "--space-all-subset", str(args.space_all_subset), "--device", args.device]
+    child_args = [
+        "--threads",
+        str(args.threads),
+        "--threads-space",
+        str(args.threads_space),
+        "--repeats",
+        str(args.repeats),
+        "--throughput-candidates",
+        str(args.throughput_candidates),
+        "--throughput-all-candidates",
+        str(args.throughput_all_candidates),
+        "--space-all-subset",
+        str(args.space_all_subset),
+        "--device",
+        args.device,
+    ]
     for name in args.only:
         threads = _threads(name, args)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-        proc = subprocess.run([sys.executable, __file__, "--measure", name, *child_args], env=env,
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--measure", name, *child_args], env=env, capture_output=True, text=True
+        )
         lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
         if proc.returncode != 0 or not lines:
             sys.exit(f"measurement {name} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-        rows += _rows(name, threads, json.loads(lines[-1][len("RESULT "):]))
+        rows += _rows(name, threads, json.loads(lines[-1][len("RESULT ") :]))
         table = pd.DataFrame(rows)
         table.to_csv(args.out, index=False)
         print(table[table["measurement"] == name].to_string(index=False), flush=True)

@@ -127,16 +127,19 @@ def test_qei_and_qpi_closed_forms():
     ei = ei_scores(samples, best)
     for j in range(3):  # batch of one is the single-point value
         torch.testing.assert_close(q_expected_improvement(samples, torch.tensor([j]), best), ei[j])
-        torch.testing.assert_close(q_probability_of_improvement(samples, torch.tensor([j]), best),
-                                   pi_scores(samples, best)[j])
+        torch.testing.assert_close(
+            q_probability_of_improvement(samples, torch.tensor([j]), best), pi_scores(samples, best)[j]
+        )
     batch = torch.tensor([0, 1, 2])
     # per-sample batch max: 5, 4, 6, 6 -> improvements 2, 1, 3, 3
     qei = q_expected_improvement(samples, batch, best)
     torch.testing.assert_close(qei, torch.tensor(9.0 / 4.0))
     assert qei >= ei[batch].max()
     torch.testing.assert_close(q_probability_of_improvement(samples, batch, best), torch.tensor(1.0))
-    torch.testing.assert_close(q_probability_of_improvement(samples, batch, best, tau=0.5),
-                               torch.sigmoid((torch.tensor([5.0, 4.0, 6.0, 6.0]) - best) / 0.5).mean())
+    torch.testing.assert_close(
+        q_probability_of_improvement(samples, batch, best, tau=0.5),
+        torch.sigmoid((torch.tensor([5.0, 4.0, 6.0, 6.0]) - best) / 0.5).mean(),
+    )
 
 
 def test_qei_never_below_best_single_ei_on_random_batches():
@@ -240,8 +243,9 @@ def test_diversity_penalty_increases_unique_drugs():
 def test_every_kind_respects_exclusion_and_cap(kind):
     n_drugs, n = 12, 60
     gen = seeded(8)
-    drugs = torch.stack([torch.randint(0, n_drugs, (n,), generator=gen),
-                         torch.randint(0, n_drugs, (n,), generator=gen)], dim=1)
+    drugs = torch.stack(
+        [torch.randint(0, n_drugs, (n,), generator=gen), torch.randint(0, n_drugs, (n,), generator=gen)], dim=1
+    )
     samples = torch.randn(16, n, generator=gen) + torch.linspace(0, 2, n)
     exclude = torch.rand(n, generator=gen) < 0.5
     free = Acquisition(kind=kind, q=10, tau=0.2).select(samples, exclude=exclude, best_f=1.5, generator=seeded(9))
@@ -249,7 +253,8 @@ def test_every_kind_respects_exclusion_and_cap(kind):
     assert len(set(free.indices.tolist())) == 10 and not exclude[free.indices].any()
 
     capped = Acquisition(kind=kind, q=4, max_per_drug=1, diversity_penalty=0.5).select(
-        samples, exclude=exclude, candidate_drugs=drugs, best_f=1.5, generator=seeded(9))
+        samples, exclude=exclude, candidate_drugs=drugs, best_f=1.5, generator=seeded(9)
+    )
     assert not exclude[capped.indices].any()
     appearances = torch.cat([drugs[i].unique() for i in capped.indices])  # a self-pair counts once
     assert len(capped) == 4 and int(appearances.bincount().max()) == 1
@@ -323,6 +328,7 @@ def test_no_warning_when_batch_is_full():
 def test_hydra_builds_acquisition():
     from hydra.utils import instantiate
 
-    acq = instantiate({"_target_": "recover_pyro.acquisition.Acquisition", "kind": "qpi", "q": 5, "tau": 0.1,
-                       "max_per_drug": 2})
+    acq = instantiate(
+        {"_target_": "recover_pyro.acquisition.Acquisition", "kind": "qpi", "q": 5, "tau": 0.1, "max_per_drug": 2}
+    )
     assert acq == Acquisition(kind="qpi", q=5, tau=0.1, max_per_drug=2)

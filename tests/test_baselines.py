@@ -111,7 +111,7 @@ def test_without_validation_a_holdout_early_stops_and_sets_the_noise(data, kind)
     feats, train, _, _ = data
     model = build(kind, feats, training=replace(CONFIG, holdout=0.1))
     report = model.fit(train)
-    assert report.val_metric                                       # early stopping ran on the held-out 10 %
+    assert report.val_metric  # early stopping ran on the held-out 10 %
     mean = model.predict(train, 2).mean if kind == "ensemble" else model.predict_mean(train)
     noise = float(model.predict(train, 2).noise_scale)
     # Held-out error of an early-stopped net exceeds its (90 %) training residual on the whole training set.
@@ -136,7 +136,7 @@ def test_ensemble_members_differ(data, fitted):
     model, report = fitted["ensemble"]
     pred = model.predict(test, num_samples=50)
     assert pred.f.shape == (3, len(test))
-    assert pred.noise_scale.shape == ()                             # one noise for the mixture
+    assert pred.noise_scale.shape == ()  # one noise for the mixture
     assert not torch.allclose(pred.f[0], pred.f[1]) and not torch.allclose(pred.f[1], pred.f[2])
     assert (pred.epistemic_std > 0).all()
     assert len(model.member_reports) == 3
@@ -198,8 +198,9 @@ def test_second_fit_warm_starts(data):
 
 def test_deepsynergy_predictor_plugs_in(data):
     feats, train, _, test = data
-    model = DeterministicModel(feats.drug, feats.cell, training=SHORT,
-                               predictor=functools.partial(DeepSynergyPredictor, hidden=(32,)))
+    model = DeterministicModel(
+        feats.drug, feats.cell, training=SHORT, predictor=functools.partial(DeepSynergyPredictor, hidden=(32,))
+    )
     model.fit(train)
     assert torch.allclose(model.predict(test, 2).f, model.predict(test.swapped(), 2).f, atol=1e-5)
 
@@ -221,6 +222,7 @@ def test_clear_errors(data):
         DeepEnsemble(feats.drug, feats.cell, n_members=0)
     with pytest.raises(ValueError, match="members"):
         DeepEnsemble(feats.drug, feats.cell, predictor=SMALL, n_members=2).load_state_dict(
-            build("ensemble", feats).state_dict())
+            build("ensemble", feats).state_dict()
+        )
     with pytest.raises(ValueError):
         TrainConfig(epochs=0)

@@ -27,8 +27,12 @@ def pairs(n: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
 
 def test_head_selects_only_head_layers_and_keeps_the_rest_deterministic():
     model = BayesianRegression(predictor(), bayesian_layers="head")
-    assert list(model.sites) == ["predictor.head_layers.0.weight", "predictor.head_layers.0.bias",
-                                 "predictor.head_layers.1.weight", "predictor.head_layers.1.bias"]
+    assert list(model.sites) == [
+        "predictor.head_layers.0.weight",
+        "predictor.head_layers.0.bias",
+        "predictor.head_layers.1.weight",
+        "predictor.head_layers.1.bias",
+    ]
     params = dict(model.named_parameters())
     assert "predictor.merge.weight" in params and "predictor.drug_layers.0.weight" in params
     assert not any(name.startswith("predictor.head_layers") for name in params)
@@ -51,11 +55,14 @@ def test_deep_synergy_head_is_its_last_layer():
     assert select_bayesian_parameters(net, "head") == ["layers.2.weight", "layers.2.bias"]
 
 
-@pytest.mark.parametrize("layers, match", [
-    ("everything", "use 'all', 'head'"),
-    (["merge", "nonexistent"], "'nonexistent' matches no parameter"),
-    ([], "empty"),
-])
+@pytest.mark.parametrize(
+    "layers, match",
+    [
+        ("everything", "use 'all', 'head'"),
+        (["merge", "nonexistent"], "'nonexistent' matches no parameter"),
+        ([], "empty"),
+    ],
+)
 def test_bad_layer_choices_raise_clear_errors(layers, match):
     with pytest.raises(ValueError, match=match):
         select_bayesian_parameters(predictor(), layers)
@@ -66,9 +73,13 @@ def test_sites_follow_sampling_order_with_fan_in_and_initial_values():
     init = {f"predictor.{n}": p.detach().clone() for n, p in net.named_parameters()}
     model = BayesianRegression(net, bayesian_layers="all")
     # drug layer, then its FiLM, then the next drug layer: forward-pass order, not parameter order.
-    assert list(model.sites)[:5] == ["predictor.drug_layers.0.weight", "predictor.drug_layers.0.bias",
-                                     "predictor.film.0.linear.weight", "predictor.film.0.linear.bias",
-                                     "predictor.drug_layers.1.weight"]
+    assert list(model.sites)[:5] == [
+        "predictor.drug_layers.0.weight",
+        "predictor.drug_layers.0.bias",
+        "predictor.film.0.linear.weight",
+        "predictor.film.0.linear.bias",
+        "predictor.drug_layers.1.weight",
+    ]
     site = model.sites
     assert site["predictor.drug_layers.0.weight"].fan_in == 16
     assert site["predictor.drug_layers.0.bias"].fan_in == 16
@@ -185,17 +196,26 @@ def test_posterior_of_a_first_fit_as_prior_gives_the_joint_conjugate_posterior()
     """
     g = torch.Generator().manual_seed(0)
     n, p, noise, prior_sd, c = 30, 3, 1.0, 1.0, (6.0, 9.0)
-    xs = [torch.linalg.qr(torch.randn(n, p, generator=g))[0] * ci ** 0.5 for ci in c]
+    xs = [torch.linalg.qr(torch.randn(n, p, generator=g))[0] * ci**0.5 for ci in c]
     beta = torch.tensor([1.0, -0.5, 2.0])
     ys = [x @ beta + noise * torch.randn(n, generator=g) for x in xs]
-    precision = 1 / prior_sd ** 2 + sum(c) / noise ** 2
-    post_mean = sum(x.T @ y for x, y in zip(xs, ys)) / noise ** 2 / precision
+    precision = 1 / prior_sd**2 + sum(c) / noise**2
+    post_mean = sum(x.T @ y for x, y in zip(xs, ys)) / noise**2 / precision
 
     torch.manual_seed(0)
     model = BayesianRegression(RowLinear(torch.cat(xs)), NormalPrior(prior_sd), bayesian_layers="all", noise=noise)
     guide = MeanFieldNormalGuide(model, init_scale=0.1)
     epochs, lr = 800, 0.05
-    config = SVIConfig(elbo="meanfield", stopping="none", warm_start_epochs=0, lr=lr, scale_lr=None, lr_decay=(5e-4 / lr) ** (1 / epochs), epochs=epochs, batch_size=n)
+    config = SVIConfig(
+        elbo="meanfield",
+        stopping="none",
+        warm_start_epochs=0,
+        lr=lr,
+        scale_lr=None,
+        lr_decay=(5e-4 / lr) ** (1 / epochs),
+        epochs=epochs,
+        batch_size=n,
+    )
     site = "predictor.layers.0.weight"
     for part, y in enumerate(ys):
         rows = torch.arange(part * n, (part + 1) * n)
@@ -204,8 +224,7 @@ def test_posterior_of_a_first_fit_as_prior_gives_the_joint_conjugate_posterior()
             q = guide.site_distribution(site)
             model.set_priors({site: dist.Normal(q.loc.detach().clone(), q.scale.detach().clone())})
     torch.testing.assert_close(guide.locs()[site].detach()[0], post_mean, atol=0.05, rtol=0)
-    torch.testing.assert_close(guide.scales()[site].detach()[0], torch.full((p,), precision ** -0.5), rtol=0.08,
-                               atol=0)
+    torch.testing.assert_close(guide.scales()[site].detach()[0], torch.full((p,), precision**-0.5), rtol=0.08, atol=0)
 
 
 def test_set_priors_checks_names_and_shapes():

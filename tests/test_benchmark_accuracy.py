@@ -31,8 +31,9 @@ def test_merge_command_combines_parallel_runs_and_keeps_the_last_duplicate(bench
     runs("a", [0, 1], [0.1, 0.2]).to_csv(tmp_path / "x_runs.csv", index=False)
     runs("b", [0], [0.5]).to_csv(tmp_path / "part1_runs.csv", index=False)
     runs("a", [1, 2], [0.3, 0.4]).to_csv(tmp_path / "part2_runs.csv", index=False)  # a seed 1 rerun
-    table = bench.main(["--merge", str(tmp_path / "part1_runs.csv"), str(tmp_path / "part2_runs.csv"),
-                        "--out", str(tmp_path / "x")]).set_index("experiment")
+    table = bench.main(
+        ["--merge", str(tmp_path / "part1_runs.csv"), str(tmp_path / "part2_runs.csv"), "--out", str(tmp_path / "x")]
+    ).set_index("experiment")
     merged = pd.read_csv(tmp_path / "x_runs.csv")
     assert sorted(zip(merged["experiment"], merged["seed"])) == [("a", 0), ("a", 1), ("a", 2), ("b", 0)]
     assert table.at["a", "r2_mean"] == pytest.approx((0.1 + 0.3 + 0.4) / 3)

@@ -18,15 +18,30 @@ def bench():
 
 def campaign(experiment: str, seed: int, recall: list[float], pool: int = 100) -> pd.DataFrame:
     n = np.arange(1, len(recall) + 1) * 10
-    return pd.DataFrame({"experiment": experiment, "seed": seed, "round": np.arange(len(recall)), "n_measured": n,
-                         "fraction_explored": n / pool, "recall_top1pct": recall, "recall_top5pct": recall,
-                         "train_s": 1.0, "score_s": 0.1, "acquire_s": 0.01})
+    return pd.DataFrame(
+        {
+            "experiment": experiment,
+            "seed": seed,
+            "round": np.arange(len(recall)),
+            "n_measured": n,
+            "fraction_explored": n / pool,
+            "recall_top1pct": recall,
+            "recall_top5pct": recall,
+            "train_s": 1.0,
+            "score_s": 0.1,
+            "acquire_s": 0.01,
+        }
+    )
 
 
 def test_aggregate_means_over_seeds_and_enrichment(bench):
-    runs = pd.concat([campaign("a", 0, [0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.0]),
-                      campaign("a", 1, [0.0, 0.0, 0.2, 0.4, 0.6, 0.8, 1.0]),
-                      campaign("random", 0, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])])
+    runs = pd.concat(
+        [
+            campaign("a", 0, [0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.0]),
+            campaign("a", 1, [0.0, 0.0, 0.2, 0.4, 0.6, 0.8, 1.0]),
+            campaign("random", 0, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]),
+        ]
+    )
     per_round, final = bench.aggregate(runs, mid_round=5)
     a = final.set_index("experiment").loc["a"]
     assert a["n_seeds"] == 2 and a["last_round"] == 6
@@ -34,7 +49,7 @@ def test_aggregate_means_over_seeds_and_enrichment(bench):
     # 10 % of a pool of 100 = 10 experiments = round 0; 5 % lies before the first point of the curve.
     assert a["enrich_10pct_mean"] == pytest.approx(0.0) and np.isnan(a["enrich_5pct_mean"])
     rnd = final.set_index("experiment").loc["random"]
-    assert rnd["enrich_10pct_mean"] == pytest.approx(1.0)         # recall = fraction explored
+    assert rnd["enrich_10pct_mean"] == pytest.approx(1.0)  # recall = fraction explored
     assert a["total_s_per_round"] == pytest.approx(1.11)
     assert per_round.query("experiment == 'a' and round == 2")["recall_top1pct_mean"].item() == pytest.approx(0.3)
 
@@ -57,8 +72,18 @@ def test_a_killed_campaign_resumes_from_its_run_folder(bench, data_root: Path, t
     cache, run_dir = bench.ScreenCache(), tmp_path / "run"
 
     def run(rounds: int) -> pd.DataFrame:
-        return bench.run_one("mcf7", "normal_ucb", 0, [*tiny, f"campaign.n_rounds={rounds}"], [], cache,
-                             tmp_path / f"rounds{rounds}.csv", [], tmp_path / "cache", run_dir)
+        return bench.run_one(
+            "mcf7",
+            "normal_ucb",
+            0,
+            [*tiny, f"campaign.n_rounds={rounds}"],
+            [],
+            cache,
+            tmp_path / f"rounds{rounds}.csv",
+            [],
+            tmp_path / "cache",
+            run_dir,
+        )
 
     first = run(1)
     assert (run_dir / "checkpoint.pt").is_file() and first["n_measured"].tolist() == [10, 15]

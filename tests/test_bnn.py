@@ -118,10 +118,16 @@ def test_unseen_drugs_get_wider_predictive_distributions(screen, features):
     seen_rows = seen_rows[torch.randperm(len(seen_rows), generator=torch.Generator().manual_seed(0))]
     seen_test, train = pairs[seen_rows[:60]], pairs[seen_rows[60:]]
     unseen_test = pairs[torch.nonzero(unseen).flatten()]
-    model = BNNSynergyModel(torch.eye(screen.n_drugs), features.cell, predictor=SMALL,
-                            bayesian_layers=["drug_layers.0"], prior=NormalPrior(1.0),
-                            guide=functools.partial(MeanFieldNormalGuide, init_scale=0.05),
-                            inference=SVIConfig(lr=0.02, epochs=100, batch_size=64), seed=0)
+    model = BNNSynergyModel(
+        torch.eye(screen.n_drugs),
+        features.cell,
+        predictor=SMALL,
+        bayesian_layers=["drug_layers.0"],
+        prior=NormalPrior(1.0),
+        guide=functools.partial(MeanFieldNormalGuide, init_scale=0.05),
+        inference=SVIConfig(lr=0.02, epochs=100, batch_size=64),
+        seed=0,
+    )
     model.fit(train)
     std_seen = model.predict(seen_test, 100).epistemic_std
     std_unseen = model.predict(unseen_test, 100).epistemic_std
@@ -131,8 +137,12 @@ def test_unseen_drugs_get_wider_predictive_distributions(screen, features):
 
 def test_sparsity_is_reported_for_sparse_variational_dropout(features, split):
     train, _, test = split
-    model = bnn(features, prior=LogUniformPrior(), guide=SparseVariationalDropoutGuide,
-                inference=SVIConfig(elbo="meanfield", lr=0.01, epochs=3, batch_size=64))
+    model = bnn(
+        features,
+        prior=LogUniformPrior(),
+        guide=SparseVariationalDropoutGuide,
+        inference=SVIConfig(elbo="meanfield", lr=0.01, epochs=3, batch_size=64),
+    )
     model.fit(train)
     assert 0.0 <= model.sparsity() <= 1.0
     assert set(model.sparsity_by_site()) == set(model.model.sites)
@@ -141,17 +151,25 @@ def test_sparsity_is_reported_for_sparse_variational_dropout(features, split):
         bnn(features).sparsity()
 
 
-@pytest.mark.parametrize("prior, guide, elbo", [
-    (ScaleMixtureNormalPrior(), MeanFieldNormalGuide, "trace"),
-    (ScaleMixtureNormalPrior(), MeanFieldNormalGuide, "meanfield"),   # no analytic KL: Monte-Carlo fallback
-    (LaplacePrior(0.7), MeanFieldNormalGuide, "meanfield"),
-    (LogUniformPrior(), MeanFieldNormalGuide, "trace"),
-    (NormalPrior(1.0, fan_in_scaled=True), SparseVariationalDropoutGuide, "meanfield"),
-])
+@pytest.mark.parametrize(
+    "prior, guide, elbo",
+    [
+        (ScaleMixtureNormalPrior(), MeanFieldNormalGuide, "trace"),
+        (ScaleMixtureNormalPrior(), MeanFieldNormalGuide, "meanfield"),  # no analytic KL: Monte-Carlo fallback
+        (LaplacePrior(0.7), MeanFieldNormalGuide, "meanfield"),
+        (LogUniformPrior(), MeanFieldNormalGuide, "trace"),
+        (NormalPrior(1.0, fan_in_scaled=True), SparseVariationalDropoutGuide, "meanfield"),
+    ],
+)
 def test_every_prior_fits_with_both_guides_and_elbos(features, split, prior, guide, elbo):
     train, _, test = split
-    model = bnn(features, prior=prior, guide=guide, bayesian_layers=["merge", "head_layers"],
-                inference=SVIConfig(elbo=elbo, lr=0.01, epochs=1, batch_size=100))
+    model = bnn(
+        features,
+        prior=prior,
+        guide=guide,
+        bayesian_layers=["merge", "head_layers"],
+        inference=SVIConfig(elbo=elbo, lr=0.01, epochs=1, batch_size=100),
+    )
     report = model.fit(train)
     assert all(torch.isfinite(torch.tensor(report.losses)))
     assert torch.isfinite(model.predict(test, 3).f).all()
@@ -202,8 +220,15 @@ def test_default_bnn_uncertainty_is_learned_not_its_initial_scale(data_root):
     epistemic = []
     for init in ("0.01", "0.0001"):
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = compose("config", overrides=["+experiment=normal", "data=almanac", f"guide.init_scale={init}",
-                                               "inference.progress=false"])
+            cfg = compose(
+                "config",
+                overrides=[
+                    "+experiment=normal",
+                    "data=almanac",
+                    f"guide.init_scale={init}",
+                    "inference.progress=false",
+                ],
+            )
         screen = build_screen(cfg)
         split = build_split(cfg, screen)
         pairs = screen.to_pairs(cfg.data.score)

@@ -68,8 +68,9 @@ class Oracle:
         return FitReport()
 
     def predict(self, pairs: Pairs, num_samples: int = 100) -> PredictiveSamples:
-        f = torch.tensor([self.truth[k] for k in zip(pairs.drug_a.tolist(), pairs.drug_b.tolist(),
-                                                      pairs.cell.tolist())])
+        f = torch.tensor(
+            [self.truth[k] for k in zip(pairs.drug_a.tolist(), pairs.drug_b.tolist(), pairs.cell.tolist())]
+        )
         return PredictiveSamples(f.expand(num_samples, -1), torch.tensor(1.0))
 
     def state_dict(self) -> dict[str, Any]:
@@ -89,8 +90,15 @@ class BayesianRidge:
     samples :math:`w_s = \\mu + L^{-T}\\varepsilon_s`, seeded by ``seed``.
     """
 
-    def __init__(self, drug_features: torch.Tensor, cell_features: torch.Tensor, *, alpha: float = 1.0,
-                 noise: float = 0.5, seed: int = 0) -> None:
+    def __init__(
+        self,
+        drug_features: torch.Tensor,
+        cell_features: torch.Tensor,
+        *,
+        alpha: float = 1.0,
+        noise: float = 0.5,
+        seed: int = 0,
+    ) -> None:
         self.drug, self.cell = drug_features.double(), cell_features.double()
         self.alpha, self.noise, self.seed = alpha, noise, seed
         self.scaler = TargetScaler()
@@ -112,23 +120,28 @@ class BayesianRidge:
             self.scaler.fit(train.y.double())
         z = self.scaler.transform(train.y.double())
         phi = self._phi(train)
-        precision = self.alpha * torch.eye(phi.shape[1], dtype=torch.float64) + phi.T @ phi / self.noise ** 2
+        precision = self.alpha * torch.eye(phi.shape[1], dtype=torch.float64) + phi.T @ phi / self.noise**2
         self.chol = torch.linalg.cholesky(precision)
-        rhs = self.alpha * self.mean + phi.T @ z / self.noise ** 2
+        rhs = self.alpha * self.mean + phi.T @ z / self.noise**2
         self.mean = torch.cholesky_solve(rhs[:, None], self.chol)[:, 0]
         self.fitted = True
         return FitReport()
 
     def predict(self, pairs: Pairs, num_samples: int = 100) -> PredictiveSamples:
-        eps = torch.randn(self.mean.shape[0], num_samples, generator=torch.Generator().manual_seed(self.seed),
-                          dtype=torch.float64)
+        eps = torch.randn(
+            self.mean.shape[0], num_samples, generator=torch.Generator().manual_seed(self.seed), dtype=torch.float64
+        )
         w = self.mean[:, None] + torch.linalg.solve_triangular(self.chol.T, eps, upper=True)  # (P, S)
         f = self.scaler.inverse((self._phi(pairs) @ w).T)
         return PredictiveSamples(f.float(), self.scaler.inverse_scale(torch.tensor(self.noise)))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"mean": self.mean.clone(), "chol": self.chol.clone(), "scaler": self.scaler.state_dict(),
-                "fitted": self.fitted}
+        return {
+            "mean": self.mean.clone(),
+            "chol": self.chol.clone(),
+            "scaler": self.scaler.state_dict(),
+            "fitted": self.fitted,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.mean, self.chol = state["mean"].clone(), state["chol"].clone()
@@ -142,11 +155,23 @@ def hand_screen(n_drugs: int, seed: int = 0) -> tuple[Screen, Features]:
     ids = [f"d{i:02d}" for i in range(n_drugs)]
     ia, ib = np.triu_indices(n_drugs, k=1)
     scores = np.random.default_rng(seed).permutation(len(ia)).astype(float)
-    experiments = pd.DataFrame({"drug_a": np.asarray(ids)[ia], "drug_b": np.asarray(ids)[ib], "cell_line": "L1",
-                                "study": "s", "n_replicates": 1, "score": scores})
-    screen = Screen(drugs=pd.DataFrame({"name": ids, "smiles": ""}, index=ids),
-                    cell_lines=pd.DataFrame({"tissue": ""}, index=["L1"]),
-                    experiments=experiments, score_columns=("score",), name="hand")
+    experiments = pd.DataFrame(
+        {
+            "drug_a": np.asarray(ids)[ia],
+            "drug_b": np.asarray(ids)[ib],
+            "cell_line": "L1",
+            "study": "s",
+            "n_replicates": 1,
+            "score": scores,
+        }
+    )
+    screen = Screen(
+        drugs=pd.DataFrame({"name": ids, "smiles": ""}, index=ids),
+        cell_lines=pd.DataFrame({"tissue": ""}, index=["L1"]),
+        experiments=experiments,
+        score_columns=("score",),
+        name="hand",
+    )
     features = Features(drug=torch.eye(n_drugs), cell=torch.ones(1, 1), drug_ids=ids, cell_lines=["L1"])
     return screen, features
 
@@ -164,6 +189,7 @@ def ridge_factory(features: Features, made: list[BayesianRidge] | None = None) -
         if made is not None:
             made.append(model)
         return model
+
     return make
 
 
@@ -178,8 +204,15 @@ def without_times(frame: pd.DataFrame) -> pd.DataFrame:
 # --- bookkeeping -------------------------------------------------------------------------------
 def test_oracle_greedy_finds_the_top_at_once_and_rows_match_definitions(tmp_path: Path) -> None:
     screen, features = hand_screen(21)  # 210 candidates: top 1 % = 3, top 5 % = 11
-    result = run_campaign(screen, features, oracle_factory(screen), Acquisition("greedy", q=11),
-                          config(n_initial=5, n_rounds=3), tmp_path, score="score")
+    result = run_campaign(
+        screen,
+        features,
+        oracle_factory(screen),
+        Acquisition("greedy", q=11),
+        config(n_initial=5, n_rounds=3),
+        tmp_path,
+        score="score",
+    )
     rounds, sel = result.rounds, result.selections
     y = screen.experiments["score"].to_numpy()
     assert rounds["round"].tolist() == [0, 1, 2, 3]
@@ -217,14 +250,33 @@ def test_oracle_greedy_finds_the_top_at_once_and_rows_match_definitions(tmp_path
 
 def test_outputs_are_written(tmp_path: Path) -> None:
     screen, features = hand_screen(12)
-    result = run_campaign(screen, features, oracle_factory(screen), Acquisition("ucb", q=4),
-                          config(n_initial=4, n_rounds=2), tmp_path / "run", score="score")
+    result = run_campaign(
+        screen,
+        features,
+        oracle_factory(screen),
+        Acquisition("ucb", q=4),
+        config(n_initial=4, n_rounds=2),
+        tmp_path / "run",
+        score="score",
+    )
     for path in (result.rounds_csv, result.rounds_json, result.selections_csv, result.plot, result.checkpoint):
         assert path.is_file() and path.parent == tmp_path / "run"
     assert result.plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     csv = pd.read_csv(result.rounds_csv)
-    expected = {"round", "n_measured", TOP1, TOP5, "batch_mean", "regret_median", "regret_min", "unique_drugs",
-                "r2", "spearman", "nll", *TIME_COLUMNS}
+    expected = {
+        "round",
+        "n_measured",
+        TOP1,
+        TOP5,
+        "batch_mean",
+        "regret_median",
+        "regret_min",
+        "unique_drugs",
+        "r2",
+        "spearman",
+        "nll",
+        *TIME_COLUMNS,
+    }
     assert expected <= set(csv.columns)
     pd.testing.assert_frame_equal(csv, result.rounds, check_dtype=False)
     report = json.loads(result.rounds_json.read_text())  # strict JSON: NaN/inf written as null
@@ -239,9 +291,15 @@ def test_random_recall_tracks_fraction_explored(tmp_path: Path) -> None:
     screen, features = hand_screen(41)  # 820 candidates: top 5 % = 41
     gaps = []
     for seed in range(12):
-        rounds = run_campaign(screen, features, oracle_factory(screen), Acquisition("random", q=100),
-                              config(n_initial=20, n_rounds=5, seed=seed), tmp_path / str(seed),
-                              score="score").rounds
+        rounds = run_campaign(
+            screen,
+            features,
+            oracle_factory(screen),
+            Acquisition("random", q=100),
+            config(n_initial=20, n_rounds=5, seed=seed),
+            tmp_path / str(seed),
+            score="score",
+        ).rounds
         gaps.append((rounds[TOP5] - rounds["fraction_explored"]).to_numpy())
     gaps = np.stack(gaps)  # (seeds, rounds)
     assert abs(gaps.mean()) < 0.03
@@ -252,8 +310,15 @@ def test_never_reproposes_and_stops_when_the_pool_is_exhausted(tmp_path: Path) -
     screen, features = hand_screen(21)
     with warnings.catch_warnings():
         warnings.simplefilter("error", BatchShortfallWarning)  # the last batch shrinks to what is left, silently
-        result = run_campaign(screen, features, ridge_factory(features), Acquisition("thompson", q=50),
-                              config(n_initial=5, n_rounds=10), tmp_path, score="score")
+        result = run_campaign(
+            screen,
+            features,
+            ridge_factory(features),
+            Acquisition("thompson", q=50),
+            config(n_initial=5, n_rounds=10),
+            tmp_path,
+            score="score",
+        )
     revealed = result.revealed
     assert len(revealed) == len(set(revealed.tolist())) == 210
     assert result.rounds["batch_size"].tolist() == [5, 50, 50, 50, 50, 5]
@@ -262,9 +327,17 @@ def test_never_reproposes_and_stops_when_the_pool_is_exhausted(tmp_path: Path) -
 
 def test_seeded_and_reproducible(tmp_path: Path) -> None:
     screen, features = hand_screen(15)
+
     def run(seed: int, name: str) -> pd.DataFrame:
-        return run_campaign(screen, features, ridge_factory(features), Acquisition("thompson", q=6),
-                            config(n_initial=6, n_rounds=3, seed=seed), tmp_path / name, score="score").selections
+        return run_campaign(
+            screen,
+            features,
+            ridge_factory(features),
+            Acquisition("thompson", q=6),
+            config(n_initial=6, n_rounds=3, seed=seed),
+            tmp_path / name,
+            score="score",
+        ).selections
 
     pd.testing.assert_frame_equal(run(3, "a"), run(3, "b"))
     assert not run(4, "c")["pool_index"].equals(run(3, "a")["pool_index"])
@@ -288,15 +361,22 @@ def crashing(factory: Callable[..., Any], fail_at_fit: int) -> Callable[..., Any
             if calls[0] == fail_at_fit:
                 raise Crash(f"simulated kill in fit #{fail_at_fit}")
             return fit(train, val)
+
         model.fit = failing_fit
         return model
+
     return make
 
 
-def assert_killed_and_resumed_equals_uninterrupted(screen: Screen, features: Features,
-                                                   make_factory: Callable[[], Callable[..., Any]],
-                                                   acquisition: Acquisition, cfg: CampaignConfig, tmp_path: Path,
-                                                   fail_at_fit: int) -> None:
+def assert_killed_and_resumed_equals_uninterrupted(
+    screen: Screen,
+    features: Features,
+    make_factory: Callable[[], Callable[..., Any]],
+    acquisition: Acquisition,
+    cfg: CampaignConfig,
+    tmp_path: Path,
+    fail_at_fit: int,
+) -> None:
     """Run uninterrupted; run again, killed in fit ``fail_at_fit``; resume: rows and selections must agree."""
     full = run_campaign(screen, features, make_factory(), acquisition, cfg, tmp_path / "full")
     with pytest.raises(Crash):
@@ -307,23 +387,25 @@ def assert_killed_and_resumed_equals_uninterrupted(screen: Screen, features: Fea
 
 
 @pytest.mark.parametrize("warm_start, kind, val_fraction", [(False, "thompson", 0.25), (True, "ucb", 0.0)])
-def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path: Path, warm_start: bool, kind: str,
-                                                          val_fraction: float) -> None:
+def test_resume_after_a_kill_matches_an_uninterrupted_run(
+    tmp_path: Path, warm_start: bool, kind: str, val_fraction: float
+) -> None:
     screen, features = hand_screen(16, seed=1)
     acquisition = Acquisition(kind, q=7, kappa=2.0, kappa_decay=0.8)
     cfg = config(n_initial=8, n_rounds=5, warm_start=warm_start, val_fraction=val_fraction, seed=7)
-    full = run_campaign(screen, features, ridge_factory(features), acquisition, cfg, tmp_path / "full",
-                        score="score")
+    full = run_campaign(screen, features, ridge_factory(features), acquisition, cfg, tmp_path / "full", score="score")
 
     with pytest.raises(Crash):  # killed while fitting round 3
-        run_campaign(screen, features, crashing(ridge_factory(features), 3), acquisition, cfg, tmp_path / "killed",
-                     score="score")
+        run_campaign(
+            screen, features, crashing(ridge_factory(features), 3), acquisition, cfg, tmp_path / "killed", score="score"
+        )
     ckpt = load_checkpoint(tmp_path / "killed" / "checkpoint.pt")
     assert ckpt["completed"] == 2 and len(ckpt["rows"]) == 3 and ckpt["model_state"] is not None
     assert not list((tmp_path / "killed").glob(".tmp-*"))
 
-    resumed = run_campaign(screen, features, ridge_factory(features), acquisition, cfg, tmp_path / "killed",
-                           score="score", resume=True)
+    resumed = run_campaign(
+        screen, features, ridge_factory(features), acquisition, cfg, tmp_path / "killed", score="score", resume=True
+    )
     pd.testing.assert_frame_equal(without_times(resumed.rounds), without_times(full.rounds))
     pd.testing.assert_frame_equal(resumed.selections, full.selections)
     # The checkpoint holds the rows and timings of the rounds done before the kill.
@@ -333,10 +415,18 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path: Path, warm_s
 def test_resume_can_extend_the_number_of_rounds(tmp_path: Path) -> None:
     screen, features = hand_screen(16, seed=2)
     acquisition = Acquisition("thompson", q=5)
+
     def run(n_rounds: int, out: str, resume: bool = False) -> Any:
-        return run_campaign(screen, features, ridge_factory(features), acquisition,
-                            config(n_initial=5, n_rounds=n_rounds, warm_start=True), tmp_path / out, score="score",
-                            resume=resume)
+        return run_campaign(
+            screen,
+            features,
+            ridge_factory(features),
+            acquisition,
+            config(n_initial=5, n_rounds=n_rounds, warm_start=True),
+            tmp_path / out,
+            score="score",
+            resume=resume,
+        )
 
     full = run(4, "full")
     run(2, "partial")
@@ -346,20 +436,50 @@ def test_resume_can_extend_the_number_of_rounds(tmp_path: Path) -> None:
 
 def test_resume_refuses_a_different_campaign(tmp_path: Path) -> None:
     screen, features = hand_screen(12)
-    run_campaign(screen, features, ridge_factory(features), Acquisition("ucb", q=4), config(n_initial=4, n_rounds=1),
-                 tmp_path, score="score")
+    run_campaign(
+        screen,
+        features,
+        ridge_factory(features),
+        Acquisition("ucb", q=4),
+        config(n_initial=4, n_rounds=1),
+        tmp_path,
+        score="score",
+    )
     with pytest.raises(ValueError, match="n_initial"):
-        run_campaign(screen, features, ridge_factory(features), Acquisition("ucb", q=4),
-                     config(n_initial=5, n_rounds=2), tmp_path, score="score", resume=True)
+        run_campaign(
+            screen,
+            features,
+            ridge_factory(features),
+            Acquisition("ucb", q=4),
+            config(n_initial=5, n_rounds=2),
+            tmp_path,
+            score="score",
+            resume=True,
+        )
     with pytest.raises(ValueError, match="acquisition"):
-        run_campaign(screen, features, ridge_factory(features), Acquisition("greedy", q=4),
-                     config(n_initial=4, n_rounds=2), tmp_path, score="score", resume=True)
+        run_campaign(
+            screen,
+            features,
+            ridge_factory(features),
+            Acquisition("greedy", q=4),
+            config(n_initial=4, n_rounds=2),
+            tmp_path,
+            score="score",
+            resume=True,
+        )
 
 
 def test_checkpoint_loads_with_weights_only(tmp_path: Path) -> None:
     screen, features = hand_screen(12)
-    result = run_campaign(screen, features, ridge_factory(features), Acquisition("ucb", q=4),
-                          config(n_initial=4, n_rounds=2), tmp_path, score="score")
+    result = run_campaign(
+        screen,
+        features,
+        ridge_factory(features),
+        Acquisition("ucb", q=4),
+        config(n_initial=4, n_rounds=2),
+        tmp_path,
+        score="score",
+    )
     ckpt = torch.load(result.checkpoint, weights_only=True)
     assert ckpt["completed"] == 2
     assert ckpt["revealed"].tolist() == result.revealed.tolist()
@@ -374,18 +494,24 @@ def test_ucb_with_a_bayesian_model_beats_random_on_synthetic_screens(tmp_path: P
         screen = make_synthetic_screen(n_drugs=30, n_cell_lines=2, seed=seed)  # 870 candidates, top 1 % = 9
         features = featurize(screen, one_hot=True, cell="onehot")
         for kind in recalls:
-            rounds = run_campaign(screen, features, ridge_factory(features), Acquisition(kind, q=20, kappa=1.0),
-                                  config(n_initial=20, n_rounds=6, seed=seed), tmp_path / f"{kind}{seed}").rounds
+            rounds = run_campaign(
+                screen,
+                features,
+                ridge_factory(features),
+                Acquisition(kind, q=20, kappa=1.0),
+                config(n_initial=20, n_rounds=6, seed=seed),
+                tmp_path / f"{kind}{seed}",
+            ).rounds
             recalls[kind].append(rounds[TOP1].iloc[-1])
     ucb, rnd = np.mean(recalls["ucb"]), np.mean(recalls["random"])
     assert ucb > rnd + 0.2, recalls
 
 
 def small_bnn_factory(features: Features, epochs: int) -> Callable[..., BNNSynergyModel]:
-    predictor = functools.partial(RecoverPredictor, drug_hidden=(64, 32), merge_dim=32, merge_rank=8,
-                                  head_hidden=(32,))
-    return lambda seed=0: BNNSynergyModel(features.drug, features.cell, predictor=predictor,
-                                          inference=SVIConfig(epochs=epochs, lr=3e-3), seed=seed)
+    predictor = functools.partial(RecoverPredictor, drug_hidden=(64, 32), merge_dim=32, merge_rank=8, head_hidden=(32,))
+    return lambda seed=0: BNNSynergyModel(
+        features.drug, features.cell, predictor=predictor, inference=SVIConfig(epochs=epochs, lr=3e-3), seed=seed
+    )
 
 
 def test_bnn_with_ucb_beats_random_on_top1_recall_over_seeds(tmp_path: Path) -> None:
@@ -395,12 +521,24 @@ def test_bnn_with_ucb_beats_random_on_top1_recall_over_seeds(tmp_path: Path) -> 
         screen = make_synthetic_screen(n_drugs=30, n_cell_lines=2, seed=seed)  # 870 candidates
         features = featurize(screen, one_hot=True, cell="onehot")
         cfg = config(n_initial=20, n_rounds=5, seed=seed)
-        rounds = run_campaign(screen, features, small_bnn_factory(features, epochs=40), Acquisition("ucb", q=20),
-                              cfg, tmp_path / f"bnn{seed}").rounds
+        rounds = run_campaign(
+            screen,
+            features,
+            small_bnn_factory(features, epochs=40),
+            Acquisition("ucb", q=20),
+            cfg,
+            tmp_path / f"bnn{seed}",
+        ).rounds
         assert rounds["r2"].iloc[1:].notna().all()
         bnn.append(rounds.iloc[-1][[TOP1, TOP5]].to_numpy(dtype=float))
-        rounds = run_campaign(screen, features, small_bnn_factory(features, epochs=1), Acquisition("random", q=20),
-                              cfg, tmp_path / f"random{seed}").rounds
+        rounds = run_campaign(
+            screen,
+            features,
+            small_bnn_factory(features, epochs=1),
+            Acquisition("random", q=20),
+            cfg,
+            tmp_path / f"random{seed}",
+        ).rounds
         rnd.append(rounds.iloc[-1][[TOP1, TOP5]].to_numpy(dtype=float))
     bnn_mean, rnd_mean = np.mean(bnn, 0), np.mean(rnd, 0)
     # 120 of 870 explored: random finds ~0.14 of each top set; the BNN found ~0.5 of both when written.
@@ -413,8 +551,9 @@ def test_bnn_warm_started_campaign_resumes_exactly(tmp_path: Path) -> None:
     features = featurize(screen)
     cfg = config(n_initial=5, n_rounds=3, warm_start=True, num_samples=8)
     acquisition = Acquisition("thompson", q=4)
-    assert_killed_and_resumed_equals_uninterrupted(screen, features, lambda: small_bnn_factory(features, epochs=4),
-                                                   acquisition, cfg, tmp_path, fail_at_fit=2)
+    assert_killed_and_resumed_equals_uninterrupted(
+        screen, features, lambda: small_bnn_factory(features, epochs=4), acquisition, cfg, tmp_path, fail_at_fit=2
+    )
 
 
 # --- pretraining -------------------------------------------------------------------------------
@@ -464,8 +603,15 @@ def test_pretrain_factory_builds_only_the_pretraining_model(tmp_path: Path) -> N
 
     pretrain_made: list[BayesianRidge] = []
     cfg = config(n_initial=6, n_rounds=2, pool_cell_lines=["cell_1"], pretrain="other_cell_lines")
-    result = run_campaign(screen, features, ridge_factory(features, rounds_made), Acquisition("ucb", q=6), cfg,
-                          tmp_path, pretrain_factory=pretrain_factory)
+    result = run_campaign(
+        screen,
+        features,
+        ridge_factory(features, rounds_made),
+        Acquisition("ucb", q=6),
+        cfg,
+        tmp_path,
+        pretrain_factory=pretrain_factory,
+    )
     assert [m.fit_sizes for m in pretrain_made] == [[132]]
     assert [m.alpha for m in rounds_made] == [1.0, 1.0] and [m.fit_sizes for m in rounds_made] == [[6], [12]]
     assert result.pretrained is not None
@@ -475,19 +621,26 @@ def test_pretrain_factory_builds_only_the_pretraining_model(tmp_path: Path) -> N
 def test_given_pretrained_state_skips_the_fit_and_reproduces_the_campaign(tmp_path: Path) -> None:
     screen = make_synthetic_screen(n_drugs=12, n_cell_lines=3, seed=0)
     features = featurize(screen, cell="onehot")
-    cfg = config(n_initial=6, n_rounds=3, pool_cell_lines=["cell_1"], pretrain="other_cell_lines",
-                 val_fraction=0.2)
+    cfg = config(n_initial=6, n_rounds=3, pool_cell_lines=["cell_1"], pretrain="other_cell_lines", val_fraction=0.2)
     acquisition = Acquisition("thompson", q=5)
     first = run_campaign(screen, features, ridge_factory(features), acquisition, cfg, tmp_path / "a")
     made: list[BayesianRidge] = []
-    again = run_campaign(screen, features, ridge_factory(features, made), acquisition, cfg, tmp_path / "b",
-                         pretrained=first.pretrained)
+    again = run_campaign(
+        screen, features, ridge_factory(features, made), acquisition, cfg, tmp_path / "b", pretrained=first.pretrained
+    )
     assert made[0].fit_sizes == []  # the pretraining model only loaded the given state
     pd.testing.assert_frame_equal(without_times(again.rounds), without_times(first.rounds))
     pd.testing.assert_frame_equal(again.selections, first.selections)
     with pytest.raises(ValueError, match="pretrain"):
-        run_campaign(screen, features, ridge_factory(features), acquisition, replace(cfg, pretrain="none"),
-                     tmp_path / "c", pretrained=first.pretrained)
+        run_campaign(
+            screen,
+            features,
+            ridge_factory(features),
+            acquisition,
+            replace(cfg, pretrain="none"),
+            tmp_path / "c",
+            pretrained=first.pretrained,
+        )
 
 
 def test_posterior_transfer_gives_round_models_the_pretrained_posterior_as_prior(tmp_path: Path) -> None:
@@ -500,8 +653,15 @@ def test_posterior_transfer_gives_round_models_the_pretrained_posterior_as_prior
         made.append(base(seed=seed))
         return made[-1]
 
-    cfg = config(n_initial=5, n_rounds=2, num_samples=4, pool_cell_lines=["cell_1"], pretrain="other_cell_lines",
-                 transfer="posterior", transfer_widen=2.0)
+    cfg = config(
+        n_initial=5,
+        n_rounds=2,
+        num_samples=4,
+        pool_cell_lines=["cell_1"],
+        pretrain="other_cell_lines",
+        transfer="posterior",
+        transfer_widen=2.0,
+    )
     run_campaign(screen, features, factory, Acquisition("ucb", q=5), cfg, tmp_path)
     pretrained, first_round = made[0], made[1]
     pairs = screen.to_pairs()[:3]
@@ -521,12 +681,20 @@ def test_resume_with_a_transferred_posterior_prior_and_warm_start(tmp_path: Path
     """Priors are not in a state_dict: a resumed warm-started model must rebuild them from the pretrained state."""
     screen = make_synthetic_screen(n_drugs=10, n_cell_lines=2, seed=0)
     features = featurize(screen, cell="onehot")
-    cfg = config(n_initial=5, n_rounds=3, num_samples=4, pool_cell_lines=["cell_1"], pretrain="other_cell_lines",
-                 transfer="posterior", warm_start=True)
+    cfg = config(
+        n_initial=5,
+        n_rounds=3,
+        num_samples=4,
+        pool_cell_lines=["cell_1"],
+        pretrain="other_cell_lines",
+        transfer="posterior",
+        warm_start=True,
+    )
     acquisition = Acquisition("ucb", q=5)
     # fit 1 is the pretraining, fit 3 round 2
-    assert_killed_and_resumed_equals_uninterrupted(screen, features, lambda: small_bnn_factory(features, epochs=2),
-                                                   acquisition, cfg, tmp_path, fail_at_fit=3)
+    assert_killed_and_resumed_equals_uninterrupted(
+        screen, features, lambda: small_bnn_factory(features, epochs=2), acquisition, cfg, tmp_path, fail_at_fit=3
+    )
 
 
 def test_pool_studies_pretrains_on_the_other_study(tmp_path: Path) -> None:
@@ -539,7 +707,7 @@ def test_pool_studies_pretrains_on_the_other_study(tmp_path: Path) -> None:
     made: list[BayesianRidge] = []
     cfg = config(n_initial=6, n_rounds=2, pool_studies="new", pretrain="other_cell_lines")
     result = run_campaign(screen, features, ridge_factory(features, made), Acquisition("ucb", q=5), cfg, tmp_path)
-    assert made[0].fit_sizes == [len(old)]                   # pretrained on every experiment of the other study
+    assert made[0].fit_sizes == [len(old)]  # pretrained on every experiment of the other study
     assert set(result.selections["study"]) == {"new"} and len(result.selections) == 16
     with pytest.raises(EmptySelectionError, match="closest"):
         build_pool(screen, features, "synergy", None, ["nwe"])
@@ -549,8 +717,14 @@ def test_pretraining_needs_experiments_outside_the_pool(tmp_path: Path) -> None:
     screen = make_synthetic_screen(n_drugs=8, n_cell_lines=1, seed=0)
     features = featurize(screen)
     with pytest.raises(ValueError, match="outside the pool"):
-        run_campaign(screen, features, ridge_factory(features), Acquisition("ucb", q=4),
-                     config(n_initial=4, n_rounds=1, pretrain="other_cell_lines"), tmp_path)
+        run_campaign(
+            screen,
+            features,
+            ridge_factory(features),
+            Acquisition("ucb", q=4),
+            config(n_initial=4, n_rounds=1, pretrain="other_cell_lines"),
+            tmp_path,
+        )
 
 
 def test_pool_errors_name_the_problem() -> None:
@@ -566,9 +740,14 @@ def test_pool_errors_name_the_problem() -> None:
 
 
 # --- Hydra -------------------------------------------------------------------------------------
-EXPERIMENTS = {"laplace_ucb": ("bnn", "ucb"), "normal_ucb": ("bnn", "ucb"), "ensemble_ucb": ("DeepEnsemble", "ucb"),
-               "random": ("bnn", "random"), "laplace_thompson": ("bnn", "thompson"),
-               "laplace_greedy": ("bnn", "greedy")}
+EXPERIMENTS = {
+    "laplace_ucb": ("bnn", "ucb"),
+    "normal_ucb": ("bnn", "ucb"),
+    "ensemble_ucb": ("DeepEnsemble", "ucb"),
+    "random": ("bnn", "random"),
+    "laplace_thompson": ("bnn", "thompson"),
+    "laplace_greedy": ("bnn", "greedy"),
+}
 
 
 def compose_campaign(overrides: list[str]) -> Any:
@@ -596,8 +775,9 @@ def test_acquisition_and_campaign_groups_instantiate() -> None:
 
 def test_pretrain_overrides_change_only_the_pretraining_model() -> None:
     small = ["data.screen.n_drugs=8", "data.screen.n_cell_lines=2"]
-    cfg = compose_campaign(["+experiment=normal_ucb", *small,
-                            'pretrain_overrides=["inference.epochs=5","inference.lr=0.002"]'])
+    cfg = compose_campaign(
+        ["+experiment=normal_ucb", *small, 'pretrain_overrides=["inference.epochs=5","inference.lr=0.002"]']
+    )
     features = build_features(cfg, build_screen(cfg))
     pretrain = pretrain_model_factory(cfg, features)(seed=0)
     rounds = model_factory(cfg, features)(seed=0)
@@ -611,36 +791,77 @@ def test_pretrain_overrides_change_only_the_pretraining_model() -> None:
 
 
 def test_pretrained_experiment_config_runs_end_to_end(tmp_path: Path) -> None:
-    cfg = compose_campaign([
-        "+experiment=scale_mixture_ucb_pretrained", "data.screen.n_drugs=8", "data.screen.n_cell_lines=2",
-        "campaign.pool_cell_lines=[cell_1]", "campaign.n_initial=5", "campaign.n_rounds=1", "acquisition.q=4",
-        "campaign.progress=false", "num_samples=4", "inference.epochs=2", 'pretrain_overrides=["inference.epochs=1"]'])
+    cfg = compose_campaign(
+        [
+            "+experiment=scale_mixture_ucb_pretrained",
+            "data.screen.n_drugs=8",
+            "data.screen.n_cell_lines=2",
+            "campaign.pool_cell_lines=[cell_1]",
+            "campaign.n_initial=5",
+            "campaign.n_rounds=1",
+            "acquisition.q=4",
+            "campaign.progress=false",
+            "num_samples=4",
+            "inference.epochs=2",
+            'pretrain_overrides=["inference.epochs=1"]',
+        ]
+    )
     assert (cfg.campaign.pretrain, cfg.campaign.transfer, cfg.campaign.transfer_widen) == (
-        "other_cell_lines", "posterior", 3.0)
+        "other_cell_lines",
+        "posterior",
+        3.0,
+    )
     result = campaign_from_config(cfg, tmp_path)
     assert result.rounds["n_measured"].tolist() == [5, 9] and result.pretrained is not None
     assert np.isfinite(result.rounds.at[0, "r2"])
 
 
 def test_hydra_entry_composes_and_runs(tmp_path: Path) -> None:
-    cfg = compose_campaign([
-        "+experiment=ensemble_ucb", "data.screen.n_drugs=10", "data.screen.n_cell_lines=1", "model.n_members=2",
-        "model.training.epochs=3", "acquisition.q=5", "campaign.n_initial=5", "campaign.n_rounds=2",
-        "campaign.progress=false", "num_samples=4"])
+    cfg = compose_campaign(
+        [
+            "+experiment=ensemble_ucb",
+            "data.screen.n_drugs=10",
+            "data.screen.n_cell_lines=1",
+            "model.n_members=2",
+            "model.training.epochs=3",
+            "acquisition.q=5",
+            "campaign.n_initial=5",
+            "campaign.n_rounds=2",
+            "campaign.progress=false",
+            "num_samples=4",
+        ]
+    )
     result = campaign_from_config(cfg, tmp_path)
     assert result.rounds["n_measured"].tolist() == [5, 10, 15]
     assert (tmp_path / "recall.png").is_file()
-    resumed = campaign_from_config(compose_campaign([
-        "+experiment=ensemble_ucb", "data.screen.n_drugs=10", "data.screen.n_cell_lines=1", "model.n_members=2",
-        "model.training.epochs=3", "acquisition.q=5", "campaign.n_initial=5", "campaign.n_rounds=3",
-        "campaign.progress=false", "num_samples=4", "resume=true"]), tmp_path)
+    resumed = campaign_from_config(
+        compose_campaign(
+            [
+                "+experiment=ensemble_ucb",
+                "data.screen.n_drugs=10",
+                "data.screen.n_cell_lines=1",
+                "model.n_members=2",
+                "model.training.epochs=3",
+                "acquisition.q=5",
+                "campaign.n_initial=5",
+                "campaign.n_rounds=3",
+                "campaign.progress=false",
+                "num_samples=4",
+                "resume=true",
+            ]
+        ),
+        tmp_path,
+    )
     pd.testing.assert_frame_equal(without_times(resumed.rounds.iloc[:3]), without_times(result.rounds))
     assert resumed.rounds["n_measured"].tolist() == [5, 10, 15, 20]
 
 
 def test_recall_column_names() -> None:
     assert (recall_column(0.01), recall_column(0.05), recall_column(0.005)) == (
-        "recall_top1pct", "recall_top5pct", "recall_top0.5pct")
+        "recall_top1pct",
+        "recall_top5pct",
+        "recall_top0.5pct",
+    )
 
 
 # --- random campaigns fit no model unless asked ------------------------------------------------
@@ -654,38 +875,70 @@ def test_random_campaign_fits_no_model_and_picks_the_same(tmp_path: Path, pretra
     features = Features(features.drug, torch.eye(2), features.drug_ids, ["L1", "L2"])
     made: list[BayesianRidge] = []
     kw = dict(n_initial=5, n_rounds=3, val_fraction=0.2, pool_cell_lines=["L1"], pretrain=pretrain)
-    quiet = run_campaign(screen, features, ridge_factory(features, made), Acquisition("random", q=6),
-                         config(**kw), tmp_path / "quiet", score="score")
+    quiet = run_campaign(
+        screen,
+        features,
+        ridge_factory(features, made),
+        Acquisition("random", q=6),
+        config(**kw),
+        tmp_path / "quiet",
+        score="score",
+    )
     assert made == [] and quiet.rounds[list(MODEL_METRICS)].isna().all().all()
     assert quiet.selections["predicted_mean"].isna().all()
-    fitted = run_campaign(screen, features, ridge_factory(features, made), Acquisition("random", q=6),
-                          config(**kw, random_fits_model=True), tmp_path / "fitted", score="score")
+    fitted = run_campaign(
+        screen,
+        features,
+        ridge_factory(features, made),
+        Acquisition("random", q=6),
+        config(**kw, random_fits_model=True),
+        tmp_path / "fitted",
+        score="score",
+    )
     assert len(made) == 3 + (pretrain != "none")
     assert np.isfinite(fitted.rounds.loc[1:, "r2"]).all()
     np.testing.assert_array_equal(quiet.revealed, fitted.revealed)  # the model never changes a random pick
 
 
 def test_random_experiment_preset_does_not_fit(tmp_path: Path) -> None:
-    cfg = compose_campaign(["+experiment=random", "data.screen.n_drugs=8", "data.screen.n_cell_lines=1",
-                            "campaign.n_initial=5", "campaign.n_rounds=2", "acquisition.q=4",
-                            "campaign.progress=false", "num_samples=4"])
+    cfg = compose_campaign(
+        [
+            "+experiment=random",
+            "data.screen.n_drugs=8",
+            "data.screen.n_cell_lines=1",
+            "campaign.n_initial=5",
+            "campaign.n_rounds=2",
+            "acquisition.q=4",
+            "campaign.progress=false",
+            "num_samples=4",
+        ]
+    )
     assert cfg.campaign.random_fits_model is False
     result = campaign_from_config(cfg, tmp_path)
     assert result.rounds["r2"].isna().all() and (result.rounds["train_s"] < 0.5).all()
 
 
 def test_campaign_logs_name_model_and_acquisition(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    cfg = compose_campaign(["+experiment=laplace_greedy", "data.screen.n_drugs=8", "data.screen.n_cell_lines=1",
-                            "campaign.n_initial=5", "campaign.n_rounds=1", "acquisition.q=4", "inference.epochs=2",
-                            "campaign.progress=false", "num_samples=4"])
+    cfg = compose_campaign(
+        [
+            "+experiment=laplace_greedy",
+            "data.screen.n_drugs=8",
+            "data.screen.n_cell_lines=1",
+            "campaign.n_initial=5",
+            "campaign.n_rounds=1",
+            "acquisition.q=4",
+            "inference.epochs=2",
+            "campaign.progress=false",
+            "num_samples=4",
+        ]
+    )
     assert model_label(cfg) == "BNNSynergyModel (LaplacePrior)"
     with caplog.at_level("INFO", logger="recover_pyro.campaign"):
         campaign_from_config(cfg, tmp_path)
     assert "by greedy (BNNSynergyModel (LaplacePrior))" in caplog.text
 
 
-def test_pretraining_fit_shows_progress_when_the_campaign_does(monkeypatch: pytest.MonkeyPatch,
-                                                                  tmp_path: Path) -> None:
+def test_pretraining_fit_shows_progress_when_the_campaign_does(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Round refits stay quiet (fit_progress=false); the one long pretraining fit follows campaign.progress."""
     import recover_pyro.campaign as campaign_module
 
@@ -721,5 +974,6 @@ def test_pretrained_preset_keeps_its_own_round_learning_rate() -> None:
 def test_model_label_of_a_random_campaign_says_no_model() -> None:
     assert model_label(compose_campaign(["+experiment=random"])) == "no model"
     assert model_label(compose_campaign(["+experiment=random", "campaign.random_fits_model=true"])) == (
-        "BNNSynergyModel (NormalPrior)")
+        "BNNSynergyModel (NormalPrior)"
+    )
     assert model_label(compose_campaign(["+experiment=ensemble_ucb"])) == "DeepEnsemble"

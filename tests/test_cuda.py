@@ -26,8 +26,9 @@ from recover_pyro.models.bnn import BNNSynergyModel
 from recover_pyro.models.predictor import RecoverPredictor
 from recover_pyro.train import train as train_run
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
-                                reason="no CUDA device on this machine (CI has none); GPU path not tested here")
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device on this machine (CI has none); GPU path not tested here"
+)
 
 SMALL = functools.partial(RecoverPredictor, drug_hidden=(32, 16), merge_dim=16, merge_rank=4, head_hidden=(16,))
 
@@ -60,15 +61,27 @@ def test_bnn_fits_and_scores_on_the_gpu_like_on_the_cpu(data, layers: str) -> No
     weights = gpu.guide.sample_weights(4, generator=torch.Generator("cuda").manual_seed(0))
     gpu_test = test.to("cuda")
     dense = gpu.model.mean_function(weights, gpu_test.drug_a, gpu_test.drug_b, gpu_test.cell)
-    single = torch.cat([gpu.model.mean_function(weights, gpu_test.drug_a[i:i + 1], gpu_test.drug_b[i:i + 1],
-                                                gpu_test.cell[i:i + 1]) for i in range(20)], -1)
+    single = torch.cat(
+        [
+            gpu.model.mean_function(
+                weights, gpu_test.drug_a[i : i + 1], gpu_test.drug_b[i : i + 1], gpu_test.cell[i : i + 1]
+            )
+            for i in range(20)
+        ],
+        -1,
+    )
     torch.testing.assert_close(dense[..., :20], single, rtol=1e-4, atol=1e-4)
 
 
 def test_gpu_head_chunks_do_not_change_the_predictive(data, monkeypatch) -> None:
     features, train, _, test = data
-    model = BNNSynergyModel(features.drug, features.cell, predictor=SMALL, device="cuda",
-                            inference=SVIConfig(lr=0.01, epochs=2, batch_size=64, eval_batch_size=5))
+    model = BNNSynergyModel(
+        features.drug,
+        features.cell,
+        predictor=SMALL,
+        device="cuda",
+        inference=SVIConfig(lr=0.01, epochs=2, batch_size=64, eval_batch_size=5),
+    )
     model.fit(train)
     whole = model.predict(test, 8).f  # one head pass
     monkeypatch.setattr(predictive, "GPU_HEAD_CHUNK_ELEMENTS", 8 * 7)  # 7 candidates per head pass
@@ -77,8 +90,13 @@ def test_gpu_head_chunks_do_not_change_the_predictive(data, monkeypatch) -> None
 
 def test_gpu_predictive_is_reproducible_and_leaves_the_callers_rng_alone(data) -> None:
     features, train, _, test = data
-    model = BNNSynergyModel(features.drug, features.cell, predictor=SMALL, device="cuda",
-                            inference=SVIConfig(lr=0.01, epochs=2, batch_size=64))
+    model = BNNSynergyModel(
+        features.drug,
+        features.cell,
+        predictor=SMALL,
+        device="cuda",
+        inference=SVIConfig(lr=0.01, epochs=2, batch_size=64),
+    )
     model.fit(train)
     torch.cuda.manual_seed(123)
     before = torch.cuda.get_rng_state()
@@ -92,8 +110,11 @@ def test_gpu_predictive_is_reproducible_and_leaves_the_callers_rng_alone(data) -
 def test_baselines_on_the_gpu(data, kind: str) -> None:
     features, train, val, test = data
     training = TrainConfig(epochs=3, batch_size=64)
-    cls = {"deterministic": DeterministicModel, "mc_dropout": MCDropoutModel,
-           "ensemble": functools.partial(DeepEnsemble, n_members=2)}[kind]
+    cls = {
+        "deterministic": DeterministicModel,
+        "mc_dropout": MCDropoutModel,
+        "ensemble": functools.partial(DeepEnsemble, n_members=2),
+    }[kind]
     gpu = cls(features.drug, features.cell, predictor=SMALL, training=training, device="cuda")
     gpu.fit(train, val)
     pred = gpu.predict(test, num_samples=5)
@@ -107,10 +128,15 @@ def test_baselines_on_the_gpu(data, kind: str) -> None:
 
 
 def test_train_and_campaign_run_with_device_cuda(tmp_path: Path) -> None:
-    tiny = ["data.screen.n_drugs=14", "data.screen.n_cell_lines=2", "num_samples=8", "device=cuda",
-            "inference.progress=false", "inference.epochs=3"]
-    campaign = ["+experiment=laplace_ucb", *tiny, "campaign.n_initial=20", "acquisition.q=5",
-                "campaign.progress=false"]
+    tiny = [
+        "data.screen.n_drugs=14",
+        "data.screen.n_cell_lines=2",
+        "num_samples=8",
+        "device=cuda",
+        "inference.progress=false",
+        "inference.epochs=3",
+    ]
+    campaign = ["+experiment=laplace_ucb", *tiny, "campaign.n_initial=20", "acquisition.q=5", "campaign.progress=false"]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("config", overrides=["+experiment=laplace", *tiny])
         first = compose("campaign", overrides=[*campaign, "campaign.n_rounds=1"])

@@ -67,8 +67,9 @@ def test_fingerprints_match_rdkit_on_the_parent_and_respect_sizes(tmp_path):
 
 
 def test_fingerprints_are_salt_free():
-    fp = morgan_fingerprints([MECHLORETHAMINE + ".Cl", MECHLORETHAMINE, f"{TOSYLATE}.{SORAFENIB}", SORAFENIB],
-                             cache_dir=None)
+    fp = morgan_fingerprints(
+        [MECHLORETHAMINE + ".Cl", MECHLORETHAMINE, f"{TOSYLATE}.{SORAFENIB}", SORAFENIB], cache_dir=None
+    )
     np.testing.assert_array_equal(fp[0], fp[1])
     np.testing.assert_array_equal(fp[2], fp[3])
     assert not np.array_equal(fp[0], fp[2])
@@ -136,15 +137,23 @@ def test_drug_features_on_almanac(almanac):
     assert drug_features(almanac, n_bits=512, one_hot=False, cache_dir=None).shape == (d, 512)
     # Rows follow the drug table's order.
     flipped = replace(almanac, drugs=almanac.drugs.iloc[::-1])
-    np.testing.assert_array_equal(drug_features(flipped, n_bits=512, one_hot=False, cache_dir=None).numpy(),
-                                  fp[::-1])
+    np.testing.assert_array_equal(drug_features(flipped, n_bits=512, one_hot=False, cache_dir=None).numpy(), fp[::-1])
 
 
 def test_drug_features_error_names_the_drug():
     screen = make_synthetic_screen(n_drugs=4, n_cell_lines=1, seed=0)
-    drugs = pd.DataFrame({"name": ["Aspirin", "Brokenib", "Caffeine", "Dapsone"],
-                          "smiles": ["CC(=O)Oc1ccccc1C(=O)O", "C1CC(", "Cn1cnc2c1c(=O)n(C)c(=O)n2C",
-                                     "Nc1ccc(cc1)S(=O)(=O)c1ccc(N)cc1"]}, index=screen.drugs.index)
+    drugs = pd.DataFrame(
+        {
+            "name": ["Aspirin", "Brokenib", "Caffeine", "Dapsone"],
+            "smiles": [
+                "CC(=O)Oc1ccccc1C(=O)O",
+                "C1CC(",
+                "Cn1cnc2c1c(=O)n(C)c(=O)n2C",
+                "Nc1ccc(cc1)S(=O)(=O)c1ccc(N)cc1",
+            ],
+        },
+        index=screen.drugs.index,
+    )
     with pytest.raises(InvalidSmilesError, match=r"Brokenib \(drug_1\)"):
         drug_features(replace(screen, drugs=drugs, drug_features=None), cache_dir=None)
 

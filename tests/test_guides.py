@@ -10,8 +10,13 @@ from torch import nn
 from torch.distributions import kl_divergence
 
 from recover_pyro.data.screen import Pairs
-from recover_pyro.guides import (MOLCHANOV_K1, MeanFieldNormalGuide, SparseDropoutNormal,
-                                 SparseVariationalDropoutGuide, molchanov_kl)
+from recover_pyro.guides import (
+    MOLCHANOV_K1,
+    MeanFieldNormalGuide,
+    SparseDropoutNormal,
+    SparseVariationalDropoutGuide,
+    molchanov_kl,
+)
 from recover_pyro.inference import SVIConfig, fit_svi
 from recover_pyro.models.bayesian import BayesianRegression
 from recover_pyro.models.predictor import Linear, RecoverPredictor
@@ -23,15 +28,17 @@ D, C = 10, 2
 
 def recover_model(layers="all", prior=NormalPrior()) -> BayesianRegression:
     torch.manual_seed(0)
-    net = RecoverPredictor(torch.rand(D, 12).round(), torch.eye(C), drug_hidden=(8, 6), merge_dim=5, merge_rank=2,
-                           head_hidden=(4,))
+    net = RecoverPredictor(
+        torch.rand(D, 12).round(), torch.eye(C), drug_hidden=(8, 6), merge_dim=5, merge_rank=2, head_hidden=(4,)
+    )
     return BayesianRegression(net, prior=prior, bayesian_layers=layers)
 
 
 def index_pairs(n: int) -> Pairs:
     g = torch.Generator().manual_seed(3)
-    return Pairs(torch.randint(D, (n,), generator=g), torch.randint(D, (n,), generator=g),
-                 torch.randint(C, (n,), generator=g))
+    return Pairs(
+        torch.randint(D, (n,), generator=g), torch.randint(D, (n,), generator=g), torch.randint(C, (n,), generator=g)
+    )
 
 
 class RowMLP(nn.Module):
@@ -73,8 +80,9 @@ def test_guide_samples_the_model_sites_in_model_order(guide_cls):
     guide_trace = poutine.trace(guide).get_trace(p.drug_a, p.drug_b, p.cell, None)
     model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(p.drug_a, p.drug_b, p.cell, None)
     guide_sites = [n for n, s in guide_trace.nodes.items() if s["type"] == "sample"]
-    model_latent = [n for n, s in model_trace.nodes.items() if s["type"] == "sample" and not s["is_observed"]
-                    and n in model.sites]
+    model_latent = [
+        n for n, s in model_trace.nodes.items() if s["type"] == "sample" and not s["is_observed"] and n in model.sites
+    ]
     assert guide_sites == model_latent == list(model.sites)
     for name in guide_sites:
         assert guide_trace.nodes[name]["fn"].event_shape == model.sites[name].shape
@@ -100,8 +108,9 @@ def test_molchanov_kl_is_registered_and_works_through_independent():
     assert torch.allclose(wrapped, expected.sum())
     # KL falls towards 0 as alpha grows (the prior does not penalise dropped weights).
     big = torch.tensor([10.0])
-    assert float(molchanov_kl(big)) == pytest.approx(0.5 * float(F.softplus(-big)) + MOLCHANOV_K1 * (
-        1 - float(torch.sigmoid(1.87320 + 1.48695 * big))), abs=1e-7)
+    assert float(molchanov_kl(big)) == pytest.approx(
+        0.5 * float(F.softplus(-big)) + MOLCHANOV_K1 * (1 - float(torch.sigmoid(1.87320 + 1.48695 * big))), abs=1e-7
+    )
     assert bool((molchanov_kl(torch.linspace(-8, 8, 50)).diff() < 0).all())
 
 
@@ -159,8 +168,17 @@ def test_sparse_dropout_prunes_noise_inputs_and_keeps_relevant_ones():
     guide = SparseVariationalDropoutGuide(model)
     rows = torch.arange(n)
     epochs, lr = 600, 0.01
-    config = SVIConfig(elbo="meanfield", stopping="none", warm_start_epochs=0, lr=lr, scale_lr=None, lr_decay=(1e-4 / lr) ** (1 / epochs), epochs=epochs, batch_size=n,
-                       kl_anneal_epochs=200)
+    config = SVIConfig(
+        elbo="meanfield",
+        stopping="none",
+        warm_start_epochs=0,
+        lr=lr,
+        scale_lr=None,
+        lr_decay=(1e-4 / lr) ** (1 / epochs),
+        epochs=epochs,
+        batch_size=n,
+        kl_anneal_epochs=200,
+    )
     fit_svi(model, guide, Pairs(rows, rows, rows, y), None, config)
     kept = guide.kept("predictor.layers.0.weight")  # (hidden, inputs)
     assert float((~kept[:, 10:]).float().mean()) >= 0.9

@@ -38,8 +38,9 @@ def _preset_kind(path: Path) -> str:
 
 def _names(lines: list[str]) -> set[str]:
     """Preset names listed after 'label:' on each line (parenthesised remarks dropped)."""
-    text = " ".join(re.sub(r"\(.*?\)", "", line.split(":", 1)[1]) for line in lines
-                    if ":" in line and not line.startswith("("))
+    text = " ".join(
+        re.sub(r"\(.*?\)", "", line.split(":", 1)[1]) for line in lines if ":" in line and not line.startswith("(")
+    )
     return {name for name in re.split(r"[,\s]+", text) if name}
 
 
@@ -56,16 +57,18 @@ def test_help_lists_exactly_the_composed_groups_and_their_options(command: str) 
 def test_every_preset_is_a_train_or_a_campaign_preset_and_help_lists_it_once() -> None:
     presets = {p.stem: _preset_kind(p) for p in (CONFIG_DIR / "experiment").glob("*.yaml")}
     train = _names(_section(_help("config")[0], "Train presets"))
-    campaign = _names([line for line in _section(_help("campaign")[0], "Campaign presets")
-                       if line.startswith(("BNN", "baselines"))])
+    campaign = _names(
+        [line for line in _section(_help("campaign")[0], "Campaign presets") if line.startswith(("BNN", "baselines"))]
+    )
     assert train == {n for n, kind in presets.items() if kind == "train"}
     assert campaign == {n for n, kind in presets.items() if kind == "campaign"}
     assert _names(_section(_help("recommend")[0], "Model presets")) == train
 
 
 def test_help_command_prints_the_description_not_other_commands_groups() -> None:
-    done = subprocess.run([sys.executable, "-m", "recover_pyro.train", "--help"], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "recover_pyro.train", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("recover-train (python -m recover_pyro.train): fit one model")
     assert "acquisition:" not in done.stdout and "campaign:" not in done.stdout

@@ -43,16 +43,25 @@ def test_mean_field_svi_recovers_the_conjugate_posterior_for_an_orthogonal_desig
     g = torch.Generator().manual_seed(0)
     n, p, c, noise, prior_sd = 40, 4, 10.0, 1.0, 1.0
     q, _ = torch.linalg.qr(torch.randn(n, p, generator=g))
-    x = q * math.sqrt(c)                                  # X^T X = c I: the exact posterior is diagonal
+    x = q * math.sqrt(c)  # X^T X = c I: the exact posterior is diagonal
     y = x @ torch.tensor([1.0, -0.5, 0.0, 2.0]) + noise * torch.randn(n, generator=g)
-    precision = c / noise ** 2 + 1 / prior_sd ** 2
-    post_mean, post_sd = (x.T @ y / noise ** 2) / precision, precision ** -0.5
+    precision = c / noise**2 + 1 / prior_sd**2
+    post_mean, post_sd = (x.T @ y / noise**2) / precision, precision**-0.5
 
     torch.manual_seed(0)
     model = BayesianRegression(RowLinear(x), NormalPrior(prior_sd), bayesian_layers="all", noise=noise)
     guide = MeanFieldNormalGuide(model, init_scale=0.1)
     epochs, lr = 800, 0.05
-    config = SVIConfig(elbo="meanfield", stopping="none", warm_start_epochs=0, lr=lr, scale_lr=None, lr_decay=(5e-4 / lr) ** (1 / epochs), epochs=epochs, batch_size=n)
+    config = SVIConfig(
+        elbo="meanfield",
+        stopping="none",
+        warm_start_epochs=0,
+        lr=lr,
+        scale_lr=None,
+        lr_decay=(5e-4 / lr) ** (1 / epochs),
+        epochs=epochs,
+        batch_size=n,
+    )
     fit_svi(model, guide, rows(n, y), None, config)
     name = "predictor.layers.0.weight"
     torch.testing.assert_close(guide.locs()[name].detach()[0], post_mean, atol=0.05, rtol=0)
@@ -61,19 +70,33 @@ def test_mean_field_svi_recovers_the_conjugate_posterior_for_an_orthogonal_desig
 
 def test_laplace_prior_gives_sparser_posterior_means_than_a_normal_of_equal_variance():
     g = torch.Generator().manual_seed(0)
-    n, p, sd = 50, 100, 0.3                               # fewer data than inputs: the prior matters
+    n, p, sd = 50, 100, 0.3  # fewer data than inputs: the prior matters
     x = torch.randn(n, p, generator=g)
     beta = torch.zeros(p)
     beta[:10] = torch.tensor([1.0, -1.0, 1.5, -1.5, 2.0, -2.0, 1.0, -1.0, 1.2, -1.2])
     y = x @ beta + 0.5 * torch.randn(n, generator=g)
     means = {}
-    for prior in (NormalPrior(sd), LaplacePrior(sd / math.sqrt(2))):   # both have variance sd^2
+    for prior in (NormalPrior(sd), LaplacePrior(sd / math.sqrt(2))):  # both have variance sd^2
         torch.manual_seed(0)
         model = BayesianRegression(RowLinear(x), prior, bayesian_layers="all", noise=0.5)
         guide = MeanFieldNormalGuide(model)
         epochs, lr = 500, 0.02
-        fit_svi(model, guide, rows(n, y), None, SVIConfig(elbo="meanfield", stopping="none", warm_start_epochs=0, lr=lr, scale_lr=None, lr_decay=(5e-4 / lr) ** (1 / epochs),
-                                                          epochs=epochs, batch_size=n))
+        fit_svi(
+            model,
+            guide,
+            rows(n, y),
+            None,
+            SVIConfig(
+                elbo="meanfield",
+                stopping="none",
+                warm_start_epochs=0,
+                lr=lr,
+                scale_lr=None,
+                lr_decay=(5e-4 / lr) ** (1 / epochs),
+                epochs=epochs,
+                batch_size=n,
+            ),
+        )
         means[type(prior).__name__] = guide.locs()["predictor.layers.0.weight"].detach()[0]
     normal, laplace = means["NormalPrior"], means["LaplacePrior"]
 
@@ -85,20 +108,24 @@ def test_laplace_prior_gives_sparser_posterior_means_than_a_normal_of_equal_vari
 
 
 def normal_kl(mu, s, prior_sd):
-    return (math.log(prior_sd) - s.log() + (s ** 2 + mu ** 2) / (2 * prior_sd ** 2) - 0.5).sum()
+    return (math.log(prior_sd) - s.log() + (s**2 + mu**2) / (2 * prior_sd**2) - 0.5).sum()
 
 
 def laplace_kl(mu, s, b):
     """E_q[log q - log p] for q = N(mu, s^2), p = Laplace(0, b), with E|w| of the folded normal."""
-    abs_mean = (s * math.sqrt(2 / math.pi) * torch.exp(-mu ** 2 / (2 * s ** 2))
-                + mu * (1 - 2 * torch.special.ndtr(-mu / s)))
-    return (-0.5 * torch.log(2 * math.pi * math.e * s ** 2) + math.log(2 * b) + abs_mean / b).sum()
+    abs_mean = s * math.sqrt(2 / math.pi) * torch.exp(-(mu**2) / (2 * s**2)) + mu * (
+        1 - 2 * torch.special.ndtr(-mu / s)
+    )
+    return (-0.5 * torch.log(2 * math.pi * math.e * s**2) + math.log(2 * b) + abs_mean / b).sum()
 
 
-@pytest.mark.parametrize("prior, closed_form", [
-    (NormalPrior(0.7), lambda mu, s: normal_kl(mu, s, 0.7)),
-    (LaplacePrior(0.4), lambda mu, s: laplace_kl(mu, s, 0.4)),
-])
+@pytest.mark.parametrize(
+    "prior, closed_form",
+    [
+        (NormalPrior(0.7), lambda mu, s: normal_kl(mu, s, 0.7)),
+        (LaplacePrior(0.4), lambda mu, s: laplace_kl(mu, s, 0.4)),
+    ],
+)
 def test_elbo_kl_part_matches_the_closed_form(prior, closed_form):
     torch.manual_seed(0)
     x = torch.randn(3, 30, dtype=torch.float64)
@@ -108,7 +135,7 @@ def test_elbo_kl_part_matches_the_closed_form(prior, closed_form):
     scales = {n: 0.05 + 0.5 * torch.rand(s.shape, dtype=torch.float64) for n, s in model.sites.items()}
     set_guide(guide, locs, scales)
     expected = float(sum(closed_form(locs[n], scales[n]) for n in model.sites))
-    no_likelihood = poutine.block(model, hide=["obs"])   # the ELBO of zero data is -KL
+    no_likelihood = poutine.block(model, hide=["obs"])  # the ELBO of zero data is -KL
     args = rows(3).drug_a, rows(3).drug_b, rows(3).cell, None
     particles = torch.tensor([Trace_ELBO().loss(no_likelihood, guide, *args) for _ in range(400)])
     standard_error = float(particles.std()) / math.sqrt(len(particles))
@@ -132,7 +159,7 @@ def test_kl_annealing_scales_only_the_kl_part(elbo_cls):
     beta = 0.25
 
     def loss(m, g):
-        pyro.set_rng_seed(3)   # the same weight sample in both losses
+        pyro.set_rng_seed(3)  # the same weight sample in both losses
         return elbo_cls().loss(m, g, *args)
 
     full, annealed = loss(model, guide), loss(LatentScale(beta)(model), LatentScale(beta)(guide))
@@ -146,14 +173,23 @@ def test_kl_annealing_scales_only_the_kl_part(elbo_cls):
 def small_problem(seed: int = 0, n: int = 160):
     g = torch.Generator().manual_seed(seed)
     drugs, cells = 12, 2
-    a, b, c = torch.randint(drugs, (n,), generator=g), torch.randint(drugs, (n,), generator=g), \
-        torch.randint(cells, (n,), generator=g)
+    a, b, c = (
+        torch.randint(drugs, (n,), generator=g),
+        torch.randint(drugs, (n,), generator=g),
+        torch.randint(cells, (n,), generator=g),
+    )
     y = torch.sin(a.float()) * torch.cos(b.float()) + torch.sin(b.float()) * torch.cos(a.float()) + 0.3 * c
     y = y + 0.2 * torch.randn(n, generator=g)
     y = (y - y.mean()) / y.std()
     torch.manual_seed(seed)
-    net = RecoverPredictor(torch.rand(drugs, 16).round(), torch.eye(cells), drug_hidden=(16, 8), merge_dim=8,
-                           merge_rank=3, head_hidden=(8,))
+    net = RecoverPredictor(
+        torch.rand(drugs, 16).round(),
+        torch.eye(cells),
+        drug_hidden=(16, 8),
+        merge_dim=8,
+        merge_rank=3,
+        head_hidden=(8,),
+    )
     model = BayesianRegression(net, bayesian_layers="head")
     data = Pairs(a, b, c, y)
     return model, MeanFieldNormalGuide(model), data[:120], data[120:]
@@ -169,8 +205,7 @@ def test_early_stopping_restores_the_best_epoch():
     report = fit_svi(model, guide, train, val, config)
     assert len(report.losses) == len(report.val_metric) <= 40
     assert report.best_epoch == min(range(len(report.val_metric)), key=report.val_metric.__getitem__)
-    assert validation_metric(model, guide, val, config) == pytest.approx(report.val_metric[report.best_epoch],
-                                                                         rel=1e-6)
+    assert validation_metric(model, guide, val, config) == pytest.approx(report.val_metric[report.best_epoch], rel=1e-6)
     mse = validation_metric(model, guide, val, SVIConfig(val_metric="mse", val_samples=8))
     assert 0 < mse < 10
 
@@ -203,8 +238,13 @@ def test_models_fitted_one_after_another_share_no_parameters():
     for k, v in guide_state(second_guide).items():
         assert torch.equal(v, initial[k])
     assert float(second.noise_scale().detach()) == pytest.approx(1.0)
-    fit_svi(second, second_guide, Pairs(train2.drug_a, train2.drug_b, train2.cell, -train2.y), None,
-            SVIConfig(lr=0.05, epochs=5, batch_size=40))
+    fit_svi(
+        second,
+        second_guide,
+        Pairs(train2.drug_a, train2.drug_b, train2.cell, -train2.y),
+        None,
+        SVIConfig(lr=0.05, epochs=5, batch_size=40),
+    )
     # ... and fitting it left the first model untouched.
     for k, v in guide_state(first_guide).items():
         assert torch.equal(v, fitted_first[k])
@@ -222,20 +262,30 @@ def test_refit_continues_from_the_current_parameters():
 
 def test_kl_annealing_and_clipping_run_and_fit():
     model, guide, train, val = small_problem()
-    report = fit_svi(model, guide, train, val, SVIConfig(lr=0.05, epochs=6, batch_size=40, kl_anneal_epochs=4,
-                                                         clip_norm=5.0, elbo="meanfield", num_particles=2))
+    report = fit_svi(
+        model,
+        guide,
+        train,
+        val,
+        SVIConfig(
+            lr=0.05, epochs=6, batch_size=40, kl_anneal_epochs=4, clip_norm=5.0, elbo="meanfield", num_particles=2
+        ),
+    )
     assert all(math.isfinite(v) for v in report.losses + report.val_metric)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"elbo": "tracegraph"}, "elbo"),
-    ({"val_metric": "mae"}, "val_metric"),
-    ({"lr": 0.0}, "lr"),
-    ({"lr_decay": 1.5}, "lr_decay"),
-    ({"epochs": 0}, "epochs"),
-    ({"kl_anneal_epochs": -1}, "kl_anneal_epochs"),
-    ({"clip_norm": 0.0}, "clip_norm"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"elbo": "tracegraph"}, "elbo"),
+        ({"val_metric": "mae"}, "val_metric"),
+        ({"lr": 0.0}, "lr"),
+        ({"lr_decay": 1.5}, "lr_decay"),
+        ({"epochs": 0}, "epochs"),
+        ({"kl_anneal_epochs": -1}, "kl_anneal_epochs"),
+        ({"clip_norm": 0.0}, "clip_norm"),
+    ],
+)
 def test_invalid_config_raises(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SVIConfig(**kwargs)
@@ -277,7 +327,7 @@ def decorrelated_fingerprint_features(almanac, p: int, max_corr: float = 0.5) ->
 
 def synthetic_features(n: int = 600, p: int = 24) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(3)
-    mixing = torch.eye(p) + 0.15 * torch.randn(p, p, generator=g)      # correlated columns, condition number ~60
+    mixing = torch.eye(p) + 0.15 * torch.randn(p, p, generator=g)  # correlated columns, condition number ~60
     x = torch.randn(n, p, generator=g) @ mixing
     y = x @ (0.3 * torch.randn(p, generator=g)) + 0.8 * torch.randn(n, generator=g)
     return x, y
@@ -290,12 +340,15 @@ def test_default_svi_reaches_the_mean_field_optimum_of_a_bayesian_linear_head(fe
     Lambda = X^T X / s^2 + I / s_p^2 and m = Lambda^-1 X^T y / s^2; the mean-field optimum has means m and
     variances 1 / diag(Lambda). SVI with the default settings must reach it from a tiny and a large initial
     scale alike (a stuck optimiser keeps its initial scales and fails)."""
-    x, y = decorrelated_fingerprint_features(request.getfixturevalue("almanac"), 32) if features == "almanac" \
+    x, y = (
+        decorrelated_fingerprint_features(request.getfixturevalue("almanac"), 32)
+        if features == "almanac"
         else synthetic_features()
+    )
     n, p = x.shape
     noise, prior_sd = 0.9, 1.0
-    precision = x.T @ x / noise ** 2 + torch.eye(p) / prior_sd ** 2
-    post_mean = torch.linalg.solve(precision, x.T @ y / noise ** 2)
+    precision = x.T @ x / noise**2 + torch.eye(p) / prior_sd**2
+    post_mean = torch.linalg.solve(precision, x.T @ y / noise**2)
     mf_sd = precision.diagonal().rsqrt()
 
     torch.manual_seed(0)
@@ -326,4 +379,5 @@ def test_validation_metric_on_cached_trunk_outputs_equals_the_full_predictive():
     with torch.no_grad():
         z_val = model.predictor.trunk(val.drug_a, val.drug_b, val.cell)
     assert validation_metric(model, guide, val, config, z_val) == pytest.approx(
-        validation_metric(model, guide, val, config), rel=1e-5)
+        validation_metric(model, guide, val, config), rel=1e-5
+    )

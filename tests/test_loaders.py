@@ -95,7 +95,7 @@ def test_almanac_merges_both_drug_orders(data_root, how, reduce):
     raw = raw[raw["cell_line"] == "MCF7"]
     a, b = _unordered(raw["drug_a"], raw["drug_b"])
     counts = raw.groupby([a, b]).size()
-    (pair_a, pair_b), = counts[counts == 2].index[:1]
+    ((pair_a, pair_b),) = counts[counts == 2].index[:1]
     both = raw[(a == pair_a) & (b == pair_b)]
     assert set(both["drug_a"].astype(str)) == {pair_a, pair_b}  # really the two orders
     mcf7 = load_almanac(data_root, cell_lines=["MCF7"], aggregate=how, cell_features=False)
@@ -151,8 +151,12 @@ def _drugcomb_frame(data_root: Path) -> pd.DataFrame:
     table["study_name"] = ["ONEIL"] * 30 + ["OTHER"] * 20
     table["tissue_name"] = src["cell_line"].map(tissue).to_numpy()
     table["conc_r_unit"] = table["conc_c_unit"] = "uM"
-    for ours, theirs in (("synergy_bliss", "bliss"), ("synergy_zip", "zip"), ("synergy_hsa", "hsa"),
-                         ("synergy_loewe", "loewe")):
+    for ours, theirs in (
+        ("synergy_bliss", "bliss"),
+        ("synergy_zip", "zip"),
+        ("synergy_hsa", "hsa"),
+        ("synergy_loewe", "loewe"),
+    ):
         table[ours] = src[theirs].to_numpy()
     table.loc[[3, 7], "synergy_bliss"] = np.nan
     table.loc[12, ["drug_col", "synergy_bliss", "synergy_zip", "synergy_hsa", "synergy_loewe"]] = np.nan
@@ -169,8 +173,11 @@ def _write_drugcomb(table: pd.DataFrame, path: Path, sep: str, header: bool) -> 
 def _expected_triples(table: pd.DataFrame, scores: list[str]) -> int:
     ok = table["drug_col"].notna() & table[scores].notna().all(axis=1)
     a, b = _unordered(table.loc[ok, "drug_row"], table.loc[ok, "drug_col"])
-    return len(pd.DataFrame({"a": a, "b": b, "c": table.loc[ok, "cell_line_name"],
-                             "s": table.loc[ok, "study_name"]}).drop_duplicates())
+    return len(
+        pd.DataFrame(
+            {"a": a, "b": b, "c": table.loc[ok, "cell_line_name"], "s": table.loc[ok, "study_name"]}
+        ).drop_duplicates()
+    )
 
 
 @pytest.mark.parametrize("sep", [",", "\t"])
@@ -222,8 +229,7 @@ def test_drugcomb_unknown_drug_raise_or_drop(data_root, tmp_path):
     drug = table.loc[0, "drug_row"]
     smiles = tmp_path / "smiles.csv"
     full = read_smiles_table(data_root / "oneil" / "oneil_drug_smiles.txt")
-    full[full["drug_id"] != drug][["drug_id", "smiles"]].rename(columns={"drug_id": "drug"}).to_csv(
-        smiles, index=False)
+    full[full["drug_id"] != drug][["drug_id", "smiles"]].rename(columns={"drug_id": "drug"}).to_csv(smiles, index=False)
     with pytest.raises(UnknownDrugError, match="row 1") as err:
         load_drugcomb(path, smiles)
     assert err.value.drug == drug
@@ -256,8 +262,9 @@ def test_csv_round_trip(oneil, tmp_path, suffix):
 
 def test_csv_round_trip_keeps_replicates_and_numeric_ids(data_root, tmp_path):
     screen = load_almanac(data_root, cell_lines="MCF7", cell_features=False)
-    back = load_csv(save_measurements_csv(screen, tmp_path / "m.csv"), save_drug_table(screen, tmp_path / "d.csv"),
-                    name="again")
+    back = load_csv(
+        save_measurements_csv(screen, tmp_path / "m.csv"), save_drug_table(screen, tmp_path / "d.csv"), name="again"
+    )
     pd.testing.assert_frame_equal(back.experiments, screen.experiments)
     assert (back.experiments["n_replicates"] == 2).sum() == 16  # 1,492 rows -> 1,476 triples
     assert back.name == "again"
@@ -265,23 +272,34 @@ def test_csv_round_trip_keeps_replicates_and_numeric_ids(data_root, tmp_path):
 
 def test_csv_custom_mapping(data_root, oneil, tmp_path):
     exp = oneil.experiments.head(40)
-    swapped = pd.DataFrame({"Cell": exp["cell_line"], "D1": exp["drug_b"], "D2": exp["drug_a"],
-                            "Score": exp["bliss"], "note": "x"})
+    swapped = pd.DataFrame(
+        {"Cell": exp["cell_line"], "D1": exp["drug_b"], "D2": exp["drug_a"], "Score": exp["bliss"], "note": "x"}
+    )
     path = tmp_path / "custom.tsv"
     swapped.to_csv(path, sep="\t", index=False)
     smiles = data_root / "oneil" / "oneil_drug_smiles.txt"
-    screen = load_csv(path, smiles, columns={"drug_a": "D1", "drug_b": "D2", "cell_line": "Cell"},
-                      score_columns={"bliss": "Score"}, study="mine")
+    screen = load_csv(
+        path,
+        smiles,
+        columns={"drug_a": "D1", "drug_b": "D2", "cell_line": "Cell"},
+        score_columns={"bliss": "Score"},
+        study="mine",
+    )
     assert len(screen) == 40
     assert set(screen.experiments["study"]) == {"mine"}
-    np.testing.assert_allclose(screen.experiments.set_index(["drug_a", "drug_b", "cell_line"])["bliss"]
-                               .loc[list(zip(exp["drug_a"], exp["drug_b"], exp["cell_line"]))], exp["bliss"])
+    np.testing.assert_allclose(
+        screen.experiments.set_index(["drug_a", "drug_b", "cell_line"])["bliss"].loc[
+            list(zip(exp["drug_a"], exp["drug_b"], exp["cell_line"]))
+        ],
+        exp["bliss"],
+    )
     # default: every other column holding numbers is a score; the text-only "note" is ignored
     guessed = load_csv(path, smiles, columns={"drug_a": "D1", "drug_b": "D2", "cell_line": "Cell"})
     assert guessed.score_columns == ("Score",)
     with pytest.raises(MissingColumnsError, match="Drug1"):
-        load_csv(path, smiles, columns={"drug_a": "Drug1", "drug_b": "D2", "cell_line": "Cell"},
-                 score_columns=["Score"])
+        load_csv(
+            path, smiles, columns={"drug_a": "Drug1", "drug_b": "D2", "cell_line": "Cell"}, score_columns=["Score"]
+        )
 
 
 def test_load_screen_dispatch(data_root):
@@ -298,7 +316,12 @@ def test_recover_inhouse(data_root):
     assert screen.experiments["bliss_max"].max() == pytest.approx(93.3)
     assert screen.drugs.loc["RE-MOL-0000575642", "name"] == "cabazitaxel"
     assert screen.experiments.groupby("study").size().to_dict() == {
-        "Calibration": 30, "SMO Round 1": 29, "SMO Round 2": 29, "SMO Round 3": 30, "Diversity": 28}
+        "Calibration": 30,
+        "SMO Round 1": 29,
+        "SMO Round 2": 29,
+        "SMO Round 3": 30,
+        "Diversity": 28,
+    }
     with_smiles = load_recover_inhouse(data_root, require_smiles=True)
     assert with_smiles.drugs["smiles"].notna().all()
     assert len(with_smiles) + with_smiles.dropped["no_smiles"] == 146
@@ -425,8 +448,9 @@ def test_smiles_table_formats(tmp_path):
     rows = [("aspirin", "CC(=O)Oc1ccccc1C(=O)O"), ("caffeine", "Cn1cnc2c1c(=O)n(C)c(=O)n2C")]
     (tmp_path / "plain.tsv").write_text("".join(f"{d}\t{s}\n" for d, s in rows))
     (tmp_path / "named.csv").write_text("name,smiles\n" + "".join(f"{d},{s}\n" for d, s in rows))
-    (tmp_path / "ids.csv").write_text("drug_id,name,smiles\n" + "".join(f"D{i},{d},{s}\n"
-                                                                         for i, (d, s) in enumerate(rows)))
+    (tmp_path / "ids.csv").write_text(
+        "drug_id,name,smiles\n" + "".join(f"D{i},{d},{s}\n" for i, (d, s) in enumerate(rows))
+    )
     plain, named, ids = (read_smiles_table(tmp_path / f) for f in ("plain.tsv", "named.csv", "ids.csv"))
     assert list(plain["drug_id"]) == list(named["drug_id"]) == ["aspirin", "caffeine"]
     assert list(plain.index) == [1, 2] and list(named.index) == [2, 3]

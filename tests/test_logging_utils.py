@@ -53,9 +53,9 @@ def tiny() -> tuple:
 
 
 @pytest.mark.parametrize("progress", [True, False])
-def test_ensemble_members_and_mc_dropout_show_epoch_bars(tiny: tuple, progress: bool,
-                                                         capsys: pytest.CaptureFixture[str],
-                                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_ensemble_members_and_mc_dropout_show_epoch_bars(
+    tiny: tuple, progress: bool, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     features, train, val = tiny
     config = TrainConfig(epochs=3, batch_size=8, progress=progress, patience=1)
     with caplog.at_level("INFO", logger="recover_pyro.baselines"):

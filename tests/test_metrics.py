@@ -143,13 +143,25 @@ def test_evaluate_on_calibrated_predictive(rng):
     y = truth + noise * rng.normal(size=n)
     predictive = PredictiveSamples(f, torch.tensor(noise))
     out = metrics.evaluate(predictive, y, seed=1)
-    assert set(out) == {"r2", "r2_sklearn", "spearman", "mse", "nll", "crps", "epistemic_sd", "aleatoric_sd",
-                        "epistemic_ratio", "coverage_50", "coverage_90", "coverage_95"}
+    assert set(out) == {
+        "r2",
+        "r2_sklearn",
+        "spearman",
+        "mse",
+        "nll",
+        "crps",
+        "epistemic_sd",
+        "aleatoric_sd",
+        "epistemic_ratio",
+        "coverage_50",
+        "coverage_90",
+        "coverage_95",
+    }
     assert out["epistemic_sd"] == pytest.approx(0.3, rel=0.05) and out["aleatoric_sd"] == pytest.approx(noise)
     assert out["epistemic_ratio"] == pytest.approx(out["epistemic_sd"] / noise)
-    total_sd = math.sqrt(0.3 ** 2 + noise ** 2)
-    assert out["mse"] == pytest.approx(total_sd ** 2, rel=0.1)
-    assert out["nll"] == pytest.approx(0.5 * math.log(2 * math.pi * math.e * total_sd ** 2), abs=0.05)
+    total_sd = math.sqrt(0.3**2 + noise**2)
+    assert out["mse"] == pytest.approx(total_sd**2, rel=0.1)
+    assert out["nll"] == pytest.approx(0.5 * math.log(2 * math.pi * math.e * total_sd**2), abs=0.05)
     # CRPS of a calibrated Gaussian: E = s / sqrt(pi)
     assert out["crps"] == pytest.approx(total_sd / math.sqrt(math.pi), rel=0.05)
     for level in (50, 90, 95):
@@ -177,7 +189,7 @@ def test_enrichment_over_random_interpolates_the_recall_curve():
     assert metrics.enrichment_over_random(n, recall, 200, 0.1) == pytest.approx(0.3 / 0.1)
     # random's expected curve (recall = fraction explored) has enrichment 1 everywhere
     assert metrics.enrichment_over_random([10, 50, 100], [0.05, 0.25, 0.5], 200, 0.3) == pytest.approx(1.0)
-    assert math.isnan(metrics.enrichment_over_random(n, recall, 200, 0.5))    # beyond the curve's end
+    assert math.isnan(metrics.enrichment_over_random(n, recall, 200, 0.5))  # beyond the curve's end
     with pytest.raises(ValueError, match="increasing"):
         metrics.enrichment_over_random([20, 10], [0.1, 0.2], 200, 0.1)
 

@@ -12,7 +12,7 @@ def pairs(n: int) -> Pairs:
 
 def test_holdout_split_is_a_seeded_partition():
     rest, out = holdout_split(pairs(95), 0.1, torch.Generator().manual_seed(0))
-    assert len(out) == 10 and len(rest) == 85                       # ceil(9.5)
+    assert len(out) == 10 and len(rest) == 85  # ceil(9.5)
     assert sorted(torch.cat([rest.drug_a, out.drug_a]).tolist()) == list(range(95))
     again, out_again = holdout_split(pairs(95), 0.1, torch.Generator().manual_seed(0))
     assert torch.equal(out.drug_a, out_again.drug_a)
@@ -27,17 +27,17 @@ def test_noise_is_the_heldout_error_not_explained_by_the_epistemic_spread():
     The held-out squared error of the mean is ~ s^2 + v, which the old convention (validation RMS plus the
     spread on top) took for the noise; the estimate must return s^2 (up to 2 v / S)."""
     g = torch.Generator().manual_seed(0)
-    m, samples, s, v = 20000, 400, 0.5, 0.8 ** 2
+    m, samples, s, v = 20000, 400, 0.5, 0.8**2
     mu = torch.randn(m, generator=g)
-    truth = mu + v ** 0.5 * torch.randn(m, generator=g)
-    f = mu + v ** 0.5 * torch.randn(samples, m, generator=g)
+    truth = mu + v**0.5 * torch.randn(m, generator=g)
+    f = mu + v**0.5 * torch.randn(samples, m, generator=g)
     y = truth + s * torch.randn(m, generator=g)
-    assert float((y - f.mean(0)).pow(2).mean()) == pytest.approx(s ** 2 + v, rel=0.05)
-    assert heldout_noise_variance(f, y, train_variance=0.0) == pytest.approx(s ** 2, abs=0.03)
+    assert float((y - f.mean(0)).pow(2).mean()) == pytest.approx(s**2 + v, rel=0.05)
+    assert heldout_noise_variance(f, y, train_variance=0.0) == pytest.approx(s**2, abs=0.03)
 
 
 def test_noise_estimate_closed_form_and_floor():
-    f = torch.tensor([[1.0, 2.0], [3.0, 2.0]])                       # means (2, 2), population variances (1, 0)
-    y = torch.tensor([4.0, 2.0])                                     # squared errors (4, 0)
+    f = torch.tensor([[1.0, 2.0], [3.0, 2.0]])  # means (2, 2), population variances (1, 0)
+    y = torch.tensor([4.0, 2.0])  # squared errors (4, 0)
     assert heldout_noise_variance(f, y, train_variance=0.0) == pytest.approx(((4 - 1) + (0 - 0)) / 2)
-    assert heldout_noise_variance(f, y, train_variance=2.0) == pytest.approx(2.0)   # never below training
+    assert heldout_noise_variance(f, y, train_variance=2.0) == pytest.approx(2.0)  # never below training

@@ -27,11 +27,15 @@ def kernel_dirs(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     root = tmp_path_factory.mktemp("kernels")
     spec = root / KERNEL_NAME
     spec.mkdir()
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "recover_pyro tests",
-        "language": "python",
-    }))
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "recover_pyro tests",
+                "language": "python",
+            }
+        )
+    )
     return [str(root)]
 
 
@@ -58,30 +62,39 @@ def execute(name: str, kernel_dirs: list[str]) -> Any:
     from nbclient import NotebookClient
 
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
-    manager = AsyncKernelManager(kernel_name=KERNEL_NAME,
-                                 kernel_spec_manager=KernelSpecManager(kernel_dirs=kernel_dirs))
-    client = NotebookClient(nb, km=manager, timeout=CELL_TIMEOUT_S,
-                            resources={"metadata": {"path": str(NOTEBOOKS)}})
+    manager = AsyncKernelManager(
+        kernel_name=KERNEL_NAME, kernel_spec_manager=KernelSpecManager(kernel_dirs=kernel_dirs)
+    )
+    client = NotebookClient(nb, km=manager, timeout=CELL_TIMEOUT_S, resources={"metadata": {"path": str(NOTEBOOKS)}})
     client.execute()
     return nb
 
 
 def images(nb: Any) -> int:
     """Number of PNG figures the executed notebook displayed."""
-    return sum("image/png" in out.get("data", {}) for cell in nb.cells if cell.cell_type == "code"
-               for out in cell.outputs)
+    return sum(
+        "image/png" in out.get("data", {}) for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs
+    )
 
 
 def stream_text(nb: Any) -> str:
-    return "".join(out.get("text", "") for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs
-                   if out.output_type == "stream")
+    return "".join(
+        out.get("text", "")
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for out in cell.outputs
+        if out.output_type == "stream"
+    )
 
 
 @pytest.mark.parametrize("name", ["priors.ipynb", "campaign.ipynb"])
 def test_committed_without_outputs(name: str) -> None:
     nb = json.loads((NOTEBOOKS / name).read_text())
-    dirty = [i for i, cell in enumerate(nb["cells"]) if cell["cell_type"] == "code"
-             and (cell["outputs"] or cell["execution_count"] is not None)]
+    dirty = [
+        i
+        for i, cell in enumerate(nb["cells"])
+        if cell["cell_type"] == "code" and (cell["outputs"] or cell["execution_count"] is not None)
+    ]
     assert not dirty, f"notebooks/{name}: clear the outputs of code cells {dirty} before committing"
 
 
@@ -107,8 +120,9 @@ def test_campaign_notebook_runs(data_root: Path, kernel_dirs: list[str]) -> None
 
 
 @pytest.mark.usefixtures("notebook_env")
-def test_campaign_notebook_says_when_data_is_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                                     kernel_dirs: list[str]) -> None:
+def test_campaign_notebook_says_when_data_is_missing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kernel_dirs: list[str]
+) -> None:
     from nbclient.exceptions import CellExecutionError
 
     monkeypatch.setenv("RECOVER_PYRO_DATA", str(tmp_path / "no_data_here"))

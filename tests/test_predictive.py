@@ -12,16 +12,18 @@ D, C = 15, 3
 
 def make(layers="all", dtype=torch.float64, guide_cls=MeanFieldNormalGuide, **guide_kwargs):
     torch.manual_seed(0)
-    net = RecoverPredictor(torch.rand(D, 20).round(), torch.eye(C), drug_hidden=(16, 8), merge_dim=8, merge_rank=3,
-                           head_hidden=(6,)).to(dtype)
+    net = RecoverPredictor(
+        torch.rand(D, 20).round(), torch.eye(C), drug_hidden=(16, 8), merge_dim=8, merge_rank=3, head_hidden=(6,)
+    ).to(dtype)
     model = BayesianRegression(net, bayesian_layers=layers)
     return model, guide_cls(model, **guide_kwargs)
 
 
 def candidates(n: int = 60) -> Pairs:
     g = torch.Generator().manual_seed(5)
-    return Pairs(torch.randint(D, (n,), generator=g), torch.randint(D, (n,), generator=g),
-                 torch.randint(C, (n,), generator=g))
+    return Pairs(
+        torch.randint(D, (n,), generator=g), torch.randint(D, (n,), generator=g), torch.randint(C, (n,), generator=g)
+    )
 
 
 def seeded(seed: int = 11) -> torch.Generator:
@@ -32,9 +34,12 @@ def loop_predictive(model, guide, pairs: Pairs, num_samples: int, generator: tor
     """Reference: one unbatched forward pass per weight sample."""
     weights = guide.sample_weights(num_samples, generator=generator)
     with torch.no_grad():
-        return torch.stack([model.mean_function({n: w[s] for n, w in weights.items()},
-                                                pairs.drug_a, pairs.drug_b, pairs.cell)
-                            for s in range(num_samples)])
+        return torch.stack(
+            [
+                model.mean_function({n: w[s] for n, w in weights.items()}, pairs.drug_a, pairs.drug_b, pairs.cell)
+                for s in range(num_samples)
+            ]
+        )
 
 
 @pytest.mark.parametrize("layers", ["all", "head", ["merge"]])
@@ -94,9 +99,9 @@ def test_deterministic_layers_run_once_unbatched():
     sample_predictive(model, guide, pairs, num_samples=30)
     for h in hooks:
         h.remove()
-    assert shapes["drug0"] == [torch.Size([n_drugs, 16])]         # first layer (before FiLM): per drug
-    assert shapes["drug1"] == [torch.Size([n_unique, 8])]         # once, per unique (drug, cell line), no S
-    assert shapes["head"] == [torch.Size([30, 40, 6])]            # Bayesian head: all samples at once
+    assert shapes["drug0"] == [torch.Size([n_drugs, 16])]  # first layer (before FiLM): per drug
+    assert shapes["drug1"] == [torch.Size([n_unique, 8])]  # once, per unique (drug, cell line), no S
+    assert shapes["head"] == [torch.Size([30, 40, 6])]  # Bayesian head: all samples at once
 
 
 def test_works_for_deep_synergy_predictor():

@@ -13,8 +13,9 @@ D, C = 12, 4
 
 def net(dtype=torch.float64) -> RecoverPredictor:
     torch.manual_seed(0)
-    return RecoverPredictor(torch.rand(D, 20).round(), torch.eye(C), drug_hidden=(16, 8), merge_dim=6,
-                            merge_rank=3, head_hidden=(5,)).to(dtype)
+    return RecoverPredictor(
+        torch.rand(D, 20).round(), torch.eye(C), drug_hidden=(16, 8), merge_dim=6, merge_rank=3, head_hidden=(5,)
+    ).to(dtype)
 
 
 def all_pairs(cells=range(C)) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -29,8 +30,8 @@ def with_ratio(monkeypatch, ratio: float) -> None:
 def test_table_is_the_merge_of_every_pair():
     torch.manual_seed(1)
     merge = SymmetricBilinear(8, 5, 3).double()
-    proj = merge.project(torch.randn(2, 7, 8, dtype=torch.float64))          # (S=2, U=7, K, r)
-    table = merge.table(proj)                                                 # (S, K, U, U)
+    proj = merge.project(torch.randn(2, 7, 8, dtype=torch.float64))  # (S=2, U=7, K, r)
+    table = merge.table(proj)  # (S, K, U, U)
     a, b = torch.meshgrid(torch.arange(7), torch.arange(7), indexing="ij")
     expected = merge.merge(proj[:, a.flatten()], proj[:, b.flatten()]) - merge.bias  # (S, 49, K)
     torch.testing.assert_close(table.flatten(-2).transpose(-1, -2), expected)
@@ -41,9 +42,9 @@ def test_dense_and_elementwise_merge_agree(monkeypatch, cells):
     model = net()
     a, b, c = all_pairs(cells)
     with torch.no_grad():
-        with_ratio(monkeypatch, 0.0)        # never dense
+        with_ratio(monkeypatch, 0.0)  # never dense
         sparse = model(a, b, c)
-        with_ratio(monkeypatch, 1e9)        # always dense
+        with_ratio(monkeypatch, 1e9)  # always dense
         dense = model(a, b, c)
     torch.testing.assert_close(dense, sparse)
 
@@ -54,8 +55,9 @@ def test_dense_merge_with_sample_batched_weights(monkeypatch):
     merge = SymmetricBilinear(8, 5, 3).double()
     s = 3
     weight = merge.weight + 0.1 * torch.randn(s, *merge.weight.shape, dtype=torch.float64)
-    proj = torch.matmul(torch.randn(s, 9, 8, dtype=torch.float64).unsqueeze(-3),
-                        weight.transpose(-1, -2)).movedim(-3, -2)            # (S, U, K, r)
+    proj = torch.matmul(torch.randn(s, 9, 8, dtype=torch.float64).unsqueeze(-3), weight.transpose(-1, -2)).movedim(
+        -3, -2
+    )  # (S, U, K, r)
     group = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 1])
     ia = torch.tensor([0, 1, 3, 4, 5, 8, 2])
     ib = torch.tensor([1, 1, 0, 8, 6, 4, 3])

@@ -8,8 +8,15 @@ from omegaconf import OmegaConf
 from scipy import integrate, stats
 
 from recover_pyro.builders import CONFIG_DIR
-from recover_pyro.priors import (LaplacePrior, LogUniform, LogUniformPrior, NormalPrior, Prior, ScaleMixtureNormal,
-                                 ScaleMixtureNormalPrior)
+from recover_pyro.priors import (
+    LaplacePrior,
+    LogUniform,
+    LogUniformPrior,
+    NormalPrior,
+    Prior,
+    ScaleMixtureNormal,
+    ScaleMixtureNormalPrior,
+)
 
 CONF = CONFIG_DIR / "prior"
 
@@ -63,11 +70,11 @@ def test_scale_mixture_sampling_matches_moments_and_components():
     d = ScaleMixtureNormal(pi, s1, s2).expand((20000,))
     x = d.sample()
     assert x.shape == (20000,) and d.batch_shape == (20000,)
-    assert float(x.var()) == pytest.approx(pi * s1 ** 2 + (1 - pi) * s2 ** 2, rel=0.05)
+    assert float(x.var()) == pytest.approx(pi * s1**2 + (1 - pi) * s2**2, rel=0.05)
     # |x| < 5 s2 catches all narrow draws and few wide ones.
     expected_small = (1 - pi) + pi * (2 * stats.norm.cdf(5 * s2 / s1) - 1)
     assert float((x.abs() < 5 * s2).float().mean()) == pytest.approx(expected_small, abs=0.01)
-    assert float(d.variance[0]) == pytest.approx(pi * s1 ** 2 + (1 - pi) * s2 ** 2)
+    assert float(d.variance[0]) == pytest.approx(pi * s1**2 + (1 - pi) * s2**2)
 
 
 def test_scale_mixture_prior_site_distribution():
@@ -89,12 +96,15 @@ def test_log_uniform_log_prob_and_improper_sampling():
         LogUniform().sample()
 
 
-@pytest.mark.parametrize("make", [
-    lambda: NormalPrior(scale=0.0),
-    lambda: LaplacePrior(scale=-1.0),
-    lambda: ScaleMixtureNormalPrior(pi=1.5),
-    lambda: ScaleMixtureNormalPrior(sigma2=0.0),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: NormalPrior(scale=0.0),
+        lambda: LaplacePrior(scale=-1.0),
+        lambda: ScaleMixtureNormalPrior(pi=1.5),
+        lambda: ScaleMixtureNormalPrior(sigma2=0.0),
+    ],
+)
 def test_invalid_prior_arguments_raise(make):
     with pytest.raises(ValueError):
         make()

@@ -38,13 +38,20 @@ SMILES_CELLS = [*GOOD_SMILES.values(), "", "C1CC", "xyz", "[Na+].[Cl-]", "C" * 6
 good_drug = st.sampled_from(list(GOOD_SMILES))
 good_score = st.floats(-1e4, 1e4, allow_nan=False)
 pair = st.lists(good_drug, min_size=2, max_size=2, unique=True)
-clean_rows = st.lists(st.tuples(pair, st.just("MCF7"), good_score.map(str)).map(lambda t: (*t[0], t[1], t[2])),
-                      min_size=1, max_size=20)
+clean_rows = st.lists(
+    st.tuples(pair, st.just("MCF7"), good_score.map(str)).map(lambda t: (*t[0], t[1], t[2])), min_size=1, max_size=20
+)
 drug = st.one_of(good_drug, good_drug, good_drug, st.sampled_from(DRUG_CELLS))
-scores = st.one_of(good_score, good_score, st.integers(-10**6, 10**6),
-                   st.floats(allow_nan=True, allow_infinity=True, width=64), st.sampled_from(SCORE_TEXT))
-messy_rows = st.lists(st.tuples(drug, drug, st.one_of(st.just("MCF7"), st.sampled_from(CELL_LINES)), scores.map(str)),
-                      max_size=20)
+scores = st.one_of(
+    good_score,
+    good_score,
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=True, allow_infinity=True, width=64),
+    st.sampled_from(SCORE_TEXT),
+)
+messy_rows = st.lists(
+    st.tuples(drug, drug, st.one_of(st.just("MCF7"), st.sampled_from(CELL_LINES)), scores.map(str)), max_size=20
+)
 rows = st.one_of(clean_rows, messy_rows)
 # database=None: CI runs are independent (no .hypothesis/ folder of saved examples in the checkout).
 PROPERTY = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
@@ -68,18 +75,22 @@ def assert_named(err: ScreenDataError) -> None:
 
 
 @PROPERTY
-@given(body=rows, smiles=st.one_of(st.just(list(GOOD_SMILES.values())),
-                                   st.lists(st.sampled_from(SMILES_CELLS), min_size=5, max_size=5)),
-       on_invalid=st.sampled_from(["raise", "drop"]), on_unknown=st.sampled_from(["raise", "drop"]),
-       aggregate=st.sampled_from(["mean", "raise"]))
+@given(
+    body=rows,
+    smiles=st.one_of(
+        st.just(list(GOOD_SMILES.values())), st.lists(st.sampled_from(SMILES_CELLS), min_size=5, max_size=5)
+    ),
+    on_invalid=st.sampled_from(["raise", "drop"]),
+    on_unknown=st.sampled_from(["raise", "drop"]),
+    aggregate=st.sampled_from(["mean", "raise"]),
+)
 def test_load_csv_loads_valid_rows_or_names_the_problem(body, smiles, on_invalid, on_unknown, aggregate) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         drugs = write_table(folder, "drugs.csv", "drug_id,smiles\n", list(zip(GOOD_SMILES, smiles)))
         measured = write_table(folder, "plate.csv", "drug_a,drug_b,cell_line,synergy\n", body)
         try:
-            screen = load_csv(measured, drugs, on_invalid=on_invalid, on_unknown_drug=on_unknown,
-                              aggregate=aggregate)
+            screen = load_csv(measured, drugs, on_invalid=on_invalid, on_unknown_drug=on_unknown, aggregate=aggregate)
             features = featurize(screen, cache_dir=None)
         except ScreenDataError as err:
             assert_named(err)
@@ -95,23 +106,42 @@ def test_load_csv_loads_valid_rows_or_names_the_problem(body, smiles, on_invalid
 
 
 drugcomb_drug = st.one_of(good_drug, good_drug, good_drug, st.sampled_from(["\\N", "Z", "", " B"]))
-drugcomb_rows = st.lists(st.tuples(drugcomb_drug, drugcomb_drug, st.sampled_from(["MCF7", "A549"]),
-                                   st.sampled_from(["ONEIL", "ALMANAC"]), scores.map(str)), max_size=20)
+drugcomb_rows = st.lists(
+    st.tuples(
+        drugcomb_drug,
+        drugcomb_drug,
+        st.sampled_from(["MCF7", "A549"]),
+        st.sampled_from(["ONEIL", "ALMANAC"]),
+        scores.map(str),
+    ),
+    max_size=20,
+)
 
 
 @PROPERTY
-@given(body=drugcomb_rows, on_invalid=st.sampled_from(["raise", "drop"]), on_unknown=st.sampled_from(["raise", "drop"]),
-       studies=st.sampled_from([None, ["ONEIL"], ["ONEIL", "ALMANAC"]]))
+@given(
+    body=drugcomb_rows,
+    on_invalid=st.sampled_from(["raise", "drop"]),
+    on_unknown=st.sampled_from(["raise", "drop"]),
+    studies=st.sampled_from([None, ["ONEIL"], ["ONEIL", "ALMANAC"]]),
+)
 def test_load_drugcomb_loads_valid_rows_or_names_the_problem(body, on_invalid, on_unknown, studies) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         drugs = write_table(folder, "drugs.csv", "drug_id,smiles\n", list(GOOD_SMILES.items()))
         lines = [(str(i), *r) for i, r in enumerate(body)]
-        summary = write_table(folder, "summary.csv",
-                              "block_id,drug_row,drug_col,cell_line_name,study_name,synergy_bliss\n", lines)
+        summary = write_table(
+            folder, "summary.csv", "block_id,drug_row,drug_col,cell_line_name,study_name,synergy_bliss\n", lines
+        )
         try:
-            screen = load_drugcomb(summary, drugs, studies=studies, scores=("synergy_bliss",), on_invalid=on_invalid,
-                                   on_unknown_drug=on_unknown)
+            screen = load_drugcomb(
+                summary,
+                drugs,
+                studies=studies,
+                scores=("synergy_bliss",),
+                on_invalid=on_invalid,
+                on_unknown_drug=on_unknown,
+            )
         except ScreenDataError as err:
             assert_named(err)
             return
@@ -128,10 +158,17 @@ TINY_NET = functools.partial(RecoverPredictor, drug_hidden=(8,), merge_dim=4, me
 
 
 @settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
-@given(body=st.one_of(clean_rows, clean_rows, clean_rows, messy_rows),
-       wanted=st.one_of(st.just(["MCF7"]), st.just(["MCF7"]), st.just([" MCF7"]),
-                        st.sampled_from([["mcf7"], ["MCF-7"], ["HeLa"], ["MCF7", "HeLa"]])),
-       q=st.integers(1, 20), on_duplicate=st.sampled_from(["mean", "raise"]))
+@given(
+    body=st.one_of(clean_rows, clean_rows, clean_rows, messy_rows),
+    wanted=st.one_of(
+        st.just(["MCF7"]),
+        st.just(["MCF7"]),
+        st.just([" MCF7"]),
+        st.sampled_from([["mcf7"], ["MCF-7"], ["HeLa"], ["MCF7", "HeLa"]]),
+    ),
+    q=st.integers(1, 20),
+    on_duplicate=st.sampled_from(["mean", "raise"]),
+)
 def test_recommend_returns_a_sound_plate_or_names_the_problem(body, wanted, q, on_duplicate) -> None:
     model = functools.partial(DeterministicModel, predictor=TINY_NET, training=TrainConfig(epochs=1, batch_size=8))
     with tempfile.TemporaryDirectory() as tmp:
@@ -139,9 +176,17 @@ def test_recommend_returns_a_sound_plate_or_names_the_problem(body, wanted, q, o
         drugs = write_table(folder, "drugs.csv", "drug_id,smiles\n", list(GOOD_SMILES.items()))
         measured = write_table(folder, "plate.csv", "drug_a,drug_b,cell_line,synergy\n", body)
         try:
-            result = recommend([measured], drugs, wanted, "synergy", model=model, acquisition=Acquisition("ucb", q=q),
-                               featurize=functools.partial(featurize, cache_dir=None), num_samples=3,
-                               on_duplicate=on_duplicate)
+            result = recommend(
+                [measured],
+                drugs,
+                wanted,
+                "synergy",
+                model=model,
+                acquisition=Acquisition("ucb", q=q),
+                featurize=functools.partial(featurize, cache_dir=None),
+                num_samples=3,
+                on_duplicate=on_duplicate,
+            )
         except ScreenDataError as err:
             assert_named(err)
             return
@@ -151,8 +196,13 @@ def test_recommend_returns_a_sound_plate_or_names_the_problem(body, wanted, q, o
     assert set(table["cell_line"]) <= {w.strip() for w in wanted} <= set(result.measured.experiments["cell_line"])
     assert np.isfinite(table[["predicted_mean", "predicted_std", "acquisition_score"]].to_numpy()).all()
     assert set(table["drug_a"]) | set(table["drug_b"]) <= set(GOOD_SMILES)
-    done = set(zip(result.measured.experiments["drug_a"], result.measured.experiments["drug_b"],
-                   result.measured.experiments["cell_line"]))
+    done = set(
+        zip(
+            result.measured.experiments["drug_a"],
+            result.measured.experiments["drug_b"],
+            result.measured.experiments["cell_line"],
+        )
+    )
     assert not done & set(zip(table["drug_a"], table["drug_b"], table["cell_line"]))
 
 

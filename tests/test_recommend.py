@@ -42,16 +42,33 @@ def lab(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def _recommend(paths: list[Path], smiles: Path, q: int = 8, **kw: object):
     model = functools.partial(DeterministicModel, predictor=SMALL_NET, training=TrainConfig(epochs=15, batch_size=16))
-    return recommend(paths, smiles, ["MCF7"], "comboscore", model=model,
-                     acquisition=Acquisition(kind="ucb", q=q, kappa=1.0, max_per_drug=3), featurize=featurize,
-                     num_samples=10, **kw)
+    return recommend(
+        paths,
+        smiles,
+        ["MCF7"],
+        "comboscore",
+        model=model,
+        acquisition=Acquisition(kind="ucb", q=q, kappa=1.0, max_per_drug=3),
+        featurize=featurize,
+        num_samples=10,
+        **kw,
+    )
 
 
 def test_recommend_then_measure_then_recommend(lab: dict) -> None:
     first = _recommend([lab["round0"]], lab["smiles"])
     table = first.table
-    assert list(table.columns) == ["rank", "drug_a", "drug_b", "drug_a_name", "drug_b_name", "cell_line",
-                                   "predicted_mean", "predicted_std", "acquisition_score"]
+    assert list(table.columns) == [
+        "rank",
+        "drug_a",
+        "drug_b",
+        "drug_a_name",
+        "drug_b_name",
+        "cell_line",
+        "predicted_mean",
+        "predicted_std",
+        "acquisition_score",
+    ]
     assert table["rank"].tolist() == list(range(1, 9))
     assert (table["cell_line"] == "MCF7").all()
     measured = pd.read_csv(lab["round0"], dtype={"drug_a": str, "drug_b": str})
@@ -99,10 +116,23 @@ def test_repeated_measurement_rule(lab: dict) -> None:
 
 def test_recommend_entry_point(lab: dict, tmp_path: Path) -> None:
     out = tmp_path / "next.csv"
-    cmd = [sys.executable, "-m", "recover_pyro.recommend", f"measured=[{lab['round0']}]",
-           f"smiles={lab['smiles']}", "cell_lines=[MCF7]", "score=comboscore", f"out={out}",
-           "+experiment=deterministic", "model.training.epochs=5", "model.predictor.drug_hidden=[16,8]",
-           "acquisition=ucb", "acquisition.q=5", "num_samples=5", f"hydra.run.dir={tmp_path / 'run'}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "recover_pyro.recommend",
+        f"measured=[{lab['round0']}]",
+        f"smiles={lab['smiles']}",
+        "cell_lines=[MCF7]",
+        "score=comboscore",
+        f"out={out}",
+        "+experiment=deterministic",
+        "model.training.epochs=5",
+        "model.predictor.drug_hidden=[16,8]",
+        "acquisition=ucb",
+        "acquisition.q=5",
+        "num_samples=5",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert len(pd.read_csv(out)) == 5

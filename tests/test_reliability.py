@@ -69,15 +69,30 @@ def measured(folder: Path, rows: list[tuple[str, str, str, object]], name: str =
     return write(folder / name, "drug_a,drug_b,cell_line,synergy\n" + body)
 
 
-PLATE = [("A", "B", "MCF7", 1.0), ("A", "C", "MCF7", 3.0), ("B", "C", "MCF7", -2.0), ("C", "D", "MCF7", 0.5),
-         ("D", "E", "MCF7", 2.5), ("A", "E", "MCF7", -1.0)]
+PLATE = [
+    ("A", "B", "MCF7", 1.0),
+    ("A", "C", "MCF7", 3.0),
+    ("B", "C", "MCF7", -2.0),
+    ("C", "D", "MCF7", 0.5),
+    ("D", "E", "MCF7", 2.5),
+    ("A", "E", "MCF7", -1.0),
+]
 TINY_NET = functools.partial(RecoverPredictor, drug_hidden=(8,), merge_dim=4, merge_rank=2, head_hidden=(4,))
 
 
 def tiny_recommend(paths: list[Path], smiles: Path, cell_lines: list[str], q: int = 3, **kw: object):
     model = functools.partial(DeterministicModel, predictor=TINY_NET, training=TrainConfig(epochs=2, batch_size=8))
-    return recommend(paths, smiles, cell_lines, "synergy", model=model, acquisition=Acquisition("ucb", q=q),
-                     featurize=functools.partial(featurize, cache_dir=None), num_samples=4, **kw)
+    return recommend(
+        paths,
+        smiles,
+        cell_lines,
+        "synergy",
+        model=model,
+        acquisition=Acquisition("ucb", q=q),
+        featurize=functools.partial(featurize, cache_dir=None),
+        num_samples=4,
+        **kw,
+    )
 
 
 def compose_root(name: str, overrides: list[str]):
@@ -86,9 +101,19 @@ def compose_root(name: str, overrides: list[str]):
 
 
 # --- silent mixing on resume ---------------------------------------------------------------------
-SMALL_CAMPAIGN = ["data.screen.n_drugs=8", "data.screen.n_cell_lines=1", "campaign.n_initial=5", "campaign.n_rounds=2",
-                  "acquisition.q=3", "campaign.progress=false", "num_samples=4", "model.predictor.drug_hidden=[8]",
-                  "model.predictor.merge_dim=4", "model.predictor.merge_rank=2", "model.predictor.head_hidden=[4]"]
+SMALL_CAMPAIGN = [
+    "data.screen.n_drugs=8",
+    "data.screen.n_cell_lines=1",
+    "campaign.n_initial=5",
+    "campaign.n_rounds=2",
+    "acquisition.q=3",
+    "campaign.progress=false",
+    "num_samples=4",
+    "model.predictor.drug_hidden=[8]",
+    "model.predictor.merge_dim=4",
+    "model.predictor.merge_rank=2",
+    "model.predictor.head_hidden=[4]",
+]
 BNN = ["inference.epochs=2"]
 DET = ["+experiment=deterministic", "model.training.epochs=2"]
 
@@ -96,25 +121,41 @@ DET = ["+experiment=deterministic", "model.training.epochs=2"]
 def test_resume_refuses_another_model_prior_or_feature_setting(tmp_path: Path) -> None:
     campaign_from_config(compose_root("campaign", [*SMALL_CAMPAIGN, *BNN]), tmp_path)
     before = (tmp_path / "rounds.csv").read_bytes()
-    for change, key in ((DET, "model._target_"), ([*BNN, "prior=laplace"], "prior"),
-                        ([*BNN, "inference.lr=0.01"], "inference.lr"), ([*BNN, "features.radius=3"], "features.radius"),
-                        ([*BNN, "acquisition.kappa=2.0"], "kappa")):
+    for change, key in (
+        (DET, "model._target_"),
+        ([*BNN, "prior=laplace"], "prior"),
+        ([*BNN, "inference.lr=0.01"], "inference.lr"),
+        ([*BNN, "features.radius=3"], "features.radius"),
+        ([*BNN, "acquisition.kappa=2.0"], "kappa"),
+    ):
         with pytest.raises(ResumeMismatchError, match=key) as err:
             campaign_from_config(compose_root("campaign", [*SMALL_CAMPAIGN, *change, "resume=true"]), tmp_path)
         assert "device" in str(err.value)  # says which keys may differ
     assert (tmp_path / "rounds.csv").read_bytes() == before
     # Keys that do not change results do not block resume; extending n_rounds continues.
-    resumed = campaign_from_config(compose_root("campaign", [
-        *SMALL_CAMPAIGN, *BNN, "resume=true", "inference.progress=true", "inference.eval_batch_size=7",
-        "campaign.n_rounds=3"]), tmp_path)
+    resumed = campaign_from_config(
+        compose_root(
+            "campaign",
+            [
+                *SMALL_CAMPAIGN,
+                *BNN,
+                "resume=true",
+                "inference.progress=true",
+                "inference.eval_batch_size=7",
+                "campaign.n_rounds=3",
+            ],
+        ),
+        tmp_path,
+    )
     assert resumed.rounds["round"].tolist() == [0, 1, 2, 3]
 
 
 def test_resume_refuses_a_checkpoint_with_more_rounds_than_configured(tmp_path: Path) -> None:
     campaign_from_config(compose_root("campaign", [*SMALL_CAMPAIGN, *DET]), tmp_path)
     with pytest.raises(ResumeMismatchError, match="campaign.n_rounds"):
-        campaign_from_config(compose_root("campaign", [*SMALL_CAMPAIGN, *DET, "campaign.n_rounds=1", "resume=true"]),
-                             tmp_path)
+        campaign_from_config(
+            compose_root("campaign", [*SMALL_CAMPAIGN, *DET, "campaign.n_rounds=1", "resume=true"]), tmp_path
+        )
 
 
 def test_resume_keeps_the_original_hydra_config(tmp_path: Path) -> None:
@@ -133,8 +174,9 @@ def test_campaign_cli_refused_resume_leaves_the_run_config(tmp_path: Path) -> No
     first = subprocess.run(base, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-2000:]
     original = (tmp_path / ".hydra" / "config.yaml").read_text()
-    again = subprocess.run([*base, "model.training.epochs=3", "resume=true"], capture_output=True, text=True,
-                           timeout=300)
+    again = subprocess.run(
+        [*base, "model.training.epochs=3", "resume=true"], capture_output=True, text=True, timeout=300
+    )
     assert again.returncode != 0 and "model.training.epochs" in again.stderr
     assert (tmp_path / ".hydra" / "config.yaml").read_text() == original
 
@@ -163,8 +205,9 @@ def test_checkpoint_with_inconsistent_entries_is_refused(tmp_path: Path) -> None
 
 # --- damaged fingerprint cache -----------------------------------------------------------------
 @pytest.mark.parametrize("damage", ["empty", "garbage", "shape", "dtype"])
-def test_damaged_fingerprint_cache_is_discarded_and_recomputed(tmp_path: Path, damage: str,
-                                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_damaged_fingerprint_cache_is_discarded_and_recomputed(
+    tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
     cache = tmp_path / "fp"
     fresh = morgan_fingerprints(["CCO"], cache_dir=cache)
     (entry,) = list(cache.rglob("*.npz"))
@@ -208,8 +251,10 @@ def test_case_variant_of_a_cell_line_is_named(tmp_path: Path) -> None:
 
 # --- replicates, self-pairs, salts ---------------------------------------------------------------
 def test_conflicting_replicates_in_one_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    smiles, plate = drug_table(tmp_path), measured(tmp_path, [*PLATE, ("B", "A", "MCF7", 500.0),
-                                                               ("A", "B", "MCF7", -126.0)])
+    smiles, plate = (
+        drug_table(tmp_path),
+        measured(tmp_path, [*PLATE, ("B", "A", "MCF7", 500.0), ("A", "B", "MCF7", -126.0)]),
+    )
     with pytest.raises(ConflictingMeasurementError, match="lines 2, 8, 9"):
         tiny_recommend([plate], smiles, ["MCF7"], on_duplicate="raise")
     with caplog.at_level(logging.WARNING):
@@ -255,19 +300,26 @@ def test_latin1_file_names_file_and_line(tmp_path: Path) -> None:
 
 def test_utf16_file_is_read(tmp_path: Path) -> None:
     path = tmp_path / "utf16.csv"
-    path.write_text("drug_a,drug_b,cell_line,synergy\n" + "".join(f"{a},{b},{c},{y}\n" for a, b, c, y in PLATE),
-                    encoding="utf-16")
+    path.write_text(
+        "drug_a,drug_b,cell_line,synergy\n" + "".join(f"{a},{b},{c},{y}\n" for a, b, c, y in PLATE), encoding="utf-16"
+    )
     smiles = tmp_path / "drugs16.csv"
     smiles.write_text(drug_table(tmp_path).read_text(), encoding="utf-16")
     assert len(load_csv(path, smiles)) == len(PLATE)
 
 
-@pytest.mark.parametrize("override, key", [("inference.epochs=abc", "inference.epochs"),
-                                           ("acquisition.q=ten", "acquisition.q"),
-                                           ("num_samples=0", "num_samples"),
-                                           ("campaign.num_samples=-1", "campaign.num_samples"),
-                                           ("features.n_bits=0", "features.n_bits"), ("seed=-1", "seed"),
-                                           ("device=gpu", "device")])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("inference.epochs=abc", "inference.epochs"),
+        ("acquisition.q=ten", "acquisition.q"),
+        ("num_samples=0", "num_samples"),
+        ("campaign.num_samples=-1", "campaign.num_samples"),
+        ("features.n_bits=0", "features.n_bits"),
+        ("seed=-1", "seed"),
+        ("device=gpu", "device"),
+    ],
+)
 def test_config_values_are_checked_before_any_fit(override: str, key: str) -> None:
     with pytest.raises(ConfigValueError, match=rf"option {key}:"):
         validate_config(compose_root("campaign", [override]))
@@ -282,8 +334,10 @@ def test_recommend_options_are_checked(tmp_path: Path) -> None:
 
 
 def test_missing_input_file_names_option_and_path(tmp_path: Path) -> None:
-    cfg = compose_root("config", ["data=csv", f"data.screen.path={tmp_path / 'nope.csv'}",
-                                  f"data.screen.smiles_path={drug_table(tmp_path)}"])
+    cfg = compose_root(
+        "config",
+        ["data=csv", f"data.screen.path={tmp_path / 'nope.csv'}", f"data.screen.smiles_path={drug_table(tmp_path)}"],
+    )
     with pytest.raises(ConfigValueError, match="data.screen.path.*nope.csv"):
         train(cfg, tmp_path / "out")
 
@@ -305,13 +359,26 @@ def test_train_num_samples_checked_before_the_fit(tmp_path: Path) -> None:
 def test_recommend_refuses_to_overwrite_a_plate(tmp_path: Path) -> None:
     smiles, plate = drug_table(tmp_path), measured(tmp_path, PLATE)
     out = write(tmp_path / "next.csv", "the lab's plate\n")
-    cmd = [sys.executable, "-m", "recover_pyro.recommend", f"measured=[{plate}]", f"smiles={smiles}",
-           "cell_lines=[MCF7]", f"out={out}", "+experiment=deterministic", f"hydra.run.dir={tmp_path / 'run'}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "recover_pyro.recommend",
+        f"measured=[{plate}]",
+        f"smiles={smiles}",
+        "cell_lines=[MCF7]",
+        f"out={out}",
+        "+experiment=deterministic",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and "overwrite=true" in done.stderr
     assert out.read_text() == "the lab's plate\n"
-    bad = subprocess.run([*cmd[:-3], "acquisition.q=ten", f"hydra.run.dir={tmp_path / 'run2'}"],
-                         capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [*cmd[:-3], "acquisition.q=ten", f"hydra.run.dir={tmp_path / 'run2'}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode != 0 and "option acquisition.q" in bad.stderr
 
 
@@ -331,7 +398,9 @@ def test_train_refuses_a_test_split_too_small_for_metrics(tmp_path: Path) -> Non
 
 def test_result_json_is_strict() -> None:
     assert json.loads(json.dumps(rio.json_safe({"r2": float("nan"), "xs": [float("inf"), 1.0]}))) == {
-        "r2": None, "xs": [None, 1.0]}
+        "r2": None,
+        "xs": [None, 1.0],
+    }
 
 
 def test_header_only_and_headerless_csv(tmp_path: Path) -> None:
@@ -363,16 +432,18 @@ def test_drugcomb_unknown_drugs_suggest_the_drop_rule(tmp_path: Path) -> None:
     with pytest.raises(UnknownDrugError, match="on_unknown_drug=drop") as err:
         load_drugcomb(summary, drug_table(tmp_path), scores=("synergy_bliss",))
     assert "no similar name" in str(err.value)
-    assert load_drugcomb(summary, drug_table(tmp_path), scores=("synergy_bliss",),
-                         on_unknown_drug="drop").dropped == {"unknown_drug": 8}
+    assert load_drugcomb(summary, drug_table(tmp_path), scores=("synergy_bliss",), on_unknown_drug="drop").dropped == {
+        "unknown_drug": 8
+    }
 
 
 def test_formula_like_names_are_neutralised_in_plates(caplog: pytest.LogCaptureFixture) -> None:
-    table = pd.DataFrame({"drug_a_name": ["=HYPERLINK(\"x\")", "aspirin", "+1", "-"],
-                          "predicted_mean": [1.0, -2.0, 0, 1]})
+    table = pd.DataFrame(
+        {"drug_a_name": ['=HYPERLINK("x")', "aspirin", "+1", "-"], "predicted_mean": [1.0, -2.0, 0, 1]}
+    )
     with caplog.at_level(logging.WARNING):
         safe = rio.spreadsheet_safe(table)
-    assert safe["drug_a_name"].tolist() == ["'=HYPERLINK(\"x\")", "aspirin", "'+1", "'-"]
+    assert safe["drug_a_name"].tolist() == ['\'=HYPERLINK("x")', "aspirin", "'+1", "'-"]
     assert safe["predicted_mean"].tolist() == [1.0, -2.0, 0, 1] and "formula" in caplog.text
 
 
@@ -401,6 +472,17 @@ def test_every_result_file_goes_through_atomic_write(tmp_path: Path, monkeypatch
     campaign_from_config(compose_root("campaign", [*SMALL_CAMPAIGN, *DET]), tmp_path / "campaign")
     assert {"rounds.csv", "rounds.json", "selections.csv", "checkpoint.pt", "recall.png"} <= set(written)
     written.clear()
-    train(compose_root("config", ["+experiment=deterministic", "model.training.epochs=1", "num_samples=4",
-                                  "data.screen.n_drugs=10", "model.predictor.drug_hidden=[8]"]), tmp_path / "train")
+    train(
+        compose_root(
+            "config",
+            [
+                "+experiment=deterministic",
+                "model.training.epochs=1",
+                "num_samples=4",
+                "data.screen.n_drugs=10",
+                "model.predictor.drug_hidden=[8]",
+            ],
+        ),
+        tmp_path / "train",
+    )
     assert {"metrics.json", "checkpoint.pt", "test_predictions.csv"} <= set(written)

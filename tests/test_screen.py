@@ -11,20 +11,21 @@ from recover_pyro.data.errors import EmptySelectionError
 from recover_pyro.data.screen import Pairs, Screen, aggregate_measurements, canonical_pair
 
 # (pair, cell) A+B/c1 measured three times (both orders), A+C/c1 once, B+C/c2 twice in one order.
-RAW = pd.DataFrame({
-    "drug_a": ["A", "B", "A", "A", "C", "C"],
-    "drug_b": ["B", "A", "B", "C", "B", "B"],
-    "cell_line": ["c1", "c1", "c1", "c1", "c2", "c2"],
-    "study": ["s"] * 6,
-    "y": [1.0, 5.0, 3.0, 7.0, -2.0, 4.0],
-    "z": [10.0, 20.0, 60.0, 0.0, 1.0, 1.0],
-})
+RAW = pd.DataFrame(
+    {
+        "drug_a": ["A", "B", "A", "A", "C", "C"],
+        "drug_b": ["B", "A", "B", "C", "B", "B"],
+        "cell_line": ["c1", "c1", "c1", "c1", "c2", "c2"],
+        "study": ["s"] * 6,
+        "y": [1.0, 5.0, 3.0, 7.0, -2.0, 4.0],
+        "z": [10.0, 20.0, 60.0, 0.0, 1.0, 1.0],
+    }
+)
 
 
 def _screen(raw: pd.DataFrame = RAW) -> Screen:
     exp = aggregate_measurements(raw, ["y", "z"])
-    drugs = pd.DataFrame({"name": ["drug A", "drug B", "drug C"], "smiles": ["C", "CC", "CCC"]},
-                         index=["A", "B", "C"])
+    drugs = pd.DataFrame({"name": ["drug A", "drug B", "drug C"], "smiles": ["C", "CC", "CCC"]}, index=["A", "B", "C"])
     cells = pd.DataFrame({"tissue": ["breast", "lung"]}, index=["c1", "c2"])
     features = pd.DataFrame(np.arange(6.0).reshape(2, 3), index=["c1", "c2"])
     return Screen(drugs, cells, exp, ("y", "z"), cell_features=features, name="toy")
@@ -36,13 +37,16 @@ def test_canonical_pair_uses_string_order():
     assert list(b) == ["9", "B", "a"]
 
 
-@pytest.mark.parametrize("how, ab, bc", [
-    ("mean", (3.0, 30.0), (1.0, 1.0)),
-    ("median", (3.0, 20.0), (1.0, 1.0)),
-    ("max", (5.0, 60.0), (4.0, 1.0)),
-    ("min", (1.0, 10.0), (-2.0, 1.0)),
-    ("first", (1.0, 10.0), (-2.0, 1.0)),
-])
+@pytest.mark.parametrize(
+    "how, ab, bc",
+    [
+        ("mean", (3.0, 30.0), (1.0, 1.0)),
+        ("median", (3.0, 20.0), (1.0, 1.0)),
+        ("max", (5.0, 60.0), (4.0, 1.0)),
+        ("min", (1.0, 10.0), (-2.0, 1.0)),
+        ("first", (1.0, 10.0), (-2.0, 1.0)),
+    ],
+)
 def test_aggregation_rules(how, ab, bc):
     exp = aggregate_measurements(RAW, ["y", "z"], how=how).set_index(["drug_a", "drug_b", "cell_line"])
     assert len(exp) == 3

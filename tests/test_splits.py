@@ -65,8 +65,11 @@ def test_random_experiment_split_sizes(synthetic):
     split = random_split(synthetic, val=0.25, test=0.1, group="experiment")
     assert_partition(split, n)
     n_test = round(0.1 * n)
-    assert split.sizes() == {"train": n - n_test - round(0.25 * (n - n_test)),
-                             "val": round(0.25 * (n - n_test)), "test": n_test}
+    assert split.sizes() == {
+        "train": n - n_test - round(0.25 * (n - n_test)),
+        "val": round(0.25 * (n - n_test)),
+        "test": n_test,
+    }
     # Rows of one pair now land in different parts.
     exp = synthetic.experiments
     labels = pd.Series(part_of(split, n))
@@ -149,8 +152,7 @@ def test_unseen_cell_line_split_synthetic(synthetic):
     rest = exp.drop(index=split.test)
     labels = pd.Series(part_of(split, len(exp))).drop(index=split.test)
     assert (labels.groupby([rest["drug_a"], rest["drug_b"]]).nunique() == 1).all()
-    np.testing.assert_array_equal(
-        split.test, unseen_cell_line_split(synthetic, n_test=2, seed=7, test_seed=1).test)
+    np.testing.assert_array_equal(split.test, unseen_cell_line_split(synthetic, n_test=2, seed=7, test_seed=1).test)
 
 
 def test_unseen_cell_line_split_real_almanac(almanac):
@@ -164,8 +166,11 @@ def test_unseen_cell_line_split_real_almanac(almanac):
 
 # --- dispatcher --------------------------------------------------------------------------------------
 def test_make_split_dispatches(synthetic):
-    for kind, direct in [("random", random_split), ("unseen_drug", unseen_drug_split),
-                         ("unseen_cell_line", unseen_cell_line_split)]:
+    for kind, direct in [
+        ("random", random_split),
+        ("unseen_drug", unseen_drug_split),
+        ("unseen_cell_line", unseen_cell_line_split),
+    ]:
         a, b = make_split(synthetic, kind=kind, val=0.3, seed=4), direct(synthetic, val=0.3, seed=4)
         np.testing.assert_array_equal(a.train, b.train)
         np.testing.assert_array_equal(a.test, b.test)

@@ -42,16 +42,19 @@ agg = load_script("aggregate_sweep")
 def _run(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run a command with the test's interpreter; fail with its output if it exits non-zero."""
     full_env = {**os.environ, "MPLBACKEND": "Agg", "HYDRA_FULL_ERROR": "1", **(env or {})}
-    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
     return proc
 
 
-def _run_sweep(launcher_overrides: list[str], sweep_dir: Path,
-               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return _run(["-m", "recover_pyro.train", "-m", *launcher_overrides, f"hydra.sweep.dir={sweep_dir}", *SWEEP],
-                cwd=sweep_dir.parent, env=env)
+def _run_sweep(
+    launcher_overrides: list[str], sweep_dir: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return _run(
+        ["-m", "recover_pyro.train", "-m", *launcher_overrides, f"hydra.sweep.dir={sweep_dir}", *SWEEP],
+        cwd=sweep_dir.parent,
+        env=env,
+    )
 
 
 def _job_dirs(sweep_dir: Path) -> list[Path]:
@@ -73,8 +76,20 @@ def _check_aggregation(sweep_dir: Path, out_dir: Path) -> None:
         expected.setdefault(experiment, []).append(json.loads((job / "metrics.json").read_text())["r2"])
 
     out = out_dir / "results.csv"
-    proc = _run([str(ROOT / "scripts" / "aggregate_sweep.py"), str(sweep_dir), "--metrics", "r2", "nll",
-                 "--out", str(out), "--runs-csv", str(out_dir / "runs.csv")], cwd=out_dir)
+    proc = _run(
+        [
+            str(ROOT / "scripts" / "aggregate_sweep.py"),
+            str(sweep_dir),
+            "--metrics",
+            "r2",
+            "nll",
+            "--out",
+            str(out),
+            "--runs-csv",
+            str(out_dir / "runs.csv"),
+        ],
+        cwd=out_dir,
+    )
     table = pd.read_csv(out)
     assert list(table["experiment"]) == sorted(EXPERIMENTS)
     assert (table["n_runs"] == len(SEEDS)).all()
@@ -84,8 +99,7 @@ def _check_aggregation(sweep_dir: Path, out_dir: Path) -> None:
         assert row["r2_mean"] == pytest.approx(values.mean(), rel=1e-12)
         assert row["r2_sd"] == pytest.approx(values.std(ddof=1), rel=1e-12)
         # The markdown row shows the same numbers as mean ± sd.
-        assert f"| {row['experiment']} | {len(SEEDS)} | {values.mean():.3f} ± {values.std(ddof=1):.3f} |" \
-            in proc.stdout
+        assert f"| {row['experiment']} | {len(SEEDS)} | {values.mean():.3f} ± {values.std(ddof=1):.3f} |" in proc.stdout
     runs = pd.read_csv(out_dir / "runs.csv")
     assert len(runs) == len(EXPERIMENTS) * len(SEEDS)
     assert sorted(runs["seed"].unique()) == list(SEEDS)
@@ -95,16 +109,39 @@ def _check_aggregation(sweep_dir: Path, out_dir: Path) -> None:
 
 
 def test_parse_overrides_reads_hydra_override_syntax():
-    parsed = agg.parse_overrides(["+experiment=laplace", "++model.training.epochs=2", "seed=3", "lr=1e-3",
-                                  "data.cell_lines=[MCF7,'A 549']", "name='a,b'", "model@other=bnn", "~prior"])
-    assert parsed == {"experiment": "laplace", "model.training.epochs": "2", "seed": "3", "lr": "0.001",
-                      "data.cell_lines": "[MCF7,'A 549']", "name": "a,b", "model@other": "bnn",
-                      "prior": "(deleted)"}
+    parsed = agg.parse_overrides(
+        [
+            "+experiment=laplace",
+            "++model.training.epochs=2",
+            "seed=3",
+            "lr=1e-3",
+            "data.cell_lines=[MCF7,'A 549']",
+            "name='a,b'",
+            "model@other=bnn",
+            "~prior",
+        ]
+    )
+    assert parsed == {
+        "experiment": "laplace",
+        "model.training.epochs": "2",
+        "seed": "3",
+        "lr": "0.001",
+        "data.cell_lines": "[MCF7,'A 549']",
+        "name": "a,b",
+        "model@other": "bnn",
+        "prior": "(deleted)",
+    }
 
 
 def test_summarize_is_mean_and_sample_sd_per_group():
-    runs = pd.DataFrame({"experiment": ["a", "a", "a", "b"], "seed": ["0", "1", "2", "0"],
-                         "r2": [0.1, 0.2, 0.6, 0.5], "nll": [1.0, 2.0, 3.0, 4.0]})
+    runs = pd.DataFrame(
+        {
+            "experiment": ["a", "a", "a", "b"],
+            "seed": ["0", "1", "2", "0"],
+            "r2": [0.1, 0.2, 0.6, 0.5],
+            "nll": [1.0, 2.0, 3.0, 4.0],
+        }
+    )
     table = agg.summarize(runs, ["experiment"], ["r2", "nll"]).set_index("experiment")
     assert table.loc["a", "n_runs"] == 3 and table.loc["b", "n_runs"] == 1
     assert table.loc["a", "r2_mean"] == pytest.approx(0.3)
@@ -112,8 +149,12 @@ def test_summarize_is_mean_and_sample_sd_per_group():
     assert table.loc["a", "nll_sd"] == pytest.approx(1.0)
     assert math.isnan(table.loc["b", "r2_sd"])  # one run: no spread over seeds
     markdown = agg.to_markdown(table.reset_index(), ["experiment"], ["r2", "nll"], digits=2)
-    assert markdown.splitlines() == ["| experiment | n | r2 | nll |", "|---|---|---|---|",
-                                     "| a | 3 | 0.30 ± 0.26 | 2.00 ± 1.00 |", "| b | 1 | 0.50 | 4.00 |"]
+    assert markdown.splitlines() == [
+        "| experiment | n | r2 | nll |",
+        "|---|---|---|---|",
+        "| a | 3 | 0.30 ± 0.26 | 2.00 ± 1.00 |",
+        "| b | 1 | 0.50 | 4.00 |",
+    ]
     whole = agg.summarize(runs, [], ["nll"])
     assert list(whole.columns) == ["n_runs", "nll_mean", "nll_sd"] and whole.loc[0, "nll_mean"] == 2.5
     with pytest.raises(ValueError, match="unknown column.*'model'"):
@@ -132,8 +173,12 @@ def test_load_runs_columns_defaults_and_errors(tmp_path, capsys, caplog):
     sweep = tmp_path / "multirun"
     _fake_job(sweep, "0", ["+experiment=a", "seed=0"], {"r2": 0.5, "seed": 0, "model": "M", "n_test": 3})
     _fake_job(sweep, "1", ["+experiment=a", "seed=1"], {"r2": 0.7, "seed": 1, "model": "M", "n_test": 3})
-    _fake_job(sweep, "10", ["+experiment=b", "seed=0", "model.n=2"], {"r2": 0.1, "seed": 0, "model": "M",
-                                                                       "n_test": 3, "pruned_fraction": 0.25})
+    _fake_job(
+        sweep,
+        "10",
+        ["+experiment=b", "seed=0", "model.n=2"],
+        {"r2": 0.1, "seed": 0, "model": "M", "n_test": 3, "pruned_fraction": 0.25},
+    )
     _fake_job(sweep, "2", ["+experiment=b", "seed=1"], None)  # a failed job: left out with a warning
 
     with caplog.at_level("WARNING", logger="recover_pyro.sweep_summary"):
@@ -167,8 +212,9 @@ def _hydra_cfg(launcher: str):
 
 
 def test_ray_cluster_config_joins_an_existing_cluster():
-    pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="hydra-ray-launcher not installed "
-                        "(pip install -e '.[sweep-ray]')")
+    pytest.importorskip(
+        "hydra_plugins.hydra_ray_launcher", reason="hydra-ray-launcher not installed (pip install -e '.[sweep-ray]')"
+    )
     hydra_cfg = _hydra_cfg("ray_cluster")
     assert hydra_cfg.launcher._target_.endswith("RayLauncher")
     init = hydra_cfg.launcher.ray.init
@@ -181,8 +227,10 @@ def test_ray_cluster_config_joins_an_existing_cluster():
 
 
 def test_slurm_config_extends_the_submitit_launcher():
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="hydra-submitit-launcher not installed "
-                        "(pip install -e '.[sweep-slurm]')")
+    pytest.importorskip(
+        "hydra_plugins.hydra_submitit_launcher",
+        reason="hydra-submitit-launcher not installed (pip install -e '.[sweep-slurm]')",
+    )
     launcher = _hydra_cfg("slurm").launcher
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     assert launcher.cpus_per_task == 4 and launcher.partition is None and launcher.array_parallelism == 32
@@ -193,8 +241,10 @@ def test_slurm_config_extends_the_submitit_launcher():
 
 
 def test_joblib_sweep_runs_in_parallel_workers_and_aggregates(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="hydra-joblib-launcher not installed "
-                        "(pip install -e '.[sweep-joblib]')")
+    pytest.importorskip(
+        "hydra_plugins.hydra_joblib_launcher",
+        reason="hydra-joblib-launcher not installed (pip install -e '.[sweep-joblib]')",
+    )
     sweep_dir = tmp_path / "multirun"
     proc = _run_sweep(["hydra/launcher=local_joblib"], sweep_dir)
     assert "Joblib.Parallel(n_jobs=2,backend=loky" in proc.stdout + proc.stderr
@@ -206,9 +256,11 @@ def test_joblib_sweep_runs_in_parallel_workers_and_aggregates(tmp_path):
     assert list(summary["experiment"]) == sorted(EXPERIMENTS) and (summary["n_runs"] == len(SEEDS)).all()
 
 
-@pytest.mark.skipif(not os.environ.get(RAY_ADDRESS_VAR),
-                    reason=f"{RAY_ADDRESS_VAR} is not set: no Ray cluster to join (scripts/ci_ray.sh starts "
-                           "one on loopback and runs this test)")
+@pytest.mark.skipif(
+    not os.environ.get(RAY_ADDRESS_VAR),
+    reason=f"{RAY_ADDRESS_VAR} is not set: no Ray cluster to join (scripts/ci_ray.sh starts "
+    "one on loopback and runs this test)",
+)
 def test_ray_sweep_runs_as_tasks_on_the_existing_cluster(tmp_path):
     address = os.environ[RAY_ADDRESS_VAR]
     sweep_dir = tmp_path / "multirun"
@@ -235,15 +287,33 @@ def test_ray_sweep_runs_as_tasks_on_the_existing_cluster(tmp_path):
 
 # --- campaign sweeps and the end-of-multirun summary -------------------------------------------------------
 
-CAMPAIGN_TINY = ["data.screen.n_drugs=10", "data.screen.n_cell_lines=1", "campaign.n_initial=5",
-                 "campaign.n_rounds=2", "acquisition.q=4", "num_samples=4", "inference.epochs=2",
-                 "campaign.progress=false", "model.predictor.drug_hidden=[16,8]"]
+CAMPAIGN_TINY = [
+    "data.screen.n_drugs=10",
+    "data.screen.n_cell_lines=1",
+    "campaign.n_initial=5",
+    "campaign.n_rounds=2",
+    "acquisition.q=4",
+    "num_samples=4",
+    "inference.epochs=2",
+    "campaign.progress=false",
+    "model.predictor.drug_hidden=[16,8]",
+]
 
 
 def test_campaign_sweep_writes_a_summary_and_aggregates(tmp_path):
     sweep_dir = tmp_path / "multirun"
-    proc = _run(["-m", "recover_pyro.campaign", "-m", "+experiment=random,laplace_greedy", "seed=0,1",
-                 f"hydra.sweep.dir={sweep_dir}", *CAMPAIGN_TINY], cwd=tmp_path)
+    proc = _run(
+        [
+            "-m",
+            "recover_pyro.campaign",
+            "-m",
+            "+experiment=random,laplace_greedy",
+            "seed=0,1",
+            f"hydra.sweep.dir={sweep_dir}",
+            *CAMPAIGN_TINY,
+        ],
+        cwd=tmp_path,
+    )
     assert "sweep summary: 4 runs in 2 group(s) by ['experiment']" in proc.stdout + proc.stderr
     summary = pd.read_csv(sweep_dir / "summary.csv")
     assert list(summary["experiment"]) == ["laplace_greedy", "random"] and (summary["n_runs"] == 2).all()
@@ -264,10 +334,21 @@ def test_campaign_sweep_writes_a_summary_and_aggregates(tmp_path):
 def test_unfinished_campaign_is_left_out(tmp_path, caplog):
     def job(name: str, last_round: int) -> None:
         _fake_job(tmp_path, name, ["+experiment=random", f"seed={name}"], None)
-        rows = [{"round": r, "n_measured": 5 + 4 * r, "recall_top1pct": 0.1 * r, "best_found": 1.0,
-                 "train_s": 0.0, "score_s": 0.0, "r2": None} for r in range(last_round + 1)]
-        (tmp_path / name / "rounds.json").write_text(json.dumps(
-            {"config": {"n_rounds": 2}, "pool_size": 45, "rounds": rows}))
+        rows = [
+            {
+                "round": r,
+                "n_measured": 5 + 4 * r,
+                "recall_top1pct": 0.1 * r,
+                "best_found": 1.0,
+                "train_s": 0.0,
+                "score_s": 0.0,
+                "r2": None,
+            }
+            for r in range(last_round + 1)
+        ]
+        (tmp_path / name / "rounds.json").write_text(
+            json.dumps({"config": {"n_rounds": 2}, "pool_size": 45, "rounds": rows})
+        )
 
     job("0", 2)
     job("1", 1)  # killed after round 1
@@ -280,12 +361,25 @@ def test_unfinished_campaign_is_left_out(tmp_path, caplog):
 
 def test_optuna_sweep_minimises_the_validation_metric(tmp_path):
     """hydra/sweeper=optuna_val: 2 trials; the best value is the lowest val_nll of the trials, not a test metric."""
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="hydra-optuna-sweeper not installed "
-                        "(pip install -e '.[tune]')")
+    pytest.importorskip(
+        "hydra_plugins.hydra_optuna_sweeper", reason="hydra-optuna-sweeper not installed (pip install -e '.[tune]')"
+    )
     sweep_dir = tmp_path / "optuna"
-    _run(["-m", "recover_pyro.train", "-m", "hydra/sweeper=optuna_val", "hydra.sweeper.n_trials=2",
-          f"hydra.sweep.dir={sweep_dir}", "data.screen.n_drugs=12", "inference.epochs=choice(3,4)", "num_samples=10",
-          "fit_progress=false"], cwd=tmp_path)
+    _run(
+        [
+            "-m",
+            "recover_pyro.train",
+            "-m",
+            "hydra/sweeper=optuna_val",
+            "hydra.sweeper.n_trials=2",
+            f"hydra.sweep.dir={sweep_dir}",
+            "data.screen.n_drugs=12",
+            "inference.epochs=choice(3,4)",
+            "num_samples=10",
+            "fit_progress=false",
+        ],
+        cwd=tmp_path,
+    )
     best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     trials = [json.loads((job / "metrics.json").read_text()) for job in sorted(sweep_dir.glob("[0-9]*"))]
     assert len(trials) == 2 and set(best["best_params"]) == {"inference.lr", "inference.epochs", "guide.init_scale"}

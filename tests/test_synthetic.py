@@ -94,8 +94,9 @@ def test_featurize_uses_the_precomputed_drug_features(screen):
     assert feats.cell.shape == (3, 16)
 
 
-def _ridge_r2(x: np.ndarray, y: np.ndarray, truth: np.ndarray, train: np.ndarray, test: np.ndarray,
-              alpha: float = 10.0) -> float:
+def _ridge_r2(
+    x: np.ndarray, y: np.ndarray, truth: np.ndarray, train: np.ndarray, test: np.ndarray, alpha: float = 10.0
+) -> float:
     """Closed-form ridge on ``x`` (intercept = train mean); R^2 of predicting the noiseless ``truth``."""
     mu = y[train].mean()
     xt = x[train]
@@ -104,8 +105,9 @@ def _ridge_r2(x: np.ndarray, y: np.ndarray, truth: np.ndarray, train: np.ndarray
     return 1 - ((truth[test] - pred) ** 2).mean() / ((truth[test] - mu) ** 2).mean()
 
 
-def _kernel_ridge_r2(k: np.ndarray, y: np.ndarray, truth: np.ndarray, train: np.ndarray, test: np.ndarray,
-                     alpha: float = 10.0) -> float:
+def _kernel_ridge_r2(
+    k: np.ndarray, y: np.ndarray, truth: np.ndarray, train: np.ndarray, test: np.ndarray, alpha: float = 10.0
+) -> float:
     mu = y[train].mean()
     coef = np.linalg.solve(k[np.ix_(train, train)] + alpha * np.eye(len(train)), y[train] - mu)
     pred = k[np.ix_(test, train)] @ coef + mu
@@ -119,8 +121,7 @@ def test_landscape_is_learnable_from_features(screen, kind):
     a, b, c = p.drug_a.numpy(), p.drug_b.numpy(), p.cell.numpy()
     y = p.y.numpy().astype(float)
     truth = screen.experiments["synergy_true"].to_numpy()
-    split = (random_split(screen, seed=0) if kind == "random"
-             else unseen_drug_split(screen, n_test_drugs=4, seed=0))
+    split = random_split(screen, seed=0) if kind == "random" else unseen_drug_split(screen, n_test_drugs=4, seed=0)
     train, test = np.concatenate([split.train, split.val]), split.test
 
     # Additive drug effects: a linear ridge on symmetric pair features (bit sums) + cell one-hot.

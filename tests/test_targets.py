@@ -23,8 +23,7 @@ def test_inverse_applies_to_sample_batches_and_scales_sds():
     torch.testing.assert_close(scaler.inverse_scale(torch.tensor([0.5, 1.0])), torch.tensor([20.0, 40.0]))
     # Samples of a shifted/scaled variable have sd multiplied by scale.
     samples = torch.randn(4000, generator=torch.Generator().manual_seed(0)) * 0.3
-    assert float(scaler.inverse(samples).std()) == pytest.approx(
-        float(scaler.inverse_scale(samples.std())), rel=1e-5)
+    assert float(scaler.inverse(samples).std()) == pytest.approx(float(scaler.inverse_scale(samples.std())), rel=1e-5)
 
 
 def test_identity_when_not_standardising():

@@ -17,19 +17,36 @@ from recover_pyro.builders import CONFIG_DIR
 from recover_pyro.train import train
 
 EXPERIMENTS = ["normal", "laplace", "scale_mixture", "sparse_dropout", "deterministic", "ensemble", "mc_dropout"]
-METRICS = {"r2", "r2_sklearn", "spearman", "mse", "nll", "crps", "coverage_50", "coverage_90", "coverage_95",
-           "fit_seconds"}
+METRICS = {
+    "r2",
+    "r2_sklearn",
+    "spearman",
+    "mse",
+    "nll",
+    "crps",
+    "coverage_50",
+    "coverage_90",
+    "coverage_95",
+    "fit_seconds",
+}
 TINY_DATA = ["data.screen.n_drugs=14", "data.screen.n_cell_lines=2"]
-TINY = ["num_samples=8", "model.predictor.drug_hidden=[16,8]", "model.predictor.merge_dim=8", "model.predictor.merge_rank=4",
-        "model.predictor.head_hidden=[8]"]
+TINY = [
+    "num_samples=8",
+    "model.predictor.drug_hidden=[16,8]",
+    "model.predictor.merge_dim=8",
+    "model.predictor.merge_rank=4",
+    "model.predictor.head_hidden=[8]",
+]
 
 
 def _cfg(experiment: str, *extra: str, data: tuple[str, ...] = tuple(TINY_DATA)):
-    epochs = "model.training.epochs=4" if experiment in {"deterministic", "ensemble", "mc_dropout"} \
-        else "inference.epochs=4"
+    epochs = (
+        "model.training.epochs=4" if experiment in {"deterministic", "ensemble", "mc_dropout"} else "inference.epochs=4"
+    )
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose("config", overrides=[f"+experiment={experiment}", epochs, "inference.progress=false",
-                                            *data, *TINY, *extra])
+        return compose(
+            "config", overrides=[f"+experiment={experiment}", epochs, "inference.progress=false", *data, *TINY, *extra]
+        )
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -72,16 +89,26 @@ def test_real_almanac_smoke(data_root: Path, tmp_path: Path) -> None:
 
 def test_command_line_form(tmp_path: Path) -> None:
     """`python -m recover_pyro.train +experiment=laplace` in exactly this form (plus a run dir)."""
-    done = subprocess.run([sys.executable, "-m", "recover_pyro.train", "+experiment=laplace",
-                           f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(
+        [sys.executable, "-m", "recover_pyro.train", "+experiment=laplace", f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "test: r2" in done.stdout
     assert json.loads((tmp_path / "metrics.json").read_text())["model"] == "BNNSynergyModel"
     # The run's log file is the complete record: data summary, early stopping, test and validation metrics.
     log = (tmp_path / "train.log").read_text()
-    for line in ("unordered (pair, cell line) experiments", "warm start: early stopping kept epoch",
-                 "SVI: the ELBO converged after", "test: r2", "validation: val_r2", "outputs in"):
+    for line in (
+        "unordered (pair, cell line) experiments",
+        "warm start: early stopping kept epoch",
+        "SVI: the ELBO converged after",
+        "test: r2",
+        "validation: val_r2",
+        "outputs in",
+    ):
         assert line in log, line
     curve = pd.read_csv(tmp_path / "fit_curve.csv")
     assert set(curve["stage"]) == {"warm_start", "svi"}

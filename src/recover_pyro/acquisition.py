@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, TypedDict
 
 import torch
 
@@ -217,8 +217,9 @@ def _check_batch_idx(batch_idx: torch.Tensor, n: int) -> torch.Tensor:
     if batch_idx.dim() != 1 or batch_idx.numel() == 0 or batch_idx.is_floating_point():
         raise ValueError(f"batch_idx must be a non-empty (q,) integer tensor, got shape {tuple(batch_idx.shape)}")
     if int(batch_idx.min()) < 0 or int(batch_idx.max()) >= n:
-        raise IndexError(f"batch_idx must lie in [0, {n}), got values in [{int(batch_idx.min())}, "
-                         f"{int(batch_idx.max())}]")
+        raise IndexError(
+            f"batch_idx must lie in [0, {n}), got values in [{int(batch_idx.min())}, {int(batch_idx.max())}]"
+        )
     return batch_idx.long()
 
 
@@ -229,8 +230,9 @@ def _prefix_values(samples: torch.Tensor, batch_idx: torch.Tensor, utility: Util
     return utility(running_max).mean(0)
 
 
-def q_expected_improvement(samples: torch.Tensor, batch_idx: torch.Tensor,
-                           best_f: float | torch.Tensor) -> torch.Tensor:
+def q_expected_improvement(
+    samples: torch.Tensor, batch_idx: torch.Tensor, best_f: float | torch.Tensor
+) -> torch.Tensor:
     """Monte-Carlo batch expected improvement (BoTorch's qEI) of a given batch.
 
     :math:`\\mathrm{qEI}(B) = \\frac1S \\sum_s \\max(\\max_{j \\in B} Y_{sj} - f^*, 0)`; for ``|B| = 1`` this
@@ -249,8 +251,9 @@ def q_expected_improvement(samples: torch.Tensor, batch_idx: torch.Tensor,
     return _prefix_values(samples, idx, _ei_utility(_check_scalar("best_f", best_f)))[-1]
 
 
-def q_probability_of_improvement(samples: torch.Tensor, batch_idx: torch.Tensor, best_f: float | torch.Tensor,
-                                 tau: float | None = None) -> torch.Tensor:
+def q_probability_of_improvement(
+    samples: torch.Tensor, batch_idx: torch.Tensor, best_f: float | torch.Tensor, tau: float | None = None
+) -> torch.Tensor:
     """Monte-Carlo batch probability of improvement (BoTorch's qPI) of a given batch.
 
     :math:`\\mathrm{qPI}(B) = \\frac1S \\sum_s 1[\\max_{j \\in B} Y_{sj} > f^*]`, or with temperature
@@ -280,14 +283,22 @@ def q_probability_of_improvement(samples: torch.Tensor, batch_idx: torch.Tensor,
 class _Batch:
     """A batch grown one candidate at a time under exclusion, a per-drug cap and a diversity penalty."""
 
-    def __init__(self, n: int, exclude: torch.Tensor | None, candidate_drugs: torch.Tensor | None,
-                 max_per_drug: int | None, diversity_penalty: float) -> None:
+    def __init__(
+        self,
+        n: int,
+        exclude: torch.Tensor | None,
+        candidate_drugs: torch.Tensor | None,
+        max_per_drug: int | None,
+        diversity_penalty: float,
+    ) -> None:
         if exclude is not None:
             if not isinstance(exclude, torch.Tensor) or exclude.dtype != torch.bool or exclude.shape != (n,):
-                got = (f"{exclude.dtype} of shape {tuple(exclude.shape)}" if isinstance(exclude, torch.Tensor)
-                       else type(exclude).__name__)
-                raise ValueError(f"exclude must be a bool mask of shape ({n},) (True = already measured), "
-                                 f"got {got}")
+                got = (
+                    f"{exclude.dtype} of shape {tuple(exclude.shape)}"
+                    if isinstance(exclude, torch.Tensor)
+                    else type(exclude).__name__
+                )
+                raise ValueError(f"exclude must be a bool mask of shape ({n},) (True = already measured), got {got}")
         if max_per_drug is not None and (int(max_per_drug) != max_per_drug or max_per_drug < 1):
             raise ValueError(f"max_per_drug must be None or a positive integer, got {max_per_drug!r}")
         diversity_penalty = _check_scalar("diversity_penalty", diversity_penalty)
@@ -295,14 +306,20 @@ class _Batch:
             raise ValueError(f"diversity_penalty must be >= 0, got {diversity_penalty}")
         if candidate_drugs is None:
             if max_per_drug is not None or diversity_penalty > 0:
-                raise ValueError("max_per_drug and diversity_penalty need candidate_drugs, the (N, 2) drug "
-                                 "indices of each candidate")
+                raise ValueError(
+                    "max_per_drug and diversity_penalty need candidate_drugs, the (N, 2) drug indices of each candidate"
+                )
         else:
             candidate_drugs = torch.as_tensor(candidate_drugs)
-            if (candidate_drugs.shape != (n, 2) or candidate_drugs.is_floating_point()
-                    or candidate_drugs.dtype == torch.bool):
-                raise ValueError(f"candidate_drugs must be an integer tensor of shape ({n}, 2), got "
-                                 f"{candidate_drugs.dtype} of shape {tuple(candidate_drugs.shape)}")
+            if (
+                candidate_drugs.shape != (n, 2)
+                or candidate_drugs.is_floating_point()
+                or candidate_drugs.dtype == torch.bool
+            ):
+                raise ValueError(
+                    f"candidate_drugs must be an integer tensor of shape ({n}, 2), got "
+                    f"{candidate_drugs.dtype} of shape {tuple(candidate_drugs.shape)}"
+                )
             if n and int(candidate_drugs.min()) < 0:
                 raise ValueError("candidate_drugs must hold non-negative drug indices")
             candidate_drugs = candidate_drugs.long()
@@ -358,13 +375,30 @@ class _Batch:
             warnings.warn(
                 f"only {len(self.chosen)} of q={q} candidates could be chosen ({self.n_open} of {self.n} "
                 f"candidates unmeasured{cap}); returning a batch of {len(self.chosen)}",
-                BatchShortfallWarning, stacklevel=3)
+                BatchShortfallWarning,
+                stacklevel=3,
+            )
         return torch.tensor(self.chosen, dtype=torch.long)
 
 
-def select_batch(scores: torch.Tensor, q: int, candidate_drugs: torch.Tensor | None = None,
-                 exclude: torch.Tensor | None = None, max_per_drug: int | None = None,
-                 diversity_penalty: float = 0.0, tiebreak: torch.Tensor | None = None) -> torch.Tensor:
+class _BatchConstraints(TypedDict):
+    """The batch constraints shared by the selection functions (keyword arguments of :func:`select_batch`)."""
+
+    exclude: torch.Tensor | None
+    candidate_drugs: torch.Tensor | None
+    max_per_drug: int | None
+    diversity_penalty: float
+
+
+def select_batch(
+    scores: torch.Tensor,
+    q: int,
+    candidate_drugs: torch.Tensor | None = None,
+    exclude: torch.Tensor | None = None,
+    max_per_drug: int | None = None,
+    diversity_penalty: float = 0.0,
+    tiebreak: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Greedy top-``q`` of single-point scores under the batch constraints (see module docstring).
 
     Without constraints this is ``scores.topk(q)``. With a cap, a candidate is skipped once one of its
@@ -387,8 +421,9 @@ def select_batch(scores: torch.Tensor, q: int, candidate_drugs: torch.Tensor | N
     if not isinstance(scores, torch.Tensor) or scores.dim() != 1:
         raise ValueError(f"scores must be a (N,) tensor, got shape {tuple(getattr(scores, 'shape', ()))}")
     if not torch.isfinite(scores).all():
-        raise ValueError(f"scores contain NaN or infinite values (first at candidate "
-                         f"{int((~torch.isfinite(scores)).nonzero()[0])})")
+        raise ValueError(
+            f"scores contain NaN or infinite values (first at candidate {int((~torch.isfinite(scores)).nonzero()[0])})"
+        )
     q = _check_q(q)
     batch = _Batch(scores.shape[0], exclude, candidate_drugs, max_per_drug, diversity_penalty)
     for _ in range(q):
@@ -407,9 +442,15 @@ def _thompson_rows(num_samples: int, q: int, generator: torch.Generator | None) 
     return torch.cat([torch.randperm(num_samples, generator=generator) for _ in range(reps)])[:q]
 
 
-def thompson_batch(samples: torch.Tensor, q: int, generator: torch.Generator | None = None,
-                   exclude: torch.Tensor | None = None, candidate_drugs: torch.Tensor | None = None,
-                   max_per_drug: int | None = None, diversity_penalty: float = 0.0) -> torch.Tensor:
+def thompson_batch(
+    samples: torch.Tensor,
+    q: int,
+    generator: torch.Generator | None = None,
+    exclude: torch.Tensor | None = None,
+    candidate_drugs: torch.Tensor | None = None,
+    max_per_drug: int | None = None,
+    diversity_penalty: float = 0.0,
+) -> torch.Tensor:
     """Batch Thompson sampling: one posterior draw per slot.
 
     Slot ``k`` takes a posterior sample row :math:`Y_{r_k, \\cdot}` and picks its argmax among candidates
@@ -452,9 +493,15 @@ def _sequential_greedy(samples: torch.Tensor, q: int, utility: Utility, batch: _
     return batch.indices(q)
 
 
-def sequential_greedy_qei(samples: torch.Tensor, q: int, best_f: float | torch.Tensor,
-                          exclude: torch.Tensor | None = None, candidate_drugs: torch.Tensor | None = None,
-                          max_per_drug: int | None = None, diversity_penalty: float = 0.0) -> torch.Tensor:
+def sequential_greedy_qei(
+    samples: torch.Tensor,
+    q: int,
+    best_f: float | torch.Tensor,
+    exclude: torch.Tensor | None = None,
+    candidate_drugs: torch.Tensor | None = None,
+    max_per_drug: int | None = None,
+    diversity_penalty: float = 0.0,
+) -> torch.Tensor:
     """Sequential greedy maximisation of Monte-Carlo qEI (see :func:`q_expected_improvement`).
 
     Step ``k`` adds :math:`\\arg\\max_n \\mathrm{qEI}(B_{k-1} \\cup \\{n\\})` over allowed candidates,
@@ -474,9 +521,16 @@ def sequential_greedy_qei(samples: torch.Tensor, q: int, best_f: float | torch.T
     return _sequential_greedy(samples, _check_q(q), _ei_utility(_check_scalar("best_f", best_f)), batch)
 
 
-def sequential_greedy_qpi(samples: torch.Tensor, q: int, best_f: float | torch.Tensor, tau: float | None = None,
-                          exclude: torch.Tensor | None = None, candidate_drugs: torch.Tensor | None = None,
-                          max_per_drug: int | None = None, diversity_penalty: float = 0.0) -> torch.Tensor:
+def sequential_greedy_qpi(
+    samples: torch.Tensor,
+    q: int,
+    best_f: float | torch.Tensor,
+    tau: float | None = None,
+    exclude: torch.Tensor | None = None,
+    candidate_drugs: torch.Tensor | None = None,
+    max_per_drug: int | None = None,
+    diversity_penalty: float = 0.0,
+) -> torch.Tensor:
     """Sequential greedy maximisation of Monte-Carlo qPI (see :func:`q_probability_of_improvement`).
 
     Same procedure as :func:`sequential_greedy_qei` with the (optionally smoothed) improvement indicator.
@@ -497,9 +551,15 @@ def sequential_greedy_qpi(samples: torch.Tensor, q: int, best_f: float | torch.T
     return _sequential_greedy(samples, _check_q(q), utility, batch)
 
 
-def random_batch(n: int, q: int, generator: torch.Generator | None = None, exclude: torch.Tensor | None = None,
-                 candidate_drugs: torch.Tensor | None = None, max_per_drug: int | None = None,
-                 diversity_penalty: float = 0.0) -> torch.Tensor:
+def random_batch(
+    n: int,
+    q: int,
+    generator: torch.Generator | None = None,
+    exclude: torch.Tensor | None = None,
+    candidate_drugs: torch.Tensor | None = None,
+    max_per_drug: int | None = None,
+    diversity_penalty: float = 0.0,
+) -> torch.Tensor:
     """Uniformly random batch of ``q`` distinct allowed candidates out of ``n`` (the baseline).
 
     Draws one uniform key per candidate and picks greedily by key, so without constraints the batch is a
@@ -562,8 +622,10 @@ class Acquisition:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ValueError(f"unknown acquisition kind {self.kind!r}; choose one of {list(KINDS)} "
-                             f"(closest: {closest_names(str(self.kind), KINDS, n=2)})")
+            raise ValueError(
+                f"unknown acquisition kind {self.kind!r}; choose one of {list(KINDS)} "
+                f"(closest: {closest_names(str(self.kind), KINDS, n=2)})"
+            )
         self.q = _check_q(self.q)
         ucb_kappa(0, self.kappa, self.kappa_decay)  # validates both
         _check_tau(self.tau)
@@ -576,9 +638,15 @@ class Acquisition:
         """UCB weight for ``round`` (see :func:`ucb_kappa`)."""
         return ucb_kappa(round, self.kappa, self.kappa_decay)
 
-    def select(self, samples: torch.Tensor | PredictiveSamples, exclude: torch.Tensor | None = None,
-               candidate_drugs: torch.Tensor | None = None, best_f: float | torch.Tensor | None = None,
-               round: int = 0, generator: torch.Generator | None = None) -> SelectedBatch:
+    def select(
+        self,
+        samples: torch.Tensor | PredictiveSamples,
+        exclude: torch.Tensor | None = None,
+        candidate_drugs: torch.Tensor | None = None,
+        best_f: float | torch.Tensor | None = None,
+        round: int = 0,
+        generator: torch.Generator | None = None,
+    ) -> SelectedBatch:
         """Choose the next batch.
 
         Args:
@@ -598,8 +666,12 @@ class Acquisition:
             samples = samples.f
         samples = _check_samples(samples)
         n = samples.shape[1]
-        constraints = dict(exclude=exclude, candidate_drugs=candidate_drugs, max_per_drug=self.max_per_drug,
-                           diversity_penalty=self.diversity_penalty)
+        constraints = _BatchConstraints(
+            exclude=exclude,
+            candidate_drugs=candidate_drugs,
+            max_per_drug=self.max_per_drug,
+            diversity_penalty=self.diversity_penalty,
+        )
         if self.kind in ("greedy", "ucb", "ei", "pi"):
             scores, tiebreak = self._point_scores(samples, best_f, round)
             indices = select_batch(scores, self.q, tiebreak=tiebreak, **constraints)
@@ -625,8 +697,9 @@ class Acquisition:
             raise ValueError(f"acquisition kind {self.kind!r} needs best_f, the best value measured so far")
         return _check_scalar("best_f", best_f)
 
-    def _point_scores(self, samples: torch.Tensor, best_f: float | torch.Tensor | None,
-                      round: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _point_scores(
+        self, samples: torch.Tensor, best_f: float | torch.Tensor | None, round: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(N,)`` single-point scores and, for EI / PI (which tie easily), the posterior mean as tiebreak."""
         if self.kind == "greedy":
             return greedy_scores(samples), None

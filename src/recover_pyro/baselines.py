@@ -47,7 +47,8 @@ PredictorFactory = Callable[..., nn.Module]
 ``(drug_a, drug_b, cell)`` of shape ``(N,)`` to standardised predictions ``(N,)``."""
 
 DEFAULT_PREDICTOR: PredictorFactory = functools.partial(
-    RecoverPredictor, drug_hidden=(256, 64), merge_dim=64, merge_rank=16, head_hidden=(64,))
+    RecoverPredictor, drug_hidden=(256, 64), merge_dim=64, merge_rank=16, head_hidden=(64,)
+)
 
 
 @dataclass(frozen=True)
@@ -79,8 +80,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.holdout < 1.0 or self.noise_samples < 2:
-            raise ValueError(f"TrainConfig: need 0 <= holdout < 1 and noise_samples >= 2, got {self.holdout}, "
-                             f"{self.noise_samples}")
+            raise ValueError(
+                f"TrainConfig: need 0 <= holdout < 1 and noise_samples >= 2, got {self.holdout}, {self.noise_samples}"
+            )
         if self.lr <= 0 or self.weight_decay < 0:
             raise ValueError(f"TrainConfig: need lr > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
         if min(self.epochs, self.batch_size, self.patience, self.eval_batch_size) < 1:
@@ -156,13 +158,11 @@ class DeterministicModel:
         z = self.scaler.transform(y)
         report = FitReport()
         stopper = None if val is None else EarlyStopping(self.config.patience)
-        optimizer = torch.optim.Adam(self.net.parameters(), lr=self.config.lr,
-                                     weight_decay=self.config.weight_decay)
+        optimizer = torch.optim.Adam(self.net.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
         with forked_rng(self.device):
             torch.manual_seed(_draw_seed(self._generator))  # dropout masks while training
             # leave=None: a top-level bar stays; an ensemble member's (nested) bar is cleared.
-            bar = tqdm(range(self.config.epochs), disable=not self.config.progress, desc=self.progress_desc,
-                       leave=None)
+            bar = tqdm(range(self.config.epochs), disable=not self.config.progress, desc=self.progress_desc, leave=None)
             for epoch in bar:
                 report.losses.append(self._epoch(train, z, optimizer))
                 row: dict[str, Any] = {"stage": "train", "epoch": epoch, "train_mse": report.losses[-1]}
@@ -195,7 +195,7 @@ class DeterministicModel:
         assert train.y is not None
         train_var = float((self.predict_mean(train) - train.y.float()).pow(2).mean())
         if val is None:
-            return train_var ** 0.5
+            return train_var**0.5
         assert val.y is not None
         return heldout_noise_variance(self._spread_samples(val), val.y.float(), train_var) ** 0.5
 
@@ -218,8 +218,9 @@ class DeterministicModel:
         step = self.config.eval_batch_size
         pairs = pairs.to(self.device)
         with torch.no_grad():
-            parts = [self.net(p.drug_a, p.drug_b, p.cell) for p in
-                     (pairs[i:i + step] for i in range(0, len(pairs), step))]
+            parts = [
+                self.net(p.drug_a, p.drug_b, p.cell) for p in (pairs[i : i + step] for i in range(0, len(pairs), step))
+            ]
         return torch.cat(parts) if parts else torch.zeros(0, device=self.device)
 
     def predict_mean(self, pairs: Pairs) -> Tensor:
@@ -289,8 +290,15 @@ class MCDropoutModel(DeterministicModel):
     ) -> None:
         if not 0.0 < dropout < 1.0:
             raise ValueError(f"MCDropoutModel needs 0 < dropout < 1, got {dropout}")
-        super().__init__(drug_features, cell_features, predictor=functools.partial(predictor, dropout=dropout),
-                         training=training, standardize=standardize, seed=seed, device=device)
+        super().__init__(
+            drug_features,
+            cell_features,
+            predictor=functools.partial(predictor, dropout=dropout),
+            training=training,
+            standardize=standardize,
+            seed=seed,
+            device=device,
+        )
         if not hasattr(self.net, "mc_dropout"):
             raise TypeError(f"{type(self.net).__name__} has no 'mc_dropout' switch; MC dropout needs one")
 
@@ -306,13 +314,13 @@ class MCDropoutModel(DeterministicModel):
     def _dropout_passes(self, pairs: Pairs, num_samples: int) -> Tensor:
         """``(S, N)`` forward passes with dropout on (original scale), masks seeded by ``seed``."""
         self.net.eval()
-        self.net.mc_dropout = True
+        self.net.mc_dropout = True  # type: ignore[assignment]  # torch stub: Module.__setattr__ takes Tensor | Module only
         try:
             with forked_rng(self.device):
                 torch.manual_seed(self.seed)
                 z = torch.stack([self._forward(pairs) for _ in range(num_samples)])
         finally:
-            self.net.mc_dropout = False
+            self.net.mc_dropout = False  # type: ignore[assignment]  # torch stub (as above)
         return self.scaler.inverse(z)
 
 
@@ -352,8 +360,18 @@ class DeepEnsemble:
             raise ValueError(f"DeepEnsemble needs n_members >= 1, got {n_members}")
         seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n_members + 1)]
         self.config = training
-        self.members = [DeterministicModel(drug_features, cell_features, predictor=predictor, training=training,
-                                           standardize=standardize, seed=s, device=device) for s in seeds[1:]]
+        self.members = [
+            DeterministicModel(
+                drug_features,
+                cell_features,
+                predictor=predictor,
+                training=training,
+                standardize=standardize,
+                seed=s,
+                device=device,
+            )
+            for s in seeds[1:]
+        ]
         self._generator = torch.Generator().manual_seed(seeds[0])
         self.noise_scale = math.nan
         self.member_reports: list[FitReport] = []
@@ -368,15 +386,16 @@ class DeepEnsemble:
         if val is None:
             train, val = holdout_split(train, self.config.holdout, self._generator)
         self.member_reports = []
-        for k, member in enumerate(tqdm(self.members, desc="ensemble members", disable=not self.config.progress,
-                                        leave=None)):
+        for k, member in enumerate(
+            tqdm(self.members, desc="ensemble members", disable=not self.config.progress, leave=None)
+        ):
             member.progress_desc = f"member {k + 1}/{len(self.members)} epochs"
             self.member_reports.append(member.fit(train, val))
         assert train.y is not None
         mean_train = torch.stack([m.predict_mean(train) for m in self.members]).mean(0)
         train_var = float((mean_train - train.y.to(mean_train.device).float()).pow(2).mean())
         if val is None:
-            self.noise_scale = train_var ** 0.5
+            self.noise_scale = train_var**0.5
         else:
             assert val.y is not None
             f_val = torch.stack([m.predict_mean(val) for m in self.members])
@@ -399,8 +418,11 @@ class DeepEnsemble:
         return PredictiveSamples(f, torch.tensor(self.noise_scale, device=f.device))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"members": [m.state_dict() for m in self.members], "noise_scale": self.noise_scale,
-                "generator": self._generator.get_state()}
+        return {
+            "members": [m.state_dict() for m in self.members],
+            "noise_scale": self.noise_scale,
+            "generator": self._generator.get_state(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if len(state["members"]) != len(self.members):

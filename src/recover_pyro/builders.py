@@ -31,8 +31,10 @@ def build_screen(cfg: DictConfig) -> Screen:
     if cfg.data.get("cell_lines") or cfg.data.get("studies"):
         screen = screen.select(cell_lines=cfg.data.get("cell_lines"), studies=cfg.data.get("studies"))
     if cfg.data.score not in screen.score_columns:
-        raise ValueError(f"score {cfg.data.score!r} is not a score column of {screen.name}; "
-                         f"choose one of {list(screen.score_columns)}")
+        raise ValueError(
+            f"score {cfg.data.score!r} is not a score column of {screen.name}; "
+            f"choose one of {list(screen.score_columns)}"
+        )
     return screen
 
 
@@ -52,5 +54,3 @@ def model_factory(cfg: DictConfig, features: Features) -> Callable[..., SynergyM
         return partial_model(features.drug, features.cell, **overrides)
 
     return make
-
-

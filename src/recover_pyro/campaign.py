@@ -86,7 +86,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, cast
 
 import hydra
 import numpy as np
@@ -121,8 +121,15 @@ GENERATOR_STREAM, MODEL_STREAM, GLOBAL_STREAM = 0, 1, 2
 TIME_COLUMNS = ("train_s", "score_s", "acquire_s")
 MODEL_METRICS = ("r2", "spearman", "nll")
 # What a campaign checkpoint must hold, with the type of each entry.
-CHECKPOINT_KEYS = {"version": int, "completed": int, "revealed": torch.Tensor, "rows": list, "selections": list,
-                   "generator": torch.Tensor, "meta": dict}
+CHECKPOINT_KEYS = {
+    "version": int,
+    "completed": int,
+    "revealed": torch.Tensor,
+    "rows": list,
+    "selections": list,
+    "generator": torch.Tensor,
+    "meta": dict,
+}
 
 
 @dataclass
@@ -274,35 +281,53 @@ class Pool:
         return len(self.pairs)
 
 
-def build_pool(screen: Screen, features: Features, score: str, cell_lines: Sequence[str] | None,
-               studies: Sequence[str] | None = None) -> Pool:
+def build_pool(
+    screen: Screen,
+    features: Features,
+    score: str,
+    cell_lines: Sequence[str] | None,
+    studies: Sequence[str] | None = None,
+) -> Pool:
     """Pool = experiments of ``screen`` in ``cell_lines`` and ``studies`` (default: all) with a finite ``score``."""
     if score not in screen.score_columns:
-        raise ValueError(f"score {score!r} is not a score column of {screen.name}; "
-                         f"choose one of {list(screen.score_columns)}")
+        raise ValueError(
+            f"score {score!r} is not a score column of {screen.name}; choose one of {list(screen.score_columns)}"
+        )
     if list(features.drug_ids) != list(screen.drugs.index) or list(features.cell_lines) != list(
-            screen.cell_lines.index):
-        raise ValueError(f"features do not match {screen.name}: build them with featurize() on this screen "
-                         "(same drug and cell-line order)")
+        screen.cell_lines.index
+    ):
+        raise ValueError(
+            f"features do not match {screen.name}: build them with featurize() on this screen "
+            "(same drug and cell-line order)"
+        )
     exp = screen.experiments
     finite = np.isfinite(exp[score].to_numpy(dtype=np.float64))
     if not finite.all():
-        log.warning("%s: %d experiments without a finite %r are left out of the campaign",
-                    screen.name, int((~finite).sum()), score)
+        log.warning(
+            "%s: %d experiments without a finite %r are left out of the campaign",
+            screen.name,
+            int((~finite).sum()),
+            score,
+        )
     in_pool = np.ones(len(exp), dtype=bool)
-    for column, names, what, known in (("cell_line", cell_lines, "cell line", screen.cell_lines.index),
-                                       ("study", studies, "study", pd.Index(exp["study"].unique()))):
+    for column, names, what, known in (
+        ("cell_line", cell_lines, "cell line", screen.cell_lines.index),
+        ("study", studies, "study", pd.Index(exp["study"].unique())),
+    ):
         if names is None:
             continue
         for name in names:
             if name not in known:
-                raise EmptySelectionError(f"{screen.source or screen.name}: pool {what} {name!r} is not in this "
-                                          f"screen; closest: {closest_names(name, known)}")
+                raise EmptySelectionError(
+                    f"{screen.source or screen.name}: pool {what} {name!r} is not in this "
+                    f"screen; closest: {closest_names(name, known)}"
+                )
         in_pool &= exp[column].isin(list(names)).to_numpy()
     rows = exp[in_pool & finite].reset_index(drop=True)
     if rows.empty:
-        raise EmptySelectionError(f"{screen.name}: no experiments with a {score!r} score in cell lines "
-                                  f"{cell_lines} and studies {studies}")
+        raise EmptySelectionError(
+            f"{screen.name}: no experiments with a {score!r} score in cell lines {cell_lines} and studies {studies}"
+        )
     pairs = screen.to_pairs(score, experiments=rows)
     keys = rows[["drug_a", "drug_b", "cell_line", "study", score]].to_csv(index=False)
     return Pool(
@@ -363,8 +388,13 @@ def _plain(obj: Any) -> Any:
 
 
 def _meta(config: CampaignConfig, acquisition: Acquisition, score: str, pool: Pool) -> dict[str, Any]:
-    return {"config": _plain(config), "acquisition": _plain(acquisition), "score": score,
-            "pool_size": len(pool), "pool_digest": pool.digest}
+    return {
+        "config": _plain(config),
+        "acquisition": _plain(acquisition),
+        "score": score,
+        "pool_size": len(pool),
+        "pool_digest": pool.digest,
+    }
 
 
 def save_checkpoint(path: Path, ckpt: dict[str, Any]) -> None:
@@ -379,23 +409,32 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         DamagedFileError: the file is truncated, empty, not a checkpoint, of another version, or its
             entries are inconsistent (names the file and what to do).
     """
-    advice = ("move it away and rerun without resume=true (the campaign restarts), or restore it from a "
-              "backup")
+    advice = "move it away and rerun without resume=true (the campaign restarts), or restore it from a backup"
     ckpt = load_torch_file(path, "campaign checkpoint", advice)  # on the CPU: resumable on any device
     if not isinstance(ckpt, dict):
         raise DamagedFileError(f"not a campaign checkpoint (holds a {type(ckpt).__name__}); {advice}", file=str(path))
     if ckpt.get("version") != CHECKPOINT_VERSION:
-        raise DamagedFileError(f"unsupported campaign checkpoint version {ckpt.get('version')!r} (expected "
-                               f"{CHECKPOINT_VERSION}); {advice}", file=str(path))
+        raise DamagedFileError(
+            f"unsupported campaign checkpoint version {ckpt.get('version')!r} (expected "
+            f"{CHECKPOINT_VERSION}); {advice}",
+            file=str(path),
+        )
     wrong = [k for k, kind in CHECKPOINT_KEYS.items() if not isinstance(ckpt.get(k), kind)]
     if wrong:
         raise DamagedFileError(f"campaign checkpoint lacks or has malformed entries {wrong}; {advice}", file=str(path))
     completed, revealed = ckpt["completed"], ckpt["revealed"]
-    if completed < 0 or len(ckpt["rows"]) != completed + 1 or revealed.dim() != 1 or len(ckpt["selections"]) != len(
-            revealed):
-        raise DamagedFileError(f"campaign checkpoint is inconsistent ({completed} rounds completed, "
-                               f"{len(ckpt['rows'])} round rows, {len(revealed)} revealed, "
-                               f"{len(ckpt['selections'])} selections); {advice}", file=str(path))
+    if (
+        completed < 0
+        or len(ckpt["rows"]) != completed + 1
+        or revealed.dim() != 1
+        or len(ckpt["selections"]) != len(revealed)
+    ):
+        raise DamagedFileError(
+            f"campaign checkpoint is inconsistent ({completed} rounds completed, "
+            f"{len(ckpt['rows'])} round rows, {len(revealed)} revealed, "
+            f"{len(ckpt['selections'])} selections); {advice}",
+            file=str(path),
+        )
     return ckpt
 
 
@@ -447,26 +486,40 @@ def _progress_row(round_: int, revealed: list[int], pool: Pool, config: Campaign
     return row
 
 
-def _selection_rows(round_: int, chosen: np.ndarray, pool: Pool, score: str, acq: np.ndarray,
-                    mean: np.ndarray, std: np.ndarray) -> list[dict[str, Any]]:
+def _selection_rows(
+    round_: int, chosen: np.ndarray, pool: Pool, score: str, acq: np.ndarray, mean: np.ndarray, std: np.ndarray
+) -> list[dict[str, Any]]:
     """One plain-Python record per revealed candidate (checkpoints accept no numpy scalars)."""
-    columns = {c: pool.experiments[c].to_numpy()[chosen].astype(str).tolist()
-               for c in ("drug_a", "drug_b", "cell_line", "study")}
-    values = {score: pool.y.double().numpy()[chosen], "acquisition_value": acq, "predicted_mean": mean,
-              "predicted_std": std}
+    columns = {
+        c: pool.experiments[c].to_numpy()[chosen].astype(str).tolist()
+        for c in ("drug_a", "drug_b", "cell_line", "study")
+    }
+    values = {
+        score: pool.y.double().numpy()[chosen],
+        "acquisition_value": acq,
+        "predicted_mean": mean,
+        "predicted_std": std,
+    }
     columns.update({k: np.asarray(v, dtype=np.float64).tolist() for k, v in values.items()})
-    return [{"round": round_, "pool_index": int(i), **{k: v[j] for k, v in columns.items()}}
-            for j, i in enumerate(chosen)]
+    return [
+        {"round": round_, "pool_index": int(i), **{k: v[j] for k, v in columns.items()}} for j, i in enumerate(chosen)
+    ]
 
 
 class _Runner:
     """Carries one campaign's fixed inputs through its rounds."""
 
-    def __init__(self, pool: Pool, factory: Callable[..., SynergyModel], acquisition: Acquisition,
-                 config: CampaignConfig, score: str, pretrain_factory: Callable[..., SynergyModel] | None = None,
-                 pretrained: dict[str, Any] | None = None) -> None:
-        self.pool, self.factory, self.acquisition, self.config, self.score = (
-            pool, factory, acquisition, config, score)
+    def __init__(
+        self,
+        pool: Pool,
+        factory: Callable[..., SynergyModel],
+        acquisition: Acquisition,
+        config: CampaignConfig,
+        score: str,
+        pretrain_factory: Callable[..., SynergyModel] | None = None,
+        pretrained: dict[str, Any] | None = None,
+    ) -> None:
+        self.pool, self.factory, self.acquisition, self.config, self.score = (pool, factory, acquisition, config, score)
         self.pretrain_factory = pretrain_factory or factory
         self.given_pretrained = pretrained
         self.model: SynergyModel | None = None  # the warm-started object
@@ -479,11 +532,14 @@ class _Runner:
         if cfg.n_initial > len(pool):
             raise ValueError(f"n_initial={cfg.n_initial} exceeds the pool of {len(pool)} candidates")
         generator = torch.Generator().manual_seed(derive_seed(cfg.seed, GENERATOR_STREAM))
-        chosen = torch.randperm(len(pool), generator=generator)[:cfg.n_initial].numpy()
+        chosen = torch.randperm(len(pool), generator=generator)[: cfg.n_initial].numpy()
         state = _State(completed=0, revealed=[], rows=[], selections=[], generator=generator, meta=meta)
-        row = {**_progress_row(0, chosen.tolist(), pool, cfg),
-               **_batch_stats(chosen, np.arange(len(pool)), pool),
-               **{k: math.nan for k in MODEL_METRICS}, **{k: 0.0 for k in TIME_COLUMNS}}
+        row = {
+            **_progress_row(0, chosen.tolist(), pool, cfg),
+            **_batch_stats(chosen, np.arange(len(pool)), pool),
+            **{k: math.nan for k in MODEL_METRICS},
+            **{k: 0.0 for k in TIME_COLUMNS},
+        }
         nan = np.full(len(chosen), math.nan)
         if cfg.pretrain == "other_cell_lines" and not self.fits_model:
             _split_val(pool.outside, cfg.val_fraction, generator)  # the draw pretraining makes: same picks
@@ -507,10 +563,12 @@ class _Runner:
         """A model fitted on every experiment outside the pool."""
         outside = self.pool.outside
         if len(outside) == 0:
-            raise ValueError("pretrain='other_cell_lines' needs experiments outside the pool (cell lines "
-                             f"{self.config.pool_cell_lines}, studies {self.config.pool_studies}), but the "
-                             "screen has none; load more cell lines "
-                             "(e.g. data.cell_lines=null) or set pretrain='none'")
+            raise ValueError(
+                "pretrain='other_cell_lines' needs experiments outside the pool (cell lines "
+                f"{self.config.pool_cell_lines}, studies {self.config.pool_studies}), but the "
+                "screen has none; load more cell lines "
+                "(e.g. data.cell_lines=null) or set pretrain='none'"
+            )
         model = self.pretrain_factory(seed=derive_seed(self.config.seed, MODEL_STREAM, 0))
         # Drawn even when the fit is skipped, so a given pretrained state leaves the campaign draws unchanged.
         train, val = _split_val(outside, self.config.val_fraction, generator)
@@ -533,6 +591,8 @@ class _Runner:
             # transferred posterior prior is rebuilt from the pretrained state first).
             self.model = self._from_pretrained(self.factory(seed=derive_seed(cfg.seed, MODEL_STREAM, 1)), state)
             if state.completed >= 1:
+                # Every completed round of a model-fitting campaign checkpoints its model state.
+                assert state.model_state is not None
                 self.model.load_state_dict(state.model_state)
         return self.model
 
@@ -546,10 +606,13 @@ class _Runner:
             return model
         model.load_state_dict(_with_own_randomness(state.pretrained, model.state_dict()))
         if self.config.transfer == "posterior":
-            if not callable(getattr(model, "posterior_as_prior", None)):
-                raise TypeError(f"transfer='posterior' needs a Bayesian model with posterior_as_prior(); "
-                                f"{type(model).__name__} has none (use transfer='weights')")
-            model.posterior_as_prior(self.config.transfer_widen)
+            posterior_as_prior = getattr(model, "posterior_as_prior", None)
+            if not callable(posterior_as_prior):
+                raise TypeError(
+                    f"transfer='posterior' needs a Bayesian model with posterior_as_prior(); "
+                    f"{type(model).__name__} has none (use transfer='weights')"
+                )
+            posterior_as_prior(self.config.transfer_widen)
         return model
 
     def step(self, state: _State, round_: int) -> FitReport:
@@ -580,21 +643,36 @@ class _Runner:
             start = time.perf_counter()
             acquisition = self.acquisition
             if acquisition.q > len(unseen):
-                log.warning("round %d: acquisition.q=%d exceeds the %d unrevealed candidates; the batch holds %d",
-                            round_, acquisition.q, len(unseen), len(unseen))
+                log.warning(
+                    "round %d: acquisition.q=%d exceeds the %d unrevealed candidates; the batch holds %d",
+                    round_,
+                    acquisition.q,
+                    len(unseen),
+                    len(unseen),
+                )
                 acquisition = replace(acquisition, q=len(unseen))
-            batch = acquisition.select(predictive.f, candidate_drugs=pool.drugs[unseen],
-                                       # acquisition rounds count from 0 = the first batch after the
-                                       # initial reveal (same UCB schedule as recommend)
-                                       best_f=float(pool.y[revealed].max()), round=round_ - 1,
-                                       generator=state.generator)
+            batch = acquisition.select(
+                predictive.f,
+                candidate_drugs=pool.drugs[unseen],
+                # acquisition rounds count from 0 = the first batch after the
+                # initial reveal (same UCB schedule as recommend)
+                best_f=float(pool.y[revealed].max()),
+                round=round_ - 1,
+                generator=state.generator,
+            )
             times["acquire_s"] = time.perf_counter() - start
 
         picked = batch.indices.numpy()
         chosen = unseen[picked]
         state.revealed += chosen.tolist()
-        state.rows.append({**_progress_row(round_, state.revealed, pool, cfg),
-                           **_batch_stats(chosen, unseen, pool), **metrics, **times})
+        state.rows.append(
+            {
+                **_progress_row(round_, state.revealed, pool, cfg),
+                **_batch_stats(chosen, unseen, pool),
+                **metrics,
+                **times,
+            }
+        )
         if model is not None:
             values = batch.scores.numpy(), predictive.mean[picked].numpy(), predictive.std[picked].numpy()
         else:
@@ -612,8 +690,10 @@ def _with_own_randomness(learned: Any, own: Any) -> Any:
     """``learned`` (a state dict, possibly nested in dicts / lists) with every ``seed`` / ``generator`` entry
     taken from ``own``, the state of a model built with its own seed."""
     if isinstance(learned, dict) and isinstance(own, dict):
-        return {k: own[k] if k in RANDOMNESS_KEYS and k in own else _with_own_randomness(v, own.get(k))
-                for k, v in learned.items()}
+        return {
+            k: own[k] if k in RANDOMNESS_KEYS and k in own else _with_own_randomness(v, own.get(k))
+            for k, v in learned.items()
+        }
     if isinstance(learned, list) and isinstance(own, list) and len(learned) == len(own):
         return [_with_own_randomness(a, b) for a, b in zip(learned, own)]
     return learned
@@ -708,8 +788,10 @@ def run_campaign(
     meta["fingerprint"] = {**(fingerprint or {}), **data_fingerprint(screen, features)}
     ckpt_path = out_dir / CHECKPOINT
     if pretrained is not None and config.pretrain == "none":
-        raise ValueError("a pretrained state was given but config.pretrain is 'none'; set "
-                         "pretrain='other_cell_lines' to start the rounds from it")
+        raise ValueError(
+            "a pretrained state was given but config.pretrain is 'none'; set "
+            "pretrain='other_cell_lines' to start the rounds from it"
+        )
     runner = _Runner(pool, model_factory, acquisition, config, score, pretrain_factory, pretrained)
     if not runner.fits_model:
         model_name = "no model"
@@ -723,7 +805,8 @@ def run_campaign(
             raise ResumeMismatchError(
                 f"{ckpt_path} has {ckpt['completed']} completed rounds but campaign.n_rounds={config.n_rounds}; "
                 f"resume with campaign.n_rounds>={ckpt['completed']} (its tables are already complete) or start "
-                "a new campaign in another folder")
+                "a new campaign in another folder"
+            )
         state = _State.from_checkpoint(ckpt)
         state.meta = meta
         log.info("resuming %s after round %d of %d", ckpt_path, state.completed, config.n_rounds)
@@ -732,14 +815,27 @@ def run_campaign(
             log.info("no checkpoint at %s; starting a new campaign", ckpt_path)
         elif ckpt_path.exists():
             log.warning("overwriting the campaign in %s (pass resume=True to continue it)", out_dir)
-        log.info("campaign on %d candidates (%s), %d initial, %d rounds of q=%d by %s (%s)", len(pool), score,
-                 config.n_initial, config.n_rounds, acquisition.q, acquisition.kind, model_name)
+        log.info(
+            "campaign on %d candidates (%s), %d initial, %d rounds of q=%d by %s (%s)",
+            len(pool),
+            score,
+            config.n_initial,
+            config.n_rounds,
+            acquisition.q,
+            acquisition.kind,
+            model_name,
+        )
         state = runner.start(meta)
         save_checkpoint(ckpt_path, state.to_checkpoint())
         _write_tables(state, out_dir)
 
-    bar = tqdm(total=config.n_rounds, initial=min(state.completed, config.n_rounds), desc="campaign rounds",
-               unit="round", disable=not config.progress)
+    bar = tqdm(
+        total=config.n_rounds,
+        initial=min(state.completed, config.n_rounds),
+        desc="campaign rounds",
+        unit="round",
+        disable=not config.progress,
+    )
     with bar:
         for round_ in range(state.completed + 1, config.n_rounds + 1):
             if len(state.revealed) == len(pool):
@@ -752,16 +848,31 @@ def run_campaign(
             row = state.rows[-1]
             bar.set_postfix({recall_column(f): f"{row[recall_column(f)]:.2f}" for f in config.top_fractions})
             bar.update()
-            log.info("round %d: %d measured, %s", round_, row["n_measured"], ", ".join(
-                f"{recall_column(f)} {row[recall_column(f)]:.3f}" for f in config.top_fractions))
+            log.info(
+                "round %d: %d measured, %s",
+                round_,
+                row["n_measured"],
+                ", ".join(f"{recall_column(f)} {row[recall_column(f)]:.3f}" for f in config.top_fractions),
+            )
 
     rounds, selections = _write_tables(state, out_dir)
-    plot = plot_recall(rounds, len(pool), out_dir / "recall.png",
-                       title=f"{screen.name}: {model_name} + {acquisition.kind}, q={acquisition.q}")
-    return CampaignResult(rounds=rounds, selections=selections, out_dir=out_dir,
-                          rounds_csv=out_dir / "rounds.csv", rounds_json=out_dir / "rounds.json",
-                          selections_csv=out_dir / "selections.csv", plot=plot, checkpoint=ckpt_path,
-                          pretrained=state.pretrained)
+    plot = plot_recall(
+        rounds,
+        len(pool),
+        out_dir / "recall.png",
+        title=f"{screen.name}: {model_name} + {acquisition.kind}, q={acquisition.q}",
+    )
+    return CampaignResult(
+        rounds=rounds,
+        selections=selections,
+        out_dir=out_dir,
+        rounds_csv=out_dir / "rounds.csv",
+        rounds_json=out_dir / "rounds.json",
+        selections_csv=out_dir / "selections.csv",
+        plot=plot,
+        checkpoint=ckpt_path,
+        pretrained=state.pretrained,
+    )
 
 
 def campaign_from_config(cfg: DictConfig, out_dir: str | Path) -> CampaignResult:
@@ -778,9 +889,19 @@ def campaign_from_config(cfg: DictConfig, out_dir: str | Path) -> CampaignResult
         pretrain_cfg = OmegaConf.merge(cfg, {"fit_progress": config.progress})
         assert isinstance(pretrain_cfg, DictConfig)
         pretrain_factory = pretrain_model_factory(pretrain_cfg, features) or model_factory(pretrain_cfg, features)
-    return run_campaign(screen, features, model_factory(cfg, features), acquisition, config, out_dir,
-                        score=cfg.data.score, resume=bool(cfg.resume), pretrain_factory=pretrain_factory,
-                        fingerprint=config_fingerprint(cfg), model_name=model_label(cfg))
+    return run_campaign(
+        screen,
+        features,
+        model_factory(cfg, features),
+        acquisition,
+        config,
+        out_dir,
+        score=cfg.data.score,
+        resume=bool(cfg.resume),
+        pretrain_factory=pretrain_factory,
+        fingerprint=config_fingerprint(cfg),
+        model_name=model_label(cfg),
+    )
 
 
 def model_label(cfg: DictConfig) -> str:
@@ -806,7 +927,8 @@ def pretrain_model_factory(cfg: DictConfig, features: Features) -> Callable[...,
     bad = [o for o in overrides if not isinstance(o, str) or "=" not in o]
     if bad:
         raise ValueError(f"pretrain_overrides must be 'key=value' strings, got {bad}")
-    return model_factory(OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides)), features)
+    # Merging into a DictConfig gives a DictConfig (OmegaConf.merge is typed for either container).
+    return model_factory(cast(DictConfig, OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))), features)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="campaign")
@@ -819,8 +941,14 @@ def main(cfg: DictConfig) -> float:
         result = campaign_from_config(cfg, out_dir)
     last = result.rounds.iloc[-1]
     recalls = ", ".join(f"{c} {last[c]:.3f}" for c in result.rounds.columns if c.startswith("recall_top"))
-    log.info("[%s / %s + %s] after %d experiments: %s", cfg.data.name, model_label(cfg), cfg.acquisition.kind,
-             int(last["n_measured"]), recalls)
+    log.info(
+        "[%s / %s + %s] after %d experiments: %s",
+        cfg.data.name,
+        model_label(cfg),
+        cfg.acquisition.kind,
+        int(last["n_measured"]),
+        recalls,
+    )
     log.info("rounds:\n%s", result.rounds.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     log.info("outputs in %s", out_dir)
     return float(last[recall_column(cfg.campaign.top_fractions[0])])

@@ -29,8 +29,7 @@ from recover_pyro.data.validation import spelling_key
 log = logging.getLogger(__name__)
 
 # Root options (no _target_) and the Python types they need.
-ROOT_TYPES: dict[str, type] = {"seed": int, "num_samples": int, "resume": bool, "device": str,
-                               "overwrite": bool}
+ROOT_TYPES: dict[str, type] = {"seed": int, "num_samples": int, "resume": bool, "device": str, "overwrite": bool}
 # Root options with a fixed set of values.
 ROOT_CHOICES: dict[str, tuple[str, ...]] = {"on_duplicate": ("mean", "raise")}
 # Options that must be >= 1 wherever they appear (checked before the fit, not after it).
@@ -66,8 +65,10 @@ def _check_device(device: str) -> None:
     except RuntimeError:
         raise ConfigValueError("device", f"not a device: {device!r} (use cpu, cuda or cuda:<index>)") from None
     if parsed.type == "cuda" and (not torch.cuda.is_available() or (parsed.index or 0) >= torch.cuda.device_count()):
-        raise ConfigValueError("device", f"{device} is not available on this machine "
-                                         f"({torch.cuda.device_count()} CUDA device(s)); use device=cpu")
+        raise ConfigValueError(
+            "device",
+            f"{device} is not available on this machine ({torch.cuda.device_count()} CUDA device(s)); use device=cpu",
+        )
 
 
 def _walk(node: DictConfig, prefix: str) -> None:
@@ -86,10 +87,9 @@ def _walk(node: DictConfig, prefix: str) -> None:
         if key in POSITIVE_INTS and not isinstance(value, (bool, str)) and isinstance(value, int) and value < 1:
             raise ConfigValueError(dotted, f"must be >= 1, got {value}")
         if key in FILE_OPTIONS and value is not None and not prefix.startswith("hydra."):
-            for path in (value if isinstance(value, ListConfig) else [value]):
+            for path in value if isinstance(value, ListConfig) else [value]:
                 if isinstance(path, str) and not Path(path).is_file():
-                    raise ConfigValueError(dotted, f"file not found: {path} (relative paths start at "
-                                                   f"{Path.cwd()})")
+                    raise ConfigValueError(dotted, f"file not found: {path} (relative paths start at {Path.cwd()})")
 
 
 def _target_hints(target: Any) -> dict[str, Any]:
@@ -165,12 +165,16 @@ def check_cell_lines(wanted: Iterable[str], experiments: pd.DataFrame, files: Se
         clean = str(name).strip()
         if clean not in set(measured):
             same = by_key.get(spelling_key(pd.Series([clean])).iloc[0])
-            hint = (f"the measured files spell it {same!r}" if same is not None else
-                    f"closest measured: {closest_names(clean, measured) or list(measured)[:10]}")
+            hint = (
+                f"the measured files spell it {same!r}"
+                if same is not None
+                else f"closest measured: {closest_names(clean, measured) or list(measured)[:10]}"
+            )
             raise EmptySelectionError(
                 f"cell line {str(name)!r} has no measurement in the measured files ({hint}); use the spelling "
                 "of the measured files in cell_lines, or measure a first plate in that cell line",
-                file=", ".join(map(str, files)))
+                file=", ".join(map(str, files)),
+            )
         out.append(clean)
     return out
 
@@ -186,4 +190,5 @@ def check_test_size(n_test: int, n_screen: int) -> None:
         raise EmptySelectionError(
             f"the test split holds {n_test} experiment(s) of {n_screen}; metrics need at least "
             f"{MIN_TEST_POINTS} (MIN_TEST_POINTS). Use a larger screen (more cell lines / studies) or a "
-            "larger test fraction (e.g. split.test=0.2)")
+            "larger test fraction (e.g. split.test=0.2)"
+        )

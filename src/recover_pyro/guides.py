@@ -58,8 +58,9 @@ class SparseDropoutNormal(dist.Normal):
         tiny = torch.finfo(self.loc.dtype).tiny
         return (2.0 * (self.scale.log() - self.loc.abs().clamp_min(tiny).log())).clamp(*LOG_ALPHA_RANGE)
 
-    def expand(self, batch_shape: Sequence[int], _instance: "SparseDropoutNormal | None" = None
-               ) -> "SparseDropoutNormal":
+    def expand(
+        self, batch_shape: Sequence[int], _instance: "SparseDropoutNormal | None" = None
+    ) -> "SparseDropoutNormal":
         new = self._get_checked_instance(SparseDropoutNormal, _instance)
         return super().expand(batch_shape, _instance=new)
 
@@ -67,8 +68,11 @@ class SparseDropoutNormal(dist.Normal):
 def molchanov_kl(log_alpha: Tensor) -> Tensor:
     r"""Elementwise approximate :math:`KL(N(\theta, \alpha\theta^2) \| \text{LogUniform})`, which
     depends on :math:`\alpha` only and tends to 0 as :math:`\alpha \to \infty`."""
-    neg_kl = (MOLCHANOV_K1 * torch.sigmoid(MOLCHANOV_K2 + MOLCHANOV_K3 * log_alpha)
-              - 0.5 * F.softplus(-log_alpha) - MOLCHANOV_K1)
+    neg_kl = (
+        MOLCHANOV_K1 * torch.sigmoid(MOLCHANOV_K2 + MOLCHANOV_K3 * log_alpha)
+        - 0.5 * F.softplus(-log_alpha)
+        - MOLCHANOV_K1
+    )
     return -neg_kl
 
 
@@ -110,8 +114,7 @@ class WeightGuide(LocalPyroModule):
     def _unconstrained(self, site: str, what: str) -> torch.nn.Parameter:
         name = f"{_key(site)}_{what}"
         # PyroParam stores the free parameter as `<name>_unconstrained`, read by name (Pyro's own convention).
-        return getattr(self, f"{name}_unconstrained") if hasattr(self, f"{name}_unconstrained") \
-            else getattr(self, name)
+        return getattr(self, f"{name}_unconstrained") if hasattr(self, f"{name}_unconstrained") else getattr(self, name)
 
     def site_distribution(self, site: str) -> TorchDistribution:
         """Variational distribution of one site with ``batch_shape == shape`` (no event dims)."""
@@ -136,8 +139,9 @@ class WeightGuide(LocalPyroModule):
 
     def _noise(self, site: str, num_samples: int, generator: torch.Generator | None) -> Tensor:
         loc = self._param(site, "loc")
-        return torch.randn((num_samples, *self.site_shapes[site]), generator=generator, dtype=loc.dtype,
-                           device=loc.device)
+        return torch.randn(
+            (num_samples, *self.site_shapes[site]), generator=generator, dtype=loc.dtype, device=loc.device
+        )
 
 
 class MeanFieldNormalGuide(WeightGuide):
@@ -155,8 +159,11 @@ class MeanFieldNormalGuide(WeightGuide):
             raise ValueError(f"MeanFieldNormalGuide: init_scale must be positive, got {init_scale}")
         for name, site in model.sites.items():
             setattr(self, f"{_key(name)}_loc", PyroParam(site.init.clone()))
-            setattr(self, f"{_key(name)}_scale",
-                    PyroParam(torch.full_like(site.init, float(init_scale)), constraints.positive))
+            setattr(
+                self,
+                f"{_key(name)}_scale",
+                PyroParam(torch.full_like(site.init, float(init_scale)), constraints.positive),
+            )
 
     def site_distribution(self, site: str) -> TorchDistribution:
         return dist.Normal(self._param(site, "loc"), self._param(site, "scale"))
@@ -169,8 +176,10 @@ class MeanFieldNormalGuide(WeightGuide):
 
     def sample_weights(self, num_samples: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """``mu + s * eps`` with ``eps`` ``(S, *shape)`` standard normal."""
-        return {site: self._param(site, "loc") + self._param(site, "scale") * self._noise(site, num_samples, generator)
-                for site in self.site_shapes}
+        return {
+            site: self._param(site, "loc") + self._param(site, "scale") * self._noise(site, num_samples, generator)
+            for site in self.site_shapes
+        }
 
 
 class SparseVariationalDropoutGuide(WeightGuide):
@@ -220,8 +229,9 @@ class SparseVariationalDropoutGuide(WeightGuide):
     def sample_weights(self, num_samples: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """``(theta + sigma * eps) * kept`` with ``eps`` ``(S, *shape)`` standard normal."""
         locs, scales = self.locs(), self.scales()
-        return {site: locs[site] + scales[site] * self._noise(site, num_samples, generator)
-                for site in self.site_shapes}
+        return {
+            site: locs[site] + scales[site] * self._noise(site, num_samples, generator) for site in self.site_shapes
+        }
 
     def sparsity_by_site(self) -> dict[str, float]:
         """Fraction of pruned weights per site."""

@@ -37,12 +37,13 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, cast
 
 import pyro
 import torch
 import torch.nn.functional as F
-from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.distributions import Distribution
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import Message
 from pyro.poutine.util import is_validation_enabled
@@ -53,13 +54,13 @@ from recover_pyro.data.screen import Pairs
 from recover_pyro.guides import WeightGuide
 from recover_pyro.logging_utils import announce_early_stop, epoch_postfix
 from recover_pyro.models.base import FitReport
-from recover_pyro.models.bayesian import BayesianRegression, local_params
+from recover_pyro.models.bayesian import BayesianRegression, _TrunkHead, local_params
 from recover_pyro.predictive import bayesian_head_only, sample_head, sample_predictive
 from recover_pyro.training import EarlyStopping, checked_targets, forked_rng, minibatches
 
 log = logging.getLogger(__name__)
 
-ELBOS: dict[str, type[ELBO]] = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
+ELBOS: dict[str, type[Trace_ELBO]] = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
 VAL_METRICS = ("nll", "mse")
 STOPPING = ("elbo", "val", "none")
 
@@ -136,14 +137,29 @@ class SVIConfig:
         if self.stopping not in STOPPING:
             raise ValueError(f"SVIConfig.stopping must be one of {STOPPING}, got {self.stopping!r}")
         if not self.lr > 0 or not 0 < self.lr_decay <= 1 or (self.scale_lr is not None and not self.scale_lr > 0):
-            raise ValueError(f"SVIConfig: need lr > 0, scale_lr > 0 (or None) and 0 < lr_decay <= 1, got "
-                             f"{self.lr}, {self.scale_lr}, {self.lr_decay}")
-        if min(self.epochs, self.batch_size, self.num_particles, self.patience, self.val_samples,
-               self.eval_batch_size, self.window, self.warm_start_patience) < 1 \
-                or min(self.kl_anneal_epochs, self.min_epochs, self.lr_drops, self.warm_start_epochs) < 0:
-            raise ValueError(f"SVIConfig: epochs, batch_size, num_particles, patience, val_samples, "
-                             f"eval_batch_size, window and warm_start_patience must be >= 1 and kl_anneal_epochs, "
-                             f"min_epochs, lr_drops and warm_start_epochs >= 0: {self}")
+            raise ValueError(
+                f"SVIConfig: need lr > 0, scale_lr > 0 (or None) and 0 < lr_decay <= 1, got "
+                f"{self.lr}, {self.scale_lr}, {self.lr_decay}"
+            )
+        if (
+            min(
+                self.epochs,
+                self.batch_size,
+                self.num_particles,
+                self.patience,
+                self.val_samples,
+                self.eval_batch_size,
+                self.window,
+                self.warm_start_patience,
+            )
+            < 1
+            or min(self.kl_anneal_epochs, self.min_epochs, self.lr_drops, self.warm_start_epochs) < 0
+        ):
+            raise ValueError(
+                f"SVIConfig: epochs, batch_size, num_particles, patience, val_samples, "
+                f"eval_batch_size, window and warm_start_patience must be >= 1 and kl_anneal_epochs, "
+                f"min_epochs, lr_drops and warm_start_epochs >= 0: {self}"
+            )
         if not 0 < self.lr_drop < 1 or not self.tol >= 0:
             raise ValueError(f"SVIConfig: need 0 < lr_drop < 1 and tol >= 0, got {self.lr_drop}, {self.tol}")
         if self.clip_norm is not None and not self.clip_norm > 0:
@@ -179,7 +195,8 @@ class ObservedLogLikelihood(Messenger):
     def _postprocess_message(self, msg: Message) -> None:
         if msg["type"] == "sample" and msg["is_observed"]:
             with torch.no_grad():
-                self.total += float((msg["fn"].log_prob(msg["value"]) * msg["scale"]).sum())
+                fn = cast(Distribution, msg["fn"])  # a sample site's fn is its distribution
+                self.total += float((fn.log_prob(msg["value"]) * msg["scale"]).sum())
 
 
 def kl_weight(epoch: int, anneal_epochs: int) -> float:
@@ -187,13 +204,14 @@ def kl_weight(epoch: int, anneal_epochs: int) -> float:
     return 1.0 if anneal_epochs <= 0 else min(1.0, (epoch + 1) / anneal_epochs)
 
 
-def make_elbo(config: SVIConfig) -> ELBO:
+def make_elbo(config: SVIConfig) -> Trace_ELBO:
     """The configured ELBO (one data plate, particles in a loop)."""
     return ELBOS[config.elbo](num_particles=config.num_particles, max_plate_nesting=1)
 
 
-def validation_metric(model: BayesianRegression, guide: WeightGuide, val: Pairs, config: SVIConfig,
-                      trunk: Tensor | None = None) -> float:
+def validation_metric(
+    model: BayesianRegression, guide: WeightGuide, val: Pairs, config: SVIConfig, trunk: Tensor | None = None
+) -> float:
     """The configured validation metric (standardised scale, lower is better), with a fixed seed so that
     epochs are compared on common random numbers. ``trunk``: the validation set's fixed trunk outputs
     ``(M, K)`` of a Bayesian-head model (then only the head runs)."""
@@ -216,7 +234,7 @@ def elbo_converged(losses: list[float], window: int, tol: float) -> bool:
     than ``max(tol * max(1, |mean|), 2 standard errors of the difference)``: no significant progress."""
     if len(losses) < 2 * window:
         return False
-    before = torch.tensor(losses[-2 * window:-window], dtype=torch.float64)
+    before = torch.tensor(losses[-2 * window : -window], dtype=torch.float64)
     last = torch.tensor(losses[-window:], dtype=torch.float64)
     gain = float(before.mean() - last.mean())
     se = math.sqrt(float(before.var() + last.var()) / window) if window > 1 else 0.0
@@ -279,8 +297,15 @@ def fit_svi(
     return report
 
 
-def warm_start(model: BayesianRegression, guide: WeightGuide, train: Pairs, val: Pairs | None,
-               config: SVIConfig, generator: torch.Generator, report: FitReport) -> None:
+def warm_start(
+    model: BayesianRegression,
+    guide: WeightGuide,
+    train: Pairs,
+    val: Pairs | None,
+    config: SVIConfig,
+    generator: torch.Generator,
+    report: FitReport,
+) -> None:
     """Fit the network with its Bayesian weights at the guide means by mean squared error (standardised
     targets), updating the point-estimated parameters and the guide means in place.
 
@@ -308,8 +333,12 @@ def warm_start(model: BayesianRegression, guide: WeightGuide, train: Pairs, val:
         row: dict[str, Any] = {"stage": "warm_start", "epoch": epoch, "train_mse": total / len(train)}
         if stopper is not None and val is not None:
             with torch.no_grad():
-                f_val = _chunked(lambda s: model.mean_function(guide.locs(), val.drug_a[s], val.drug_b[s],
-                                                               val.cell[s]), len(val), config.eval_batch_size)
+                f_val = _chunked(
+                    lambda s: model.mean_function(guide.locs(), val.drug_a[s], val.drug_b[s], val.cell[s]),
+                    len(val),
+                    config.eval_batch_size,
+                )
+                assert val.y is not None  # validation pairs carry targets (fit_svi checks them)
                 row["val_mse"] = float((f_val - val.y.float()).pow(2).mean())
             report.curve.append(row)
             bar.set_postfix(epoch_postfix([row["train_mse"]], [row["val_mse"]], "val_mse"))
@@ -332,8 +361,15 @@ def _chunked(fn: Callable[[slice], Tensor], n: int, size: int) -> Tensor:
     return torch.cat([fn(slice(i, i + size)) for i in range(0, n, size)])
 
 
-def _svi_stage(model: BayesianRegression, guide: WeightGuide, train: Pairs, val: Pairs | None,
-               config: SVIConfig, generator: torch.Generator, report: FitReport) -> None:
+def _svi_stage(
+    model: BayesianRegression,
+    guide: WeightGuide,
+    train: Pairs,
+    val: Pairs | None,
+    config: SVIConfig,
+    generator: torch.Generator,
+    report: FitReport,
+) -> None:
     """The SVI stage of :func:`fit_svi` (see its docstring); fills ``report``."""
     y = checked_targets(train, "fit_svi: training")
     n = len(train)
@@ -342,12 +378,19 @@ def _svi_stage(model: BayesianRegression, guide: WeightGuide, train: Pairs, val:
     z_val = None
     if frozen:
         # The trunk is fixed from here on: its output is computed once and each step runs the head only.
+        predictor = cast(_TrunkHead, model.predictor)
         with torch.no_grad():
-            z = _chunked(lambda s: model.predictor.trunk(train.drug_a[s], train.drug_b[s], train.cell[s]),
-                         n, 8 * config.eval_batch_size)
+            z = _chunked(
+                lambda s: predictor.trunk(train.drug_a[s], train.drug_b[s], train.cell[s]),
+                n,
+                8 * config.eval_batch_size,
+            )
             if val is not None:
-                z_val = _chunked(lambda s: model.predictor.trunk(val.drug_a[s], val.drug_b[s], val.cell[s]),
-                                 len(val), 8 * config.eval_batch_size)
+                z_val = _chunked(
+                    lambda s: predictor.trunk(val.drug_a[s], val.drug_b[s], val.cell[s]),
+                    len(val),
+                    8 * config.eval_batch_size,
+                )
         run_model: Callable[..., Any] = model.head_model
         args: tuple[Tensor, ...] = (z, train.cell, y)
         trained = [p for n_, p in model.named_parameters() if n_.startswith("sigma")]
@@ -358,8 +401,9 @@ def _svi_stage(model: BayesianRegression, guide: WeightGuide, train: Pairs, val:
     scale_params = guide.scale_parameters()
     scale_ids = {id(p) for p in scale_params}
     others = _unique([*trained, *(p for p in guide.parameters() if id(p) not in scale_ids)])
-    optimizer = torch.optim.Adam([{"params": others, "lr": config.lr},
-                                  {"params": scale_params, "lr": config.scale_lr or config.lr}])
+    optimizer = torch.optim.Adam(
+        [{"params": others, "lr": config.lr}, {"params": scale_params, "lr": config.scale_lr or config.lr}]
+    )
     all_params = [*others, *scale_params]
     schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
     stopper = EarlyStopping(config.patience) if config.stopping == "val" else None
@@ -372,7 +416,7 @@ def _svi_stage(model: BayesianRegression, guide: WeightGuide, train: Pairs, val:
     for epoch in bar:
         step_model, step_guide = _annealed(run_model, guide, kl_weight(epoch, config.kl_anneal_epochs))
         recorder = ObservedLogLikelihood()
-        losses = []
+        losses: list[float] = []
         for idx in minibatches(n, config.batch_size, generator):
             idx = idx.to(y.device)  # drawn on the CPU: the same minibatches on every device
             optimizer.zero_grad()
@@ -387,12 +431,19 @@ def _svi_stage(model: BayesianRegression, guide: WeightGuide, train: Pairs, val:
             losses.append(float(loss.detach()))
         report.losses.append(sum(losses) / len(losses))
         if not math.isfinite(report.losses[-1]):
-            raise FloatingPointError(f"fit_svi: the ELBO became {report.losses[-1]} in epoch {epoch}; "
-                                     f"lower lr (now {config.lr}) or set clip_norm")
+            raise FloatingPointError(
+                f"fit_svi: the ELBO became {report.losses[-1]} in epoch {epoch}; "
+                f"lower lr (now {config.lr}) or set clip_norm"
+            )
         nll = -recorder.total / (n * len(losses) * config.num_particles)
-        row: dict[str, Any] = {"stage": "svi", "epoch": epoch, "neg_elbo": report.losses[-1],
-                               "expected_nll": nll, "kl": report.losses[-1] - nll,
-                               "noise_scale": float(model.noise_scale().detach())}
+        row: dict[str, Any] = {
+            "stage": "svi",
+            "epoch": epoch,
+            "neg_elbo": report.losses[-1],
+            "expected_nll": nll,
+            "kl": report.losses[-1] - nll,
+            "noise_scale": float(model.noise_scale().detach()),
+        }
         schedule.step()
         if val is not None:
             report.val_metric.append(validation_metric(model, guide, val, config, z_val))
@@ -407,8 +458,11 @@ def _svi_stage(model: BayesianRegression, guide: WeightGuide, train: Pairs, val:
             if epoch + 1 >= config.min_epochs and elbo_converged(since_drop, config.window, config.tol):
                 if drops_left == 0:
                     converged = True
-                    log.info("SVI: the ELBO converged after %d epochs (negative ELBO %.4g per datum)", epoch + 1,
-                             report.losses[-1])
+                    log.info(
+                        "SVI: the ELBO converged after %d epochs (negative ELBO %.4g per datum)",
+                        epoch + 1,
+                        report.losses[-1],
+                    )
                     break
                 drops_left -= 1
                 since_drop = []

@@ -35,8 +35,18 @@ PathLike = str | os.PathLike[str]
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 # What torch.load raises on a truncated, empty or foreign file (zip reader, unpickler, missing records).
 # (OSError: torch's zip reader reports a truncated archive as "[Errno 22] Invalid argument".)
-_LOAD_ERRORS = (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, KeyError, ValueError,
-                AttributeError, IndexError, UnicodeDecodeError, OSError)
+_LOAD_ERRORS = (
+    RuntimeError,
+    EOFError,
+    zipfile.BadZipFile,
+    pickle.UnpicklingError,
+    KeyError,
+    ValueError,
+    AttributeError,
+    IndexError,
+    UnicodeDecodeError,
+    OSError,
+)
 
 
 def atomic_write(path: PathLike, write: Callable[[IO[bytes]], object]) -> Path:
@@ -94,8 +104,7 @@ def json_safe(value: Any) -> Any:
 def refuse_overwrite(path: PathLike, overwrite: bool, option: str = "overwrite") -> None:
     """Raise :class:`FileExistsError` if ``path`` exists and ``overwrite`` is false (names the option)."""
     if Path(path).exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; choose another output file or set {option}=true "
-                              "to replace it")
+        raise FileExistsError(f"{path} already exists; choose another output file or set {option}=true to replace it")
 
 
 def load_torch_file(path: PathLike, what: str, advice: str) -> Any:
@@ -111,9 +120,11 @@ def load_torch_file(path: PathLike, what: str, advice: str) -> Any:
         raise  # the file itself is fine or absent; the OS message names it
     except _LOAD_ERRORS as err:
         # torch's own advice (weights_only=False) would run arbitrary code from a file of unknown origin.
-        raise DamagedFileError(f"{what} is damaged or not a {what} ({type(err).__name__}: "
-                               f"{str(err).splitlines()[0][:200] if str(err) else 'no detail'}); {advice}",
-                               file=str(path)) from err
+        raise DamagedFileError(
+            f"{what} is damaged or not a {what} ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:200] if str(err) else 'no detail'}); {advice}",
+            file=str(path),
+        ) from err
 
 
 def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
@@ -129,8 +140,12 @@ def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
         text = out[col].astype(str)
         risky = out[col].map(lambda v: isinstance(v, str) and v.startswith(FORMULA_PREFIXES))
         if risky.any():
-            log.warning("column %r: %d value(s) start with a formula character (e.g. %r); written with a "
-                        "leading ' so that a spreadsheet shows them as text", col, int(risky.sum()),
-                        text[risky].iloc[0])
+            log.warning(
+                "column %r: %d value(s) start with a formula character (e.g. %r); written with a "
+                "leading ' so that a spreadsheet shows them as text",
+                col,
+                int(risky.sum()),
+                text[risky].iloc[0],
+            )
             out.loc[risky, col] = "'" + text[risky]
     return out

@@ -29,8 +29,14 @@ def cli_logging() -> Iterator[None]:
 def announce_early_stop(log: logging.Logger, what: str, best_epoch: int, epochs_run: int, max_epochs: int) -> None:
     """One INFO line: which epoch's parameters were kept, out of how many run (and the maximum)."""
     stopped = "stopped early" if epochs_run < max_epochs else "ran all epochs"
-    log.info("%s: early stopping kept epoch %d (0-based) of %d run, %s (max %d)", what, best_epoch, epochs_run,
-             stopped, max_epochs)
+    log.info(
+        "%s: early stopping kept epoch %d (0-based) of %d run, %s (max %d)",
+        what,
+        best_epoch,
+        epochs_run,
+        stopped,
+        max_epochs,
+    )
 
 
 def epoch_postfix(losses: Sequence[float], val_metric: Sequence[float], val_name: str = "val") -> dict[str, str]:

@@ -130,20 +130,22 @@ def _coverage(y: np.ndarray, samples: np.ndarray, levels: np.ndarray) -> np.ndar
     if np.any((levels <= 0) | (levels >= 1)):
         raise ValueError(f"interval levels must lie in (0, 1), got {levels}")
     bounds = np.quantile(samples, np.concatenate([(1 - levels) / 2, (1 + levels) / 2]), axis=0)  # (2L, N)
-    lo, hi = bounds[: len(levels)], bounds[len(levels):]
+    lo, hi = bounds[: len(levels)], bounds[len(levels) :]
     return ((lo <= y) & (y <= hi)).mean(1)
 
 
-def central_interval_coverage(y: ArrayLike, samples: ArrayLike,
-                              levels: Sequence[float] = COVERAGE_LEVELS) -> dict[float, float]:
+def central_interval_coverage(
+    y: ArrayLike, samples: ArrayLike, levels: Sequence[float] = COVERAGE_LEVELS
+) -> dict[float, float]:
     """Observed coverage of each nominal central interval level, ``{level: fraction of y inside}``."""
     y, samples = _samples(y, samples)
     levels = [float(level) for level in levels]
     return dict(zip(levels, map(float, _coverage(y, samples, np.asarray(levels)))))
 
 
-def calibration_curve(y: ArrayLike, samples: ArrayLike,
-                      levels: ArrayLike = CALIBRATION_LEVELS) -> tuple[np.ndarray, np.ndarray]:
+def calibration_curve(
+    y: ArrayLike, samples: ArrayLike, levels: ArrayLike = CALIBRATION_LEVELS
+) -> tuple[np.ndarray, np.ndarray]:
     """``(expected, observed)``, both ``(L,)``: nominal central-interval levels and observed coverage.
 
     A calibrated predictive lies on the diagonal; below it the intervals are too narrow (overconfident).
@@ -221,8 +223,7 @@ def measurement_draws(predictive: PredictiveSamples, *, seed: int = 0, min_sampl
     return torch.cat([predictive.y(generator) for _ in range(math.ceil(min_samples / predictive.num_samples))])
 
 
-def evaluate(predictive: PredictiveSamples, y: ArrayLike, *, seed: int = 0,
-             min_samples: int = 256) -> dict[str, float]:
+def evaluate(predictive: PredictiveSamples, y: ArrayLike, *, seed: int = 0, min_samples: int = 256) -> dict[str, float]:
     """All scalar metrics of a predictive against observations ``y`` ``(N,)``, original scale.
 
     * ``r2`` (squared Pearson, RECOVER's R2), ``r2_sklearn``, ``spearman``, ``mse``: of the predictive

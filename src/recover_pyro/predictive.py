@@ -14,13 +14,15 @@ in chunks ``S`` times larger (it holds no sample dimension), and only the head r
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from pyro import poutine
 from torch import Tensor
 
 from recover_pyro.data.screen import Pairs
 from recover_pyro.guides import WeightGuide
-from recover_pyro.models.bayesian import BayesianRegression, local_params
+from recover_pyro.models.bayesian import BayesianRegression, _TrunkHead, local_params
 
 HEAD_PREFIX = "predictor.head_layers."
 # With Bayesian layers before the head, forward passes take up to this many chunk_size's of candidates of one
@@ -51,8 +53,9 @@ def sample_predictive(
         generator: RNG for the weight samples, on the model's device (default: torch's global RNG).
     """
     if num_samples < 1 or chunk_size < 1:
-        raise ValueError(f"sample_predictive: need num_samples >= 1 and chunk_size >= 1, "
-                         f"got {num_samples}, {chunk_size}")
+        raise ValueError(
+            f"sample_predictive: need num_samples >= 1 and chunk_size >= 1, got {num_samples}, {chunk_size}"
+        )
     with torch.no_grad():
         weights = guide.sample_weights(num_samples, generator=generator)
         dtype = next(iter(weights.values())).dtype
@@ -81,12 +84,16 @@ def _cell_line_chunks(cell: Tensor, size: int) -> list[Tensor]:
 def bayesian_head_only(model: BayesianRegression) -> bool:
     """Whether the predictor splits into ``trunk`` / ``head`` and every Bayesian site is in its head."""
     predictor = model.predictor
-    return (callable(getattr(predictor, "trunk", None)) and callable(getattr(predictor, "head", None))
-            and all(name.startswith(HEAD_PREFIX) for name in model.sites))
+    return (
+        callable(getattr(predictor, "trunk", None))
+        and callable(getattr(predictor, "head", None))
+        and all(name.startswith(HEAD_PREFIX) for name in model.sites)
+    )
 
 
-def _head_predictive(model: BayesianRegression, weights: dict[str, Tensor], pairs: Pairs, out: Tensor,
-                     chunk_size: int) -> None:
+def _head_predictive(
+    model: BayesianRegression, weights: dict[str, Tensor], pairs: Pairs, out: Tensor, chunk_size: int
+) -> None:
     """Fill ``out`` ``(S, N)`` with ``f``: the deterministic trunk ``z`` ``(N, K)`` once, then the head per sample.
 
     The trunk runs in chunks of ``S * chunk_size`` candidates (unbatched, it holds no sample dimension), the
@@ -94,24 +101,34 @@ def _head_predictive(model: BayesianRegression, weights: dict[str, Tensor], pair
     (measured: chunks of 4096 made whole-space scoring ~2x slower than chunks of 512). On a GPU the head
     chunks grow to ``GPU_HEAD_CHUNK_ELEMENTS / S`` candidates (fewer, larger kernels).
     """
-    predictor = model.predictor
+    predictor = cast(_TrunkHead, model.predictor)  # bayesian_head_only(model) holds here
     if not len(pairs):
         return
     if out.is_cuda:
         chunk_size = max(chunk_size, GPU_HEAD_CHUNK_ELEMENTS // out.shape[0])
     with local_params():
         step = out.shape[0] * chunk_size
-        z = torch.cat([predictor.trunk(pairs.drug_a[i:i + step], pairs.drug_b[i:i + step], pairs.cell[i:i + step])
-                       for i in range(0, len(pairs), step)])
+        z = torch.cat(
+            [
+                predictor.trunk(pairs.drug_a[i : i + step], pairs.drug_b[i : i + step], pairs.cell[i : i + step])
+                for i in range(0, len(pairs), step)
+            ]
+        )
         head = poutine.condition(predictor.head, data=weights)
         for i in range(0, len(pairs), chunk_size):
-            out[:, i:i + chunk_size] = head(z[i:i + chunk_size], pairs.cell[i:i + chunk_size])
+            out[:, i : i + chunk_size] = head(z[i : i + chunk_size], pairs.cell[i : i + chunk_size])
 
 
-def sample_head(model: BayesianRegression, guide: WeightGuide, z: Tensor, cell: Tensor, num_samples: int,
-                generator: torch.Generator | None = None) -> Tensor:
+def sample_head(
+    model: BayesianRegression,
+    guide: WeightGuide,
+    z: Tensor,
+    cell: Tensor,
+    num_samples: int,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """``(S, N)`` samples of ``f`` from fixed trunk outputs ``z`` ``(N, K)`` of a Bayesian-head model (e.g. the
     cached trunk of SVI with a frozen trunk): only the head runs, with ``S`` joint weight samples."""
     with torch.no_grad(), local_params():
         weights = guide.sample_weights(num_samples, generator=generator)
-        return poutine.condition(model.predictor.head, data=weights)(z, cell)
+        return poutine.condition(cast(_TrunkHead, model.predictor).head, data=weights)(z, cell)

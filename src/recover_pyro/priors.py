@@ -39,18 +39,17 @@ class ScaleMixtureNormal(TorchDistribution):
     Sampling picks the component with probability :math:`\pi`, then draws from it (not reparameterised).
     """
 
-    arg_constraints = {"pi": constraints.unit_interval, "sigma1": constraints.positive,
-                       "sigma2": constraints.positive}
+    arg_constraints = {"pi": constraints.unit_interval, "sigma1": constraints.positive, "sigma2": constraints.positive}
     support = constraints.real
     has_rsample = False
 
-    def __init__(self, pi: Tensor | float, sigma1: Tensor | float, sigma2: Tensor | float,
-                 validate_args: bool | None = None) -> None:
+    def __init__(
+        self, pi: Tensor | float, sigma1: Tensor | float, sigma2: Tensor | float, validate_args: bool | None = None
+    ) -> None:
         self.pi, self.sigma1, self.sigma2 = broadcast_all(pi, sigma1, sigma2)
         super().__init__(self.pi.shape, validate_args=validate_args)
 
-    def expand(self, batch_shape: Sequence[int], _instance: "ScaleMixtureNormal | None" = None
-               ) -> "ScaleMixtureNormal":
+    def expand(self, batch_shape: Sequence[int], _instance: "ScaleMixtureNormal | None" = None) -> "ScaleMixtureNormal":
         new = self._get_checked_instance(ScaleMixtureNormal, _instance)
         batch_shape = torch.Size(batch_shape)
         new.pi = self.pi.expand(batch_shape)
@@ -75,7 +74,7 @@ class ScaleMixtureNormal(TorchDistribution):
         narrow = torch.log1p(-self.pi) + dist.Normal(0.0, self.sigma2).log_prob(value)
         return torch.logaddexp(wide, narrow)
 
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+    def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> Tensor:
         shape = self._extended_shape(sample_shape)
         with torch.no_grad():
             wide = torch.rand(shape, dtype=self.pi.dtype, device=self.pi.device) < self.pi.expand(shape)
@@ -109,11 +108,12 @@ class LogUniform(TorchDistribution):
         lp = -value.abs().log()
         return lp.expand(torch.broadcast_shapes(lp.shape, self.batch_shape))
 
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+    def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size()) -> Tensor:
         raise NotImplementedError(
             "LogUniform is an improper prior (p(w) ~ 1/|w| does not integrate to 1) and cannot be "
             "sampled; use it only as the prior of a model whose weights come from a guide "
-            "(e.g. SparseVariationalDropoutGuide), not for prior predictive sampling.")
+            "(e.g. SparseVariationalDropoutGuide), not for prior predictive sampling."
+        )
 
 
 class Prior(abc.ABC):
@@ -123,12 +123,19 @@ class Prior(abc.ABC):
     """
 
     @abc.abstractmethod
-    def base(self, fan_in: int, *, dtype: torch.dtype = torch.float32,
-             device: torch.device | str | None = None) -> TorchDistribution:
+    def base(
+        self, fan_in: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+    ) -> TorchDistribution:
         """Distribution of a single weight (``batch_shape == ()``) of a layer with this fan-in."""
 
-    def distribution(self, shape: Sequence[int], fan_in: int, *, dtype: torch.dtype = torch.float32,
-                     device: torch.device | str | None = None) -> TorchDistribution:
+    def distribution(
+        self,
+        shape: Sequence[int],
+        fan_in: int,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> TorchDistribution:
         """Distribution of a whole weight site: ``event_shape == shape``, ``batch_shape == ()``.
 
         Args:
@@ -161,10 +168,13 @@ class NormalPrior(Prior):
         """The standard deviation of each weight of a layer with this fan-in."""
         return self.scale / math.sqrt(fan_in) if self.fan_in_scaled else self.scale
 
-    def base(self, fan_in: int, *, dtype: torch.dtype = torch.float32,
-             device: torch.device | str | None = None) -> TorchDistribution:
-        return dist.Normal(torch.zeros((), dtype=dtype, device=device),
-                           torch.tensor(self.site_scale(fan_in), dtype=dtype, device=device))
+    def base(
+        self, fan_in: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+    ) -> TorchDistribution:
+        return dist.Normal(
+            torch.zeros((), dtype=dtype, device=device),
+            torch.tensor(self.site_scale(fan_in), dtype=dtype, device=device),
+        )
 
 
 @dataclass(frozen=True)
@@ -179,10 +189,12 @@ class LaplacePrior(Prior):
     def __post_init__(self) -> None:
         _check_positive("LaplacePrior", scale=self.scale)
 
-    def base(self, fan_in: int, *, dtype: torch.dtype = torch.float32,
-             device: torch.device | str | None = None) -> TorchDistribution:
-        return dist.Laplace(torch.zeros((), dtype=dtype, device=device),
-                            torch.tensor(self.scale, dtype=dtype, device=device))
+    def base(
+        self, fan_in: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+    ) -> TorchDistribution:
+        return dist.Laplace(
+            torch.zeros((), dtype=dtype, device=device), torch.tensor(self.scale, dtype=dtype, device=device)
+        )
 
 
 @dataclass(frozen=True)
@@ -198,10 +210,12 @@ class ScaleMixtureNormalPrior(Prior):
             raise ValueError(f"ScaleMixtureNormalPrior: pi must lie in [0, 1], got {self.pi}")
         _check_positive("ScaleMixtureNormalPrior", sigma1=self.sigma1, sigma2=self.sigma2)
 
-    def base(self, fan_in: int, *, dtype: torch.dtype = torch.float32,
-             device: torch.device | str | None = None) -> TorchDistribution:
+    def base(
+        self, fan_in: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+    ) -> TorchDistribution:
         def t(v: float) -> Tensor:
             return torch.tensor(v, dtype=dtype, device=device)
+
         return ScaleMixtureNormal(t(self.pi), t(self.sigma1), t(self.sigma2))
 
 
@@ -211,6 +225,7 @@ class LogUniformPrior(Prior):
     :class:`~recover_pyro.guides.SparseVariationalDropoutGuide` and ``elbo="meanfield"`` so that the
     registered (Molchanov) KL is used."""
 
-    def base(self, fan_in: int, *, dtype: torch.dtype = torch.float32,
-             device: torch.device | str | None = None) -> TorchDistribution:
+    def base(
+        self, fan_in: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+    ) -> TorchDistribution:
         return LogUniform()

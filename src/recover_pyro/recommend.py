@@ -65,11 +65,13 @@ class Recommendation:
 
     def summary(self) -> str:
         t = self.table
-        return (f"{len(t)} combinations recommended from {self.measured.n_drugs} drugs in "
-                f"{t['cell_line'].nunique()} cell line(s) after {len(self.measured)} measured; "
-                f"{pd.unique(t[['drug_a', 'drug_b']].to_numpy().ravel()).size} unique drugs; "
-                f"predicted mean {t['predicted_mean'].mean():.3g} (best {t['predicted_mean'].max():.3g}), "
-                f"mean predicted std {t['predicted_std'].mean():.3g}")
+        return (
+            f"{len(t)} combinations recommended from {self.measured.n_drugs} drugs in "
+            f"{t['cell_line'].nunique()} cell line(s) after {len(self.measured)} measured; "
+            f"{pd.unique(t[['drug_a', 'drug_b']].to_numpy().ravel()).size} unique drugs; "
+            f"predicted mean {t['predicted_mean'].mean():.3g} (best {t['predicted_mean'].max():.3g}), "
+            f"mean predicted std {t['predicted_std'].mean():.3g}"
+        )
 
 
 def load_measured(path: str | Path, smiles: str | Path, score: str, on_duplicate: OnDuplicate = "mean") -> Screen:
@@ -103,9 +105,11 @@ def merge_measurements(screens: Sequence[Screen], score: str, on_duplicate: OnDu
             a, b, cell = first.iloc[0][key]
             raise ConflictingMeasurementError(
                 f"({a}, {b}) in {cell} is measured more than once ({files[0]} and {files[1]}); "
-                f"set on_duplicate=mean to average", file=files[1], drug=f"{a} + {b}")
-        log.warning("%d measured rows repeat a (pair, cell line); averaging them (on_duplicate=mean)",
-                    int(dup.sum()))
+                f"set on_duplicate=mean to average",
+                file=files[1],
+                drug=f"{a} + {b}",
+            )
+        log.warning("%d measured rows repeat a (pair, cell line); averaging them (on_duplicate=mean)", int(dup.sum()))
     rows["_w"] = rows[score] * rows["n_replicates"]
     grouped = rows.groupby(key, sort=True)
     merged = grouped[["_w", "n_replicates"]].sum().reset_index()
@@ -115,18 +119,30 @@ def merge_measurements(screens: Sequence[Screen], score: str, on_duplicate: OnDu
 
 
 def candidate_screen(
-    measured: Sequence[Screen], smiles: str | Path, cell_lines: Sequence[str], score: str,
+    measured: Sequence[Screen],
+    smiles: str | Path,
+    cell_lines: Sequence[str],
+    score: str,
     on_duplicate: OnDuplicate = "mean",
 ) -> Screen:
     """A :class:`Screen` of every candidate drug (the SMILES table) and cell line, holding the measurements."""
     table = read_smiles_table(smiles)
     measured_drugs = set().union(*(set(s.drugs.index) for s in measured)) if measured else set()
     drugs = build_drug_table(table, set(table["drug_id"]) | measured_drugs, smiles)
-    experiments = merge_measurements(measured, score, on_duplicate) if measured else pd.DataFrame(
-        columns=[*KEY_COLUMNS, "n_replicates", score])
+    experiments = (
+        merge_measurements(measured, score, on_duplicate)
+        if measured
+        else pd.DataFrame(columns=[*KEY_COLUMNS, "n_replicates", score])
+    )
     cells = sorted(set(cell_lines) | set(experiments["cell_line"]))
-    screen = Screen(drugs=drugs, cell_lines=pd.DataFrame({"tissue": ""}, index=pd.Index(cells)),
-                    experiments=experiments, score_columns=(score,), name="measured", source=str(smiles))
+    screen = Screen(
+        drugs=drugs,
+        cell_lines=pd.DataFrame({"tissue": ""}, index=pd.Index(cells)),
+        experiments=experiments,
+        score_columns=(score,),
+        name="measured",
+        source=str(smiles),
+    )
     return screen
 
 
@@ -168,28 +184,40 @@ def recommend(
         raise EmptySelectionError("every candidate combination has been measured already", file=str(smiles))
 
     if acquisition.q > len(pool):
-        log.warning("acquisition.q=%d exceeds the %d untested candidate combinations; the plate holds %d rows",
-                    acquisition.q, len(pool), len(pool))
+        log.warning(
+            "acquisition.q=%d exceeds the %d untested candidate combinations; the plate holds %d rows",
+            acquisition.q,
+            len(pool),
+            len(pool),
+        )
     fitted = model(features.drug, features.cell)  # type: ignore[attr-defined]
     fitted.fit(screen.to_pairs(score))
     candidates = screen.to_pairs(score, experiments=pool)
     predictive = fitted.predict(candidates, num_samples=num_samples).cpu()
     drugs = torch.stack([candidates.drug_a, candidates.drug_b], 1)
-    batch = acquisition.select(predictive.f, candidate_drugs=drugs,
-                               best_f=float(screen.experiments[score].max()), round=len(measured_paths) - 1,
-                               generator=torch.Generator().manual_seed(seed))
+    batch = acquisition.select(
+        predictive.f,
+        candidate_drugs=drugs,
+        best_f=float(screen.experiments[score].max()),
+        round=len(measured_paths) - 1,
+        generator=torch.Generator().manual_seed(seed),
+    )
     idx = batch.indices.numpy()
     names = screen.drugs["name"]
     chosen = pool.iloc[idx]
-    table = pd.DataFrame({
-        "rank": np.arange(1, len(idx) + 1),
-        "drug_a": chosen["drug_a"].to_numpy(), "drug_b": chosen["drug_b"].to_numpy(),
-        "drug_a_name": chosen["drug_a"].map(names).to_numpy(),
-        "drug_b_name": chosen["drug_b"].map(names).to_numpy(),
-        "cell_line": chosen["cell_line"].to_numpy(),
-        "predicted_mean": predictive.mean[idx].numpy(), "predicted_std": predictive.std[idx].numpy(),
-        "acquisition_score": batch.scores.numpy(),
-    })
+    table = pd.DataFrame(
+        {
+            "rank": np.arange(1, len(idx) + 1),
+            "drug_a": chosen["drug_a"].to_numpy(),
+            "drug_b": chosen["drug_b"].to_numpy(),
+            "drug_a_name": chosen["drug_a"].map(names).to_numpy(),
+            "drug_b_name": chosen["drug_b"].map(names).to_numpy(),
+            "cell_line": chosen["cell_line"].to_numpy(),
+            "predicted_mean": predictive.mean[idx].numpy(),
+            "predicted_std": predictive.std[idx].numpy(),
+            "acquisition_score": batch.scores.numpy(),
+        }
+    )
     log.info("batch holds %d unique drugs", unique_drugs(batch.indices, drugs))
     return Recommendation(table=table, measured=screen)
 
@@ -208,10 +236,16 @@ def _recommend_from_config(cfg: DictConfig) -> None:
     refuse_overwrite(out, bool(cfg.get("overwrite", False)))
     partial_model = instantiate(cfg.model)
     result = recommend(
-        measured_paths=list(cfg.measured), smiles=cfg.smiles, cell_lines=list(cfg.cell_lines), score=cfg.score,
-        model=partial_model, acquisition=instantiate(cfg.acquisition),
-        featurize=lambda screen: instantiate(cfg.features, screen), num_samples=cfg.num_samples,
-        on_duplicate=cfg.on_duplicate, seed=cfg.seed,
+        measured_paths=list(cfg.measured),
+        smiles=cfg.smiles,
+        cell_lines=list(cfg.cell_lines),
+        score=cfg.score,
+        model=partial_model,
+        acquisition=instantiate(cfg.acquisition),
+        featurize=lambda screen: instantiate(cfg.features, screen),
+        num_samples=cfg.num_samples,
+        on_duplicate=cfg.on_duplicate,
+        seed=cfg.seed,
     )
     atomic_write_csv(out, spreadsheet_safe(result.table))
     log.info("%s", result.summary())

@@ -35,11 +35,23 @@ from recover_pyro.io import atomic_write
 log = logging.getLogger(__name__)
 
 #: Config groups / root keys whose values change a campaign's results.
-RESULT_GROUPS = ("data", "features", "model", "prior", "guide", "inference", "acquisition", "campaign", "seed",
-                 "num_samples", "pretrain_overrides")
+RESULT_GROUPS = (
+    "data",
+    "features",
+    "model",
+    "prior",
+    "guide",
+    "inference",
+    "acquisition",
+    "campaign",
+    "seed",
+    "num_samples",
+    "pretrain_overrides",
+)
 #: Last components of dotted keys that never change results (compared nowhere).
-NON_RESULT_KEYS = frozenset({"progress", "device", "eval_batch_size", "root", "data_root", "cache_dir", "path",
-                             "smiles_path", "summary_path"})
+NON_RESULT_KEYS = frozenset(
+    {"progress", "device", "eval_batch_size", "root", "data_root", "cache_dir", "path", "smiles_path", "summary_path"}
+)
 #: Dotted keys that a resume may change on purpose.
 RESUMABLE_KEYS = frozenset({"campaign.n_rounds", "campaign.random_fits_model"})
 HYDRA_FILES = ("config.yaml", "overrides.yaml", "hydra.yaml")
@@ -89,20 +101,28 @@ def check_same_run(saved: Mapping[str, Any], current: Mapping[str, Any], path: P
     campaign settings under ``campaign.``.
     """
     if "fingerprint" not in saved:
-        log.warning("%s predates run fingerprints: only the campaign, acquisition, score and pool can be "
-                    "compared on resume (model, prior, inference and feature settings cannot)", path)
+        log.warning(
+            "%s predates run fingerprints: only the campaign, acquisition, score and pool can be "
+            "compared on resume (model, prior, inference and feature settings cannot)",
+            path,
+        )
         current = {k: v for k, v in current.items() if k != "fingerprint"}
     old, new = _comparable(saved), _comparable(current)
-    diffs = [f"{k}: {old.get(k, '<absent>')!r} (checkpoint) -> {new.get(k, '<absent>')!r} (now)"
-             for k in sorted(set(old) | set(new)) if old.get(k, "<absent>") != new.get(k, "<absent>")]
+    diffs = [
+        f"{k}: {old.get(k, '<absent>')!r} (checkpoint) -> {new.get(k, '<absent>')!r} (now)"
+        for k in sorted(set(old) | set(new))
+        if old.get(k, "<absent>") != new.get(k, "<absent>")
+    ]
     if diffs:
         raise ResumeMismatchError(
             f"{path} was written by a campaign with different result-determining settings, so resuming would "
-            f"mix two campaigns' rounds; differing keys: " + "; ".join(diffs[:20])
+            f"mix two campaigns' rounds; differing keys: "
+            + "; ".join(diffs[:20])
             + (f"; and {len(diffs) - 20} more" if len(diffs) > 20 else "")
             + ". Resume with the checkpoint's settings (the run folder's .hydra/config.yaml), or start a new "
             "campaign in another folder. Keys that do not change results may differ: progress bars, device, "
-            "evaluation batch sizes, data / cache locations, campaign.n_rounds (to extend the campaign)")
+            "evaluation batch sizes, data / cache locations, campaign.n_rounds (to extend the campaign)"
+        )
 
 
 def _comparable(meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -129,8 +149,11 @@ def preserve_hydra_config(out_dir: Path, resuming: bool) -> None:
     if resuming and not (original / "config.yaml").is_file():
         # A run started before copies were kept: Hydra has already replaced its files; say so rather than
         # record this call's settings as the original ones.
-        log.warning("%s: no copy of the original run's config (run started by an older version); "
-                    ".hydra/config.yaml now shows this resumed call's settings", hydra_dir)
+        log.warning(
+            "%s: no copy of the original run's config (run started by an older version); "
+            ".hydra/config.yaml now shows this resumed call's settings",
+            hydra_dir,
+        )
         return
     if not resuming:
         original.mkdir(exist_ok=True)

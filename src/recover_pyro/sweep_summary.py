@@ -148,12 +148,19 @@ def load_runs(roots: Sequence[Path]) -> tuple[pd.DataFrame, list[str], list[str]
     """
     finished, unfinished = find_run_dirs(roots)
     if unfinished:
-        log.warning("%d job(s) without %s or a finished %s left out (failed, killed or still running): %s",
-                    len(unfinished), METRICS_FILE, ROUNDS_FILE, ", ".join(str(d) for d in unfinished))
+        log.warning(
+            "%d job(s) without %s or a finished %s left out (failed, killed or still running): %s",
+            len(unfinished),
+            METRICS_FILE,
+            ROUNDS_FILE,
+            ", ".join(str(d) for d in unfinished),
+        )
     if not finished:
-        raise FileNotFoundError(f"no {METRICS_FILE} or finished {ROUNDS_FILE} below "
-                                f"{', '.join(str(r) for r in roots)}: is this a multirun directory of "
-                                "recover-train or recover-campaign?")
+        raise FileNotFoundError(
+            f"no {METRICS_FILE} or finished {ROUNDS_FILE} below "
+            f"{', '.join(str(r) for r in roots)}: is this a multirun directory of "
+            "recover-train or recover-campaign?"
+        )
     overrides_per_run, metrics_per_run = zip(*(read_run(d) for d in finished))
     override_keys = list(dict.fromkeys(k for o in overrides_per_run for k in o))
     metric_kinds: dict[str, bool] = {}
@@ -213,8 +220,12 @@ def to_markdown(table: pd.DataFrame, group_by: Sequence[str], metrics: Sequence[
     return "\n".join(lines)
 
 
-def summarize_sweep(roots: Sequence[Path], group_by: Sequence[str] | None = None, seed_key: str = "seed",
-                    metrics: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, list[str], list[str]]:
+def summarize_sweep(
+    roots: Sequence[Path],
+    group_by: Sequence[str] | None = None,
+    seed_key: str = "seed",
+    metrics: Sequence[str] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str], list[str]]:
     """``(table, runs, group_by, metrics)`` of the sweeps below ``roots`` (defaults as in the module docstring)."""
     runs, override_keys, measured = load_runs(roots)
     group_by = default_group_by(runs, override_keys, seed_key) if group_by is None else list(group_by)
@@ -237,11 +248,16 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
-            table, runs, group_by, metrics = summarize_sweep([sweep_dir], seed_key=self.seed_key,
-                                                             metrics=self.metrics)
+            table, runs, group_by, metrics = summarize_sweep([sweep_dir], seed_key=self.seed_key, metrics=self.metrics)
         except (FileNotFoundError, ValueError) as err:  # a summary must never fail the finished sweep
             log.warning("no sweep summary for %s: %s", sweep_dir, err)
             return
         table.to_csv(sweep_dir / SUMMARY_FILE, index=False)
-        log.info("sweep summary: %d runs in %d group(s) by %s, written to %s\n%s", len(runs), len(table),
-                 group_by or "(none)", sweep_dir / SUMMARY_FILE, to_markdown(table, group_by, metrics, self.digits))
+        log.info(
+            "sweep summary: %d runs in %d group(s) by %s, written to %s\n%s",
+            len(runs),
+            len(table),
+            group_by or "(none)",
+            sweep_dir / SUMMARY_FILE,
+            to_markdown(table, group_by, metrics, self.digits),
+        )

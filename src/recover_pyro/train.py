@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import hydra
 import pandas as pd
@@ -32,6 +32,9 @@ from recover_pyro.guides import SparseVariationalDropoutGuide
 from recover_pyro.io import atomic_torch_save, atomic_write_csv, atomic_write_json
 from recover_pyro.metrics import calibration_curve, evaluate, measurement_draws, plot_calibration
 from recover_pyro.logging_utils import cli_logging
+
+if TYPE_CHECKING:
+    from recover_pyro.models.bnn import BNNSynergyModel
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +52,15 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     split = build_split(cfg, screen)
     pairs = screen.to_pairs(cfg.data.score)
     train_pairs, val_pairs, test_pairs = pairs[split.train], pairs[split.val], pairs[split.test]
-    log.info("split %s: train %d, val %d, test %d", cfg.split.kind, len(train_pairs), len(val_pairs),
-             len(test_pairs))
+    log.info("split %s: train %d, val %d, test %d", cfg.split.kind, len(train_pairs), len(val_pairs), len(test_pairs))
     check_test_size(len(test_pairs), len(screen))
     if len(test_pairs) < MIN_TEST_WARN:
-        log.warning("only %d test experiments (< %d): the test metrics are too noisy to compare models; use a "
-                    "larger screen or a larger split.test", len(test_pairs), MIN_TEST_WARN)
+        log.warning(
+            "only %d test experiments (< %d): the test metrics are too noisy to compare models; use a "
+            "larger screen or a larger split.test",
+            len(test_pairs),
+            MIN_TEST_WARN,
+        )
 
     model = model_factory(cfg, features)()
     start = time.perf_counter()
@@ -68,29 +74,40 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         best_epoch=report.best_epoch,
         warm_start_epoch=report.warm_start_epoch,
         converged=report.converged,
-        n_train=len(train_pairs), n_val=len(val_pairs), n_test=len(test_pairs),
-        data=cfg.data.name, score=cfg.data.score, model=type(model).__name__, seed=cfg.seed,
+        n_train=len(train_pairs),
+        n_val=len(val_pairs),
+        n_test=len(test_pairs),
+        data=cfg.data.name,
+        score=cfg.data.score,
+        model=type(model).__name__,
+        seed=cfg.seed,
     )
     if len(val_pairs):
         assert val_pairs.y is not None
         val_metrics = evaluate(model.predict(val_pairs, num_samples=cfg.num_samples).cpu(), val_pairs.y)
         metrics.update({f"val_{k}": v for k, v in val_metrics.items()})
     if isinstance(getattr(model, "guide", None), SparseVariationalDropoutGuide):
-        metrics["pruned_fraction"] = float(model.sparsity())
+        # Only BNNSynergyModel has a (sparse variational dropout) guide.
+        metrics["pruned_fraction"] = float(cast("BNNSynergyModel", model).sparsity())
 
     atomic_write_json(out_dir / "metrics.json", metrics)
     atomic_torch_save(out_dir / "checkpoint.pt", model.state_dict())
     test_rows = screen.experiments.iloc[split.test]
-    atomic_write_csv(out_dir / "test_predictions.csv", pd.DataFrame({
-        "drug_a": test_rows["drug_a"].to_numpy(),
-        "drug_b": test_rows["drug_b"].to_numpy(),
-        "drug_a_name": screen.drugs.loc[test_rows["drug_a"], "name"].to_numpy(),
-        "drug_b_name": screen.drugs.loc[test_rows["drug_b"], "name"].to_numpy(),
-        "cell_line": test_rows["cell_line"].to_numpy(),
-        "measured": test_pairs.y.numpy(),
-        "predicted_mean": predictive.mean.numpy(),
-        "predicted_std": predictive.std.numpy(),
-    }))
+    atomic_write_csv(
+        out_dir / "test_predictions.csv",
+        pd.DataFrame(
+            {
+                "drug_a": test_rows["drug_a"].to_numpy(),
+                "drug_b": test_rows["drug_b"].to_numpy(),
+                "drug_a_name": screen.drugs.loc[test_rows["drug_a"], "name"].to_numpy(),
+                "drug_b_name": screen.drugs.loc[test_rows["drug_b"], "name"].to_numpy(),
+                "cell_line": test_rows["cell_line"].to_numpy(),
+                "measured": test_pairs.y.numpy(),
+                "predicted_mean": predictive.mean.numpy(),
+                "predicted_std": predictive.std.numpy(),
+            }
+        ),
+    )
     if report.curve:
         atomic_write_csv(out_dir / "fit_curve.csv", pd.DataFrame(report.curve))
     expected, observed = calibration_curve(test_pairs.y, measurement_draws(predictive, seed=cfg.seed))
@@ -112,8 +129,10 @@ def main(cfg: DictConfig) -> float:
     with cli_logging():
         metrics = train(cfg, Path(HydraConfig.get().runtime.output_dir))
     if cfg.objective not in metrics:
-        raise KeyError(f"objective {cfg.objective!r} is not a metric of this run (no validation split?); "
-                       f"choose one of {sorted(k for k, v in metrics.items() if isinstance(v, float))}")
+        raise KeyError(
+            f"objective {cfg.objective!r} is not a metric of this run (no validation split?); "
+            f"choose one of {sorted(k for k, v in metrics.items() if isinstance(v, float))}"
+        )
     return float(metrics[cfg.objective])
 
 

@@ -21,7 +21,7 @@ def minibatches(n: int, batch_size: int, generator: torch.Generator | None = Non
     """Yield shuffled index tensors covering ``range(n)`` once, each of at most ``batch_size``."""
     perm = torch.randperm(n, generator=generator)
     for start in range(0, n, max(1, batch_size)):
-        yield perm[start:start + batch_size]
+        yield perm[start : start + batch_size]
 
 
 def checked_targets(pairs: Pairs, what: str) -> torch.Tensor:

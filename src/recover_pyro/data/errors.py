@@ -9,14 +9,19 @@ from typing import Iterable
 class ScreenDataError(ValueError):
     """Base class: a problem with input data, located by ``file``, ``row`` (1-based line) and ``drug``."""
 
-    def __init__(self, message: str, *, file: str | None = None, row: int | None = None,
-                 drug: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, file: str | None = None, row: int | None = None, drug: str | None = None
+    ) -> None:
         self.file, self.row, self.drug = file, row, drug
-        where = ", ".join(p for p in (
-            f"file {file}" if file else "",
-            f"row {row}" if row is not None else "",
-            f"drug {drug!r}" if drug is not None else "",
-        ) if p)
+        where = ", ".join(
+            p
+            for p in (
+                f"file {file}" if file else "",
+                f"row {row}" if row is not None else "",
+                f"drug {drug!r}" if drug is not None else "",
+            )
+            if p
+        )
         super().__init__(f"{message} ({where})" if where else message)
 
 

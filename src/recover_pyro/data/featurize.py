@@ -89,8 +89,7 @@ def _load_cached(path: Path, smiles: str, n_bits: int) -> np.ndarray | None:
             raise ValueError(f"bits have dtype {packed.dtype} and shape {packed.shape}, expected uint8 {expected}")
         return np.unpackbits(packed)[:n_bits]
     except Exception as err:  # noqa: BLE001 - any damage (zip, EOF, header, shape) means "recompute"
-        log.warning("discarding damaged fingerprint cache file %s (%s: %s); recomputing", path,
-                    type(err).__name__, err)
+        log.warning("discarding damaged fingerprint cache file %s (%s: %s); recomputing", path, type(err).__name__, err)
         path.unlink(missing_ok=True)
         return None
 
@@ -177,8 +176,9 @@ def drug_features(
         base = screen.drug_features.loc[ids].to_numpy(dtype=np.float32)
     else:
         if "smiles" not in screen.drugs:
-            raise ScreenDataError(f"{screen.name}: the drug table has no 'smiles' column and no "
-                                  "precomputed drug features")
+            raise ScreenDataError(
+                f"{screen.name}: the drug table has no 'smiles' column and no precomputed drug features"
+            )
         names = [f"{screen.drugs.at[d, 'name']} ({d})" if "name" in screen.drugs else d for d in ids]
         base = morgan_fingerprints(screen.drugs["smiles"].tolist(), radius, n_bits, cache_dir, names)
         base = base.astype(np.float32)
@@ -202,8 +202,9 @@ def pca_scores(x: np.ndarray, n_components: int) -> np.ndarray:
     """
     n, g = x.shape
     if not 1 <= n_components <= min(n, g):
-        raise ValueError(f"pca={n_components} components impossible for {n} cell lines x {g} features; "
-                         f"choose 1..{min(n, g)}")
+        raise ValueError(
+            f"pca={n_components} components impossible for {n} cell lines x {g} features; choose 1..{min(n, g)}"
+        )
     centred = x - x.mean(axis=0)
     u, s, vt = np.linalg.svd(centred, full_matrices=False)
     sign = np.sign(vt[np.arange(len(vt)), np.abs(vt).argmax(axis=1)])
@@ -243,19 +244,24 @@ def cell_features(screen: Screen, kind: CellKind = "onehot", pca: int | None = N
     if kind not in ("expression", "both"):
         raise ValueError(f"unknown cell feature kind {kind!r}; choose 'onehot', 'expression' or 'both'")
     if screen.cell_features is None:
-        raise ScreenDataError(f"{screen.name}: cell features kind={kind!r} requested but the screen has no "
-                              "cell-line features; use kind='onehot'")
+        raise ScreenDataError(
+            f"{screen.name}: cell features kind={kind!r} requested but the screen has no "
+            "cell-line features; use kind='onehot'"
+        )
     has = [c in screen.cell_features.index for c in lines]
     missing = [c for c, h in zip(lines, has) if not h]
     if kind == "expression":
         if missing:
-            raise ScreenDataError(f"{screen.name}: no expression features for cell lines {missing}; "
-                                  "use kind='both' (zeros + a missing flag) or kind='onehot'")
+            raise ScreenDataError(
+                f"{screen.name}: no expression features for cell lines {missing}; "
+                "use kind='both' (zeros + a missing flag) or kind='onehot'"
+            )
         return torch.as_tensor(_expression(screen, lines, pca), dtype=torch.float32)
     present = [c for c, h in zip(lines, has) if h]
     if not present:
-        raise ScreenDataError(f"{screen.name}: none of the cell lines {lines} has expression features; "
-                              "use kind='onehot'")
+        raise ScreenDataError(
+            f"{screen.name}: none of the cell lines {lines} has expression features; use kind='onehot'"
+        )
     expr_present = _expression(screen, present, pca)
     expr = np.zeros((len(lines), expr_present.shape[1]))
     expr[np.flatnonzero(has)] = expr_present

@@ -51,16 +51,40 @@ Names = Sequence[str] | str | None
 #: Column order of DrugComb's summary table (``summary_v_1_5.csv``); a header-less file is read with
 #: these names, and any further trailing columns are named ``column_23``, ``column_24``, ...
 DRUGCOMB_COLUMNS = (
-    "block_id", "drug_row", "drug_col", "cell_line_name", "study_name", "tissue_name", "conc_r_unit",
-    "conc_c_unit", "ic50_row", "ic50_col", "ri_row", "ri_col", "css_row", "css_col", "css_ri", "S_sum",
-    "S_mean", "S_max", "synergy_zip", "synergy_loewe", "synergy_hsa", "synergy_bliss",
+    "block_id",
+    "drug_row",
+    "drug_col",
+    "cell_line_name",
+    "study_name",
+    "tissue_name",
+    "conc_r_unit",
+    "conc_c_unit",
+    "ic50_row",
+    "ic50_col",
+    "ri_row",
+    "ri_col",
+    "css_row",
+    "css_col",
+    "css_ri",
+    "S_sum",
+    "S_mean",
+    "S_max",
+    "synergy_zip",
+    "synergy_loewe",
+    "synergy_hsa",
+    "synergy_bliss",
 )
 DRUGCOMB_SCORES = ("synergy_bliss", "synergy_zip", "synergy_hsa", "synergy_loewe")
 
 #: Our own measurement CSV (written by :func:`save_measurements_csv`): our name -> file column.
 CSV_COLUMNS = {
-    "drug_a": "drug_a", "drug_b": "drug_b", "cell_line": "cell_line", "study": "study",
-    "drug_a_name": "drug_a_name", "drug_b_name": "drug_b_name", "n_replicates": "n_replicates",
+    "drug_a": "drug_a",
+    "drug_b": "drug_b",
+    "cell_line": "cell_line",
+    "study": "study",
+    "drug_a_name": "drug_a_name",
+    "drug_b_name": "drug_b_name",
+    "n_replicates": "n_replicates",
 }
 CSV_REQUIRED = ("drug_a", "drug_b", "cell_line")
 
@@ -98,14 +122,17 @@ def load_almanac(
     rows = raw[["drug_a", "drug_b", "cell_line", "synergy"]].rename(columns={"synergy": "comboscore"})
     rows["study"] = "ALMANAC"
     dropped: dict[str, int] = {}
-    rows = _clean_rows(rows, ("comboscore",), synergy, cell_lines=cell_lines, on_invalid=on_invalid,
-                       dropped=dropped)
+    rows = _clean_rows(rows, ("comboscore",), synergy, cell_lines=cell_lines, on_invalid=on_invalid, dropped=dropped)
     table = read_smiles_table(smiles, id_column="pubchemid", name_column="name", smiles_column="isosmiles")
     rows, drugs = _drugs_for(rows, table, synergy, smiles, "raise", dropped)
-    features = (_read_cell_features(folder / "cell_line_gene_expression.csv", index_column="Cellline")
-                if cell_features else None)
-    return _finish(rows, drugs, ("comboscore",), aggregate, name="ALMANAC", source=synergy, dropped=dropped,
-                   features=features)
+    features = (
+        _read_cell_features(folder / "cell_line_gene_expression.csv", index_column="Cellline")
+        if cell_features
+        else None
+    )
+    return _finish(
+        rows, drugs, ("comboscore",), aggregate, name="ALMANAC", source=synergy, dropped=dropped, features=features
+    )
 
 
 def load_oneil(
@@ -136,17 +163,31 @@ def load_oneil(
     raw = read_table(merged, dtype={"drugname1": str, "drugname2": str, "cell_line": str})
     require_columns(raw, ["drugname1", "drugname2", "cell_line", *scores], merged)
     rows = raw[["drugname1", "drugname2", "cell_line", *scores]].rename(
-        columns={"drugname1": "drug_a", "drugname2": "drug_b"})
+        columns={"drugname1": "drug_a", "drugname2": "drug_b"}
+    )
     rows["study"] = "ONEIL"
     dropped: dict[str, int] = {}
     rows = _clean_rows(rows, scores, merged, cell_lines=cell_lines, on_invalid=on_invalid, dropped=dropped)
     rows, drugs = _drugs_for(rows, read_smiles_table(smiles), merged, smiles, "raise", dropped)
-    info = read_table(folder / "oneil_cells_info.txt", sep="\t", header=False,
-                      names=["cell_line", "tissue", "mutation"], dtype=str)
-    features = (_read_cell_features(folder / "oneil_cell_features.csv", index_column="gene_id",
-                                    skip_lines=(2,)) if cell_features else None)
-    return _finish(rows, drugs, scores, aggregate, name="ONEIL", source=merged, dropped=dropped,
-                   cell_info=info.drop_duplicates("cell_line").set_index("cell_line"), features=features)
+    info = read_table(
+        folder / "oneil_cells_info.txt", sep="\t", header=False, names=["cell_line", "tissue", "mutation"], dtype=str
+    )
+    features = (
+        _read_cell_features(folder / "oneil_cell_features.csv", index_column="gene_id", skip_lines=(2,))
+        if cell_features
+        else None
+    )
+    return _finish(
+        rows,
+        drugs,
+        scores,
+        aggregate,
+        name="ONEIL",
+        source=merged,
+        dropped=dropped,
+        cell_info=info.drop_duplicates("cell_line").set_index("cell_line"),
+        features=features,
+    )
 
 
 def load_drugcomb(
@@ -190,31 +231,42 @@ def load_drugcomb(
         if len(fields) < len(DRUGCOMB_COLUMNS):
             raise MissingColumnsError(
                 f"a header-less DrugComb summary needs at least the {len(DRUGCOMB_COLUMNS)} documented columns "
-                f"{list(DRUGCOMB_COLUMNS)}; line 1 has {len(fields)}", file=str(summary_path))
+                f"{list(DRUGCOMB_COLUMNS)}; line 1 has {len(fields)}",
+                file=str(summary_path),
+            )
         extra = [f"column_{i + 1}" for i in range(len(DRUGCOMB_COLUMNS), len(fields))]
         names = columns = [*DRUGCOMB_COLUMNS, *extra]
     required = ["drug_row", "drug_col", "cell_line_name", "study_name", *scores]
     require_columns(pd.DataFrame(columns=columns), required, summary_path)
     usecols = [*required, *(["tissue_name"] if "tissue_name" in columns else [])]
     text = dict.fromkeys(("drug_row", "drug_col", "cell_line_name", "study_name", "tissue_name"), str)
-    raw = read_table(summary_path, sep=sep, header=has_header, names=names, usecols=usecols, dtype=text,
-                     na_values=[r"\N"])
+    raw = read_table(
+        summary_path, sep=sep, header=has_header, names=names, usecols=usecols, dtype=text, na_values=[r"\N"]
+    )
     dropped: dict[str, int] = {}
     single = (raw["drug_row"].isna() | raw["drug_col"].isna()).to_numpy()
     record_drop(dropped, "single_drug", int(single.sum()), summary_path, "blocks without a second drug")
     raw = raw[~single]
-    rows = raw.rename(columns={"drug_row": "drug_a", "drug_col": "drug_b", "cell_line_name": "cell_line",
-                               "study_name": "study"})
-    rows = _clean_rows(rows[["drug_a", "drug_b", "cell_line", "study", *scores]], scores, summary_path,
-                       studies=studies, cell_lines=cell_lines, on_invalid=on_invalid, dropped=dropped)
-    rows, drugs = _drugs_for(rows, read_smiles_table(smiles_path), summary_path, smiles_path, on_unknown_drug,
-                             dropped)
+    rows = raw.rename(
+        columns={"drug_row": "drug_a", "drug_col": "drug_b", "cell_line_name": "cell_line", "study_name": "study"}
+    )
+    rows = _clean_rows(
+        rows[["drug_a", "drug_b", "cell_line", "study", *scores]],
+        scores,
+        summary_path,
+        studies=studies,
+        cell_lines=cell_lines,
+        on_invalid=on_invalid,
+        dropped=dropped,
+    )
+    rows, drugs = _drugs_for(rows, read_smiles_table(smiles_path), summary_path, smiles_path, on_unknown_drug, dropped)
     info = None
     if "tissue_name" in raw:
         tissue = raw.loc[rows.index, "tissue_name"].groupby(rows["cell_line"]).first()
         info = tissue.rename("tissue").to_frame()
-    return _finish(rows, drugs, scores, aggregate, name="DrugComb", source=summary_path, dropped=dropped,
-                   cell_info=info)
+    return _finish(
+        rows, drugs, scores, aggregate, name="DrugComb", source=summary_path, dropped=dropped, cell_info=info
+    )
 
 
 def load_csv(
@@ -262,13 +314,15 @@ def load_csv(
         positional = [*CSV_REQUIRED, *score_list]
         width = len(first_fields(path, sep))
         if width != len(positional):
-            raise MissingColumnsError(f"a header-less file needs {len(positional)} columns {positional}; line 1 "
-                                      f"has {width}", file=str(path))
+            raise MissingColumnsError(
+                f"a header-less file needs {len(positional)} columns {positional}; line 1 has {width}", file=str(path)
+            )
     names = None if header else positional
     header_fields = names or first_fields(path, sep)
     if columns is None:
-        mapping = {ours: theirs for ours, theirs in CSV_COLUMNS.items()
-                   if ours in CSV_REQUIRED or theirs in header_fields}
+        mapping = {
+            ours: theirs for ours, theirs in CSV_COLUMNS.items() if ours in CSV_REQUIRED or theirs in header_fields
+        }
     else:
         unknown = sorted(set(columns) - set(CSV_COLUMNS))
         if unknown:
@@ -287,11 +341,14 @@ def load_csv(
             close = {c: closest_names(c, header_fields, n=2) for c in missing}
             advice = f"closest present: {close}" if any(close.values()) else "name the columns in the header"
         else:
-            advice = ("the first line must be a header naming the columns (e.g. drug_a,drug_b,cell_line,synergy): "
-                      "add one, or load the file with header=False if its columns are drug_a, drug_b, cell_line "
-                      "and the scores in that order")
-        raise MissingColumnsError(f"missing column(s) {missing or 'holding scores'}; line 1 reads {header_fields}; "
-                                  f"{advice}", file=str(path))
+            advice = (
+                "the first line must be a header naming the columns (e.g. drug_a,drug_b,cell_line,synergy): "
+                "add one, or load the file with header=False if its columns are drug_a, drug_b, cell_line "
+                "and the scores in that order"
+            )
+        raise MissingColumnsError(
+            f"missing column(s) {missing or 'holding scores'}; line 1 reads {header_fields}; {advice}", file=str(path)
+        )
     text = {theirs: str for ours, theirs in mapping.items() if ours != "n_replicates"}
     raw = read_table(path, sep=sep, dtype=text, header=header, names=names)
     if score_columns is None and not raw.empty:  # (an empty table is reported below, as such)
@@ -303,17 +360,21 @@ def load_csv(
         rows["study"] = study if study is not None else Path(path).stem
     score_names = tuple(scores)
     dropped: dict[str, int] = {}
-    rows = _clean_rows(rows, score_names, path, studies=studies, cell_lines=cell_lines,
-                       on_invalid=on_invalid, dropped=dropped)
+    rows = _clean_rows(
+        rows, score_names, path, studies=studies, cell_lines=cell_lines, on_invalid=on_invalid, dropped=dropped
+    )
     table = read_smiles_table(smiles_path)
     rows, drugs = _drugs_for(rows, table, path, smiles_path, on_unknown_drug, dropped)
     if "drug_a_name" in rows and "drug_b_name" in rows:
-        given = pd.concat([pd.Series(rows["drug_a_name"].to_numpy(), index=rows["drug_a"].to_numpy()),
-                           pd.Series(rows["drug_b_name"].to_numpy(), index=rows["drug_b"].to_numpy())]).dropna()
+        given = pd.concat(
+            [
+                pd.Series(rows["drug_a_name"].to_numpy(), index=rows["drug_a"].to_numpy()),
+                pd.Series(rows["drug_b_name"].to_numpy(), index=rows["drug_b"].to_numpy()),
+            ]
+        ).dropna()
         given = given[~given.index.duplicated()]
         drugs["name"] = given.reindex(drugs.index).fillna(drugs["name"])
-    screen = _finish(rows, drugs, score_names, aggregate, name=name or Path(path).stem, source=path,
-                     dropped=dropped)
+    screen = _finish(rows, drugs, score_names, aggregate, name=name or Path(path).stem, source=path, dropped=dropped)
     if "n_replicates" in rows:
         screen.experiments["n_replicates"] = _summed_replicates(rows, screen.experiments, path)
     return screen
@@ -337,13 +398,24 @@ def load_recover_inhouse(root: PathLike | None = None, require_smiles: bool = Fa
     ids = ("drug_col_recover_id", "drug_row_recover_id", "recover_id_x", "recover_id_y")
     raw = read_table(sankey, dtype=dict.fromkeys((*ids, "name_x", "name_y", "cell_line_name", "round"), str))
     require_columns(raw, [*ids, "name_x", "name_y", "synergy_bliss_max", "cell_line_name", "round"], sankey)
-    rows = pd.DataFrame({"drug_a": raw["drug_col_recover_id"], "drug_b": raw["drug_row_recover_id"],
-                         "cell_line": raw["cell_line_name"], "study": raw["round"],
-                         "bliss_max": raw["synergy_bliss_max"]}, index=raw.index)
+    rows = pd.DataFrame(
+        {
+            "drug_a": raw["drug_col_recover_id"],
+            "drug_b": raw["drug_row_recover_id"],
+            "cell_line": raw["cell_line_name"],
+            "study": raw["round"],
+            "bliss_max": raw["synergy_bliss_max"],
+        },
+        index=raw.index,
+    )
     dropped: dict[str, int] = {}
     rows = _clean_rows(rows, ("bliss_max",), sankey, on_invalid="raise", dropped=dropped)
-    names = pd.concat([pd.Series(raw["name_x"].to_numpy(), index=raw["recover_id_x"].to_numpy()),
-                       pd.Series(raw["name_y"].to_numpy(), index=raw["recover_id_y"].to_numpy())])
+    names = pd.concat(
+        [
+            pd.Series(raw["name_x"].to_numpy(), index=raw["recover_id_x"].to_numpy()),
+            pd.Series(raw["name_y"].to_numpy(), index=raw["recover_id_y"].to_numpy()),
+        ]
+    )
     names = names[~names.index.duplicated()]
     smiles = _round1_smiles(round1)
     known = build_drug_table(smiles, smiles["drug_id"], round1)["smiles"]
@@ -354,8 +426,7 @@ def load_recover_inhouse(root: PathLike | None = None, require_smiles: bool = Fa
     used = sorted(set(rows["drug_a"]) | set(rows["drug_b"]))
     missing = sorted(set(used) - set(names.index))
     if missing:
-        raise ScreenDataError(f"drug ids {missing[:5]} have no name_x/name_y entry", file=str(sankey),
-                              drug=missing[0])
+        raise ScreenDataError(f"drug ids {missing[:5]} have no name_x/name_y entry", file=str(sankey), drug=missing[0])
     drugs = pd.DataFrame({"name": names.reindex(used), "smiles": known.reindex(used)}, index=pd.Index(used))
     return _finish(rows, drugs, ("bliss_max",), "mean", name="RECOVER_MCF7", source=sankey, dropped=dropped)
 
@@ -389,11 +460,17 @@ def save_measurements_csv(screen: Screen, path: PathLike) -> Path:
     path = Path(path)
     exp = screen.experiments
     names = screen.drugs["name"]
-    out = pd.DataFrame({
-        "drug_a": exp["drug_a"], "drug_b": exp["drug_b"],
-        "drug_a_name": exp["drug_a"].map(names), "drug_b_name": exp["drug_b"].map(names),
-        "cell_line": exp["cell_line"], "study": exp["study"], "n_replicates": exp["n_replicates"],
-    })
+    out = pd.DataFrame(
+        {
+            "drug_a": exp["drug_a"],
+            "drug_b": exp["drug_b"],
+            "drug_a_name": exp["drug_a"].map(names),
+            "drug_b_name": exp["drug_b"].map(names),
+            "cell_line": exp["cell_line"],
+            "study": exp["study"],
+            "n_replicates": exp["n_replicates"],
+        }
+    )
     for col in screen.score_columns:
         out[col] = exp[col]
     out.to_csv(path, sep="\t" if path.suffix == ".tsv" else ",", index=False)
@@ -414,8 +491,10 @@ def _folder(root: PathLike | None, name: str) -> Path:
         return require_data(name)
     folder = Path(root) / name
     if not folder.is_dir():
-        raise FileNotFoundError(f"screen data folder not found: {folder} (set data_root, or the environment "
-                                f"variable RECOVER_PYRO_DATA, to the folder holding {name}/)")
+        raise FileNotFoundError(
+            f"screen data folder not found: {folder} (set data_root, or the environment "
+            f"variable RECOVER_PYRO_DATA, to the folder holding {name}/)"
+        )
     return folder
 
 
@@ -432,8 +511,9 @@ def _clean_rows(
     """Key values present and stripped, selection applied, no self-pairs, one spelling per cell line,
     scores finite (rows indexed by file line)."""
     if rows.empty:
-        raise EmptySelectionError("the table has no data rows (only a header?); add measurements below the "
-                                  "header line", file=str(file))
+        raise EmptySelectionError(
+            "the table has no data rows (only a header?); add measurements below the header line", file=str(file)
+        )
     rows = rows.copy()
     require_values(rows, ["drug_a", "drug_b", "cell_line"], file)
     rows["study"] = rows["study"].fillna("")
@@ -445,8 +525,7 @@ def _clean_rows(
     rows = check_self_pairs(rows, file, on_invalid, dropped)
     rows = check_scores(rows, score_columns, file, on_invalid, dropped)
     if rows.empty:
-        raise EmptySelectionError(f"no rows left after dropping {dropped} (rule: count of rows)",
-                                  file=str(file))
+        raise EmptySelectionError(f"no rows left after dropping {dropped} (rule: count of rows)", file=str(file))
     return rows
 
 
@@ -479,8 +558,9 @@ def _finish(
     features: pd.DataFrame | None = None,
 ) -> Screen:
     """Aggregate the clean rows and wrap everything in a :class:`Screen`."""
-    experiments = aggregate_measurements(rows[[*KEY_COLUMNS, *score_columns]], score_columns, how=aggregate,
-                                         file=str(source))
+    experiments = aggregate_measurements(
+        rows[[*KEY_COLUMNS, *score_columns]], score_columns, how=aggregate, file=str(source)
+    )
     cells = pd.Index(sorted(experiments["cell_line"].unique()), name="cell_line")
     cell_lines = pd.DataFrame(index=cells)
     info = cell_info if cell_info is not None else pd.DataFrame(columns=["tissue"])
@@ -491,11 +571,24 @@ def _finish(
     if features is not None:
         lacking = cells[~cells.isin(features.index)]
         if len(lacking):
-            log.info("%s: %d of %d cell lines have no features (%s); encode them otherwise (e.g. one-hot)",
-                     name, len(lacking), len(cells), list(lacking))
+            log.info(
+                "%s: %d of %d cell lines have no features (%s); encode them otherwise (e.g. one-hot)",
+                name,
+                len(lacking),
+                len(cells),
+                list(lacking),
+            )
         features = features.loc[cells[cells.isin(features.index)]]
-    return Screen(drugs=drugs, cell_lines=cell_lines, experiments=experiments, score_columns=tuple(score_columns),
-                  cell_features=features, name=name, source=str(source), dropped=dropped)
+    return Screen(
+        drugs=drugs,
+        cell_lines=cell_lines,
+        experiments=experiments,
+        score_columns=tuple(score_columns),
+        cell_features=features,
+        name=name,
+        source=str(source),
+        dropped=dropped,
+    )
 
 
 def _read_cell_features(path: Path, index_column: str, skip_lines: Sequence[int] = ()) -> pd.DataFrame:
@@ -507,14 +600,16 @@ def _read_cell_features(path: Path, index_column: str, skip_lines: Sequence[int]
     cells = table[index_column].str.strip()
     if cells.duplicated().any():
         line = int(lines[cells.duplicated().to_numpy()][0])
-        raise ScreenDataError(f"cell line {cells[cells.duplicated()].iloc[0]!r} has two feature rows",
-                              file=str(path), row=line)
+        raise ScreenDataError(
+            f"cell line {cells[cells.duplicated()].iloc[0]!r} has two feature rows", file=str(path), row=line
+        )
     values = table.drop(columns=[index_column]).apply(pd.to_numeric, errors="coerce").astype(float)
     bad = ~np.isfinite(values.to_numpy()).all(axis=1)
     if bad.any():
         line = int(lines[bad][0])
-        raise ScreenDataError(f"missing or non-numeric cell-line feature for {cells[bad].iloc[0]!r}",
-                              file=str(path), row=line)
+        raise ScreenDataError(
+            f"missing or non-numeric cell-line feature for {cells[bad].iloc[0]!r}", file=str(path), row=line
+        )
     values.index = pd.Index(cells.to_numpy(), name="cell_line")
     values.columns = values.columns.astype(str)
     return values
@@ -534,15 +629,21 @@ def _round1_smiles(path: Path) -> pd.DataFrame:
 
 def _numeric_columns(raw: pd.DataFrame, scores: dict[str, str], file: PathLike) -> dict[str, str]:
     """The guessed score columns that hold at least one number; text-only columns are dropped with a warning."""
-    kept = {ours: theirs for ours, theirs in scores.items()
-            if pd.to_numeric(raw[theirs], errors="coerce").notna().any()}
+    kept = {
+        ours: theirs for ours, theirs in scores.items() if pd.to_numeric(raw[theirs], errors="coerce").notna().any()
+    }
     ignored = [theirs for theirs in scores.values() if theirs not in kept.values()]
     if ignored:
-        log.warning("%s: column(s) %s hold no number, so they are not scores; ignored (name the score columns "
-                    "with score_columns to choose them yourself)", file, ignored)
+        log.warning(
+            "%s: column(s) %s hold no number, so they are not scores; ignored (name the score columns "
+            "with score_columns to choose them yourself)",
+            file,
+            ignored,
+        )
     if not kept:
-        raise MissingColumnsError(f"no column besides {list(CSV_COLUMNS)} holds a number; nothing to use as "
-                                  "a score", file=str(file))
+        raise MissingColumnsError(
+            f"no column besides {list(CSV_COLUMNS)} holds a number; nothing to use as a score", file=str(file)
+        )
     return kept
 
 
@@ -552,8 +653,9 @@ def _summed_replicates(rows: pd.DataFrame, experiments: pd.DataFrame, file: Path
     bad = ~(counts.notna() & (counts >= 1) & (counts == counts.round())).to_numpy()
     if bad.any():
         line = int(rows.index[bad][0])
-        raise ScreenDataError(f"n_replicates {rows.at[line, 'n_replicates']!r} is not a positive integer",
-                              file=str(file), row=line)
+        raise ScreenDataError(
+            f"n_replicates {rows.at[line, 'n_replicates']!r} is not a positive integer", file=str(file), row=line
+        )
     keys = rows[list(KEY_COLUMNS)].copy()
     keys["drug_a"], keys["drug_b"] = canonical_pair(rows["drug_a"], rows["drug_b"])
     sums = counts.groupby([keys[c] for c in KEY_COLUMNS]).sum()

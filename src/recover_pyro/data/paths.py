@@ -37,7 +37,10 @@ def require_data(subdir: str | os.PathLike[str] = "") -> Path:
     """``data_root() / subdir``, or :class:`FileNotFoundError` saying where it was looked for."""
     path = data_root() / subdir
     if not path.exists():
-        source = (f"${ENV_VAR}={os.environ[ENV_VAR]}" if os.environ.get(ENV_VAR)
-                  else f"default location; set ${ENV_VAR} to override")
+        source = (
+            f"${ENV_VAR}={os.environ[ENV_VAR]}"
+            if os.environ.get(ENV_VAR)
+            else f"default location; set ${ENV_VAR} to override"
+        )
         raise FileNotFoundError(f"screen data not found at {path} ({source})")
     return path

@@ -88,13 +88,15 @@ def aggregate_measurements(
     merged = scores.reset_index()
     n_merged = len(rows) - len(merged)
     if n_merged:
-        log.info("aggregated %d rows into %d unordered (pair, cell line, study) triples by %r",
-                 len(rows), len(merged), how)
+        log.info(
+            "aggregated %d rows into %d unordered (pair, cell line, study) triples by %r", len(rows), len(merged), how
+        )
     return merged[[*KEY_COLUMNS, "n_replicates", *score_columns]]
 
 
-def _report_replicates(rows: pd.DataFrame, repeated: np.ndarray, score_columns: Sequence[str], how: str,
-                       file: str | None) -> None:
+def _report_replicates(
+    rows: pd.DataFrame, repeated: np.ndarray, score_columns: Sequence[str], how: str, file: str | None
+) -> None:
     """Raise on repeats under ``how="raise"``; otherwise warn about replicates that disagree strongly."""
     reps = rows[repeated]
     keys = list(KEY_COLUMNS)
@@ -106,8 +108,11 @@ def _report_replicates(rows: pd.DataFrame, repeated: np.ndarray, score_columns: 
         raise ConflictingMeasurementError(
             f"{label} is measured more than once in one file (lines {', '.join(lines)}; "
             f"{int(repeated.sum())} repeated rows in all); set on_duplicate=mean (or aggregate=mean) to "
-            "average replicates", file=file, row=int(reps.index[same][1]),
-            drug=f"{first['drug_a']} + {first['drug_b']}")
+            "average replicates",
+            file=file,
+            row=int(reps.index[same][1]),
+            drug=f"{first['drug_a']} + {first['drug_b']}",
+        )
     for col in score_columns:
         spread = reps.groupby(keys, dropna=False)[col].agg(lambda v: v.max() - v.min())
         scale = float(rows[col].std())
@@ -115,11 +120,22 @@ def _report_replicates(rows: pd.DataFrame, repeated: np.ndarray, score_columns: 
             continue
         worst = spread.idxmax()
         members = reps[(reps[keys] == pd.Series(worst, index=keys)).all(axis=1).to_numpy()]
-        log.warning("%s: %d repeated (pair, cell line, study) key(s) have %s replicates further apart than the "
-                    "score's standard deviation (%.3g); merged by %r all the same. Worst: (%s, %s) in %s, "
-                    "lines %s, values %s. Check them, or use on_duplicate=raise / aggregate=raise to reject "
-                    "repeats", file or "measurements", int((spread > scale).sum()), col, scale, how, worst[0],
-                    worst[1], worst[2], [str(i) for i in members.index], members[col].tolist())
+        log.warning(
+            "%s: %d repeated (pair, cell line, study) key(s) have %s replicates further apart than the "
+            "score's standard deviation (%.3g); merged by %r all the same. Worst: (%s, %s) in %s, "
+            "lines %s, values %s. Check them, or use on_duplicate=raise / aggregate=raise to reject "
+            "repeats",
+            file or "measurements",
+            int((spread > scale).sum()),
+            col,
+            scale,
+            how,
+            worst[0],
+            worst[1],
+            worst[2],
+            [str(i) for i in members.index],
+            members[col].tolist(),
+        )
 
 
 @dataclass
@@ -152,8 +168,12 @@ class Pairs:
 
     def to(self, device: torch.device | str) -> "Pairs":
         """The same experiments with every tensor on ``device`` (no copy where already there)."""
-        return Pairs(self.drug_a.to(device), self.drug_b.to(device), self.cell.to(device),
-                     None if self.y is None else self.y.to(device))
+        return Pairs(
+            self.drug_a.to(device),
+            self.drug_b.to(device),
+            self.cell.to(device),
+            None if self.y is None else self.y.to(device),
+        )
 
     def swapped(self) -> "Pairs":
         """The same experiments with the two drugs exchanged."""
@@ -215,8 +235,9 @@ class Screen:
             f"unordered pairs, studies: {sorted(self.experiments['study'].unique().tolist())}",
         ]
         if self.cell_features is not None:
-            lines.append(f"  cell-line features: {self.cell_features.shape[1]} per line "
-                         f"({self.cell_features.shape[0]} lines)")
+            lines.append(
+                f"  cell-line features: {self.cell_features.shape[1]} per line ({self.cell_features.shape[0]} lines)"
+            )
         for col in self.score_columns:
             s = self.experiments[col]
             lines.append(f"  {col}: mean {s.mean():.3g}, sd {s.std():.3g}, min {s.min():.3g}, max {s.max():.3g}")
@@ -247,15 +268,19 @@ class Screen:
             exp = exp[exp["study"].isin(studies)]
         if exp.empty:
             raise EmptySelectionError(
-                f"{self.source or self.name}: no experiments left for cell_lines={cell_lines}, studies={studies}")
+                f"{self.source or self.name}: no experiments left for cell_lines={cell_lines}, studies={studies}"
+            )
         present = set(exp["cell_line"])  # built once: a set per cell line would be O(C * N)
         used_cells = [c for c in self.cell_lines.index if c in present]
         drugs = self.drugs
         if not keep_all_drugs:
             used = set(exp["drug_a"]) | set(exp["drug_b"])
             drugs = drugs[drugs.index.isin(used)]
-        feats = None if self.cell_features is None else self.cell_features.loc[
-            [c for c in used_cells if c in self.cell_features.index]]
+        feats = (
+            None
+            if self.cell_features is None
+            else self.cell_features.loc[[c for c in used_cells if c in self.cell_features.index]]
+        )
         dfeats = None if self.drug_features is None else self.drug_features.loc[drugs.index]
         return replace(
             self,
@@ -298,11 +323,13 @@ class Screen:
         ids = np.asarray(sorted(self.drugs.index))
         ia, ib = np.triu_indices(len(ids), k=1)
         cells = list(self.cell_lines.index if cell_lines is None else cell_lines)
-        return pd.DataFrame({
-            "drug_a": np.tile(ids[ia], len(cells)),
-            "drug_b": np.tile(ids[ib], len(cells)),
-            "cell_line": np.repeat(cells, len(ia)),
-        })
+        return pd.DataFrame(
+            {
+                "drug_a": np.tile(ids[ia], len(cells)),
+                "drug_b": np.tile(ids[ib], len(cells)),
+                "cell_line": np.repeat(cells, len(ia)),
+            }
+        )
 
 
 def _encode(ids: pd.Series, index: dict[str, int], what: str) -> torch.Tensor:
@@ -317,4 +344,5 @@ def _check_names(wanted: Sequence[str], present: pd.Index, what: str, where: str
     for name in wanted:
         if name not in present:
             raise EmptySelectionError(
-                f"{where}: {what} {name!r} is not in this screen; closest: {closest_names(name, present)}")
+                f"{where}: {what} {name!r} is not in this screen; closest: {closest_names(name, present)}"
+            )

@@ -12,7 +12,7 @@ Restricting a screen to cell lines or studies is :meth:`Screen.select`'s job, no
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,8 +32,9 @@ class Split:
     test: np.ndarray
 
     def __post_init__(self) -> None:
-        self.train, self.val, self.test = (np.sort(np.asarray(p, dtype=np.int64)) for p in
-                                           (self.train, self.val, self.test))
+        self.train, self.val, self.test = (
+            np.sort(np.asarray(p, dtype=np.int64)) for p in (self.train, self.val, self.test)
+        )
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
@@ -110,8 +111,9 @@ def unseen_drug_split(
         raise ValueError(f"{screen.name}: n_test_drugs={n_test_drugs} must lie in 1..{len(drugs) - 1}")
     held = np.random.default_rng(test_seed).permutation(drugs)[:n_test_drugs]
     test_mask = (exp["drug_a"].astype(str).isin(held) | exp["drug_b"].astype(str).isin(held)).to_numpy()
-    return _split_rest(_group_codes(exp, "pair"), test_mask, val, seed,
-                       f"{screen.name}: unseen-drug split holding out {sorted(held)}")
+    return _split_rest(
+        _group_codes(exp, "pair"), test_mask, val, seed, f"{screen.name}: unseen-drug split holding out {sorted(held)}"
+    )
 
 
 def unseen_cell_line_split(
@@ -131,21 +133,29 @@ def unseen_cell_line_split(
     lines = np.unique(exp["cell_line"].astype(str))
     if test_cell_lines is None:
         if not 1 <= n_test < len(lines):
-            raise ValueError(f"{screen.name}: n_test={n_test} must lie in 1..{len(lines) - 1} "
-                             f"({len(lines)} cell lines)")
+            raise ValueError(
+                f"{screen.name}: n_test={n_test} must lie in 1..{len(lines) - 1} ({len(lines)} cell lines)"
+            )
         held = list(np.random.default_rng(test_seed).permutation(lines)[:n_test])
     else:
         held = [test_cell_lines] if isinstance(test_cell_lines, str) else list(test_cell_lines)
         for name in held:
             if name not in lines:
-                raise EmptySelectionError(f"{screen.source or screen.name}: cell line {name!r} has no "
-                                          f"experiments; closest: {closest_names(name, lines)}")
+                raise EmptySelectionError(
+                    f"{screen.source or screen.name}: cell line {name!r} has no "
+                    f"experiments; closest: {closest_names(name, lines)}"
+                )
     test_mask = exp["cell_line"].astype(str).isin(held).to_numpy()
-    return _split_rest(_group_codes(exp, "pair"), test_mask, val, seed,
-                       f"{screen.name}: unseen-cell-line split holding out {sorted(held)}")
+    return _split_rest(
+        _group_codes(exp, "pair"),
+        test_mask,
+        val,
+        seed,
+        f"{screen.name}: unseen-cell-line split holding out {sorted(held)}",
+    )
 
 
-SPLITTERS = {
+SPLITTERS: dict[str, Callable[..., Split]] = {
     "random": random_split,
     "unseen_drug": unseen_drug_split,
     "unseen_cell_line": unseen_cell_line_split,

@@ -93,8 +93,10 @@ def _drug_bits(rng: np.random.Generator, n_drugs: int, n_bits: int, density: flo
         todo = np.flatnonzero(~unique | (bits.sum(1) == 0))
         if not len(todo):
             return bits
-    raise ValueError(f"cannot draw {n_drugs} distinct non-empty drugs with n_bits={n_bits}, "
-                     f"density={density}; raise n_bits or density")
+    raise ValueError(
+        f"cannot draw {n_drugs} distinct non-empty drugs with n_bits={n_bits}, "
+        f"density={density}; raise n_bits or density"
+    )
 
 
 def synthetic_landscape(
@@ -117,17 +119,20 @@ def synthetic_landscape(
     rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
     x = _drug_bits(rng, n_drugs, n_bits, density)
     norm = np.sqrt(x.sum(1).mean())
-    embed = x @ rng.standard_normal((n_bits, rank)) / norm                # (D, K)
-    main = x @ rng.standard_normal(n_bits) / norm                         # (D,)
-    expr = rng.standard_normal((n_cell_lines, n_genes))                   # (C, G)
+    embed = x @ rng.standard_normal((n_bits, rank)) / norm  # (D, K)
+    main = x @ rng.standard_normal(n_bits) / norm  # (D,)
+    expr = rng.standard_normal((n_cell_lines, n_genes))  # (C, G)
     modulation = np.exp(0.5 * expr @ rng.standard_normal((n_genes, rank)) / np.sqrt(n_genes))  # (C, K)
     offset = 0.3 * expr @ rng.standard_normal(n_genes) / np.sqrt(n_genes)  # (C,)
 
     grid = np.broadcast_to(~np.eye(n_drugs, dtype=bool), (n_cell_lines, n_drugs, n_drugs))
-    inter = np.einsum("ck,ak,bk->cab", modulation, embed, embed)           # (C, D, D), symmetric
+    inter = np.einsum("ck,ak,bk->cab", modulation, embed, embed)  # (C, D, D), symmetric
     mains = np.broadcast_to(main[:, None] + main[None, :], inter.shape)
-    latent = (np.sqrt(INTERACTION_SHARE) * _zscore(inter, grid)
-              + np.sqrt(1 - INTERACTION_SHARE) * _zscore(mains, grid) + offset[:, None, None])
+    latent = (
+        np.sqrt(INTERACTION_SHARE) * _zscore(inter, grid)
+        + np.sqrt(1 - INTERACTION_SHARE) * _zscore(mains, grid)
+        + offset[:, None, None]
+    )
     z = _normal_scores(latent)
     heavy = np.expm1(tail * z) / tail if tail > 0 else z
     truth = loc + scale * _zscore(heavy, grid)
@@ -157,23 +162,28 @@ def make_synthetic_screen(
     noiseless ``f"{score_name}_true"``. Drugs have ``smiles = ""`` and features in ``drug_features``.
     """
     if not 0.0 < fraction_measured <= 1.0 or noise_sd < 0:
-        raise ValueError(f"need 0 < fraction_measured <= 1 and noise_sd >= 0, "
-                         f"got {fraction_measured}, {noise_sd}")
+        raise ValueError(f"need 0 < fraction_measured <= 1 and noise_sd >= 0, got {fraction_measured}, {noise_sd}")
     land = synthetic_landscape(n_drugs, n_cell_lines, n_bits, density, tail, seed, rank, n_genes, loc, scale)
     _, noise_seq, subset_seq = np.random.SeedSequence(seed).spawn(3)
     drug_ids = [f"drug_{i:0{len(str(n_drugs - 1))}d}" for i in range(n_drugs)]
     cell_ids = [f"cell_{c:0{len(str(n_cell_lines - 1))}d}" for c in range(n_cell_lines)]
 
-    ia, ib = np.triu_indices(n_drugs, k=1)      # ids are zero-padded, so index order = string order
+    ia, ib = np.triu_indices(n_drugs, k=1)  # ids are zero-padded, so index order = string order
     cells = np.repeat(np.arange(n_cell_lines), len(ia))
     a, b = np.tile(ia, n_cell_lines), np.tile(ib, n_cell_lines)
     truth = land(a, b, cells)
     noisy = truth + scale * noise_sd * np.random.default_rng(noise_seq).standard_normal(len(truth))
-    experiments = pd.DataFrame({
-        "drug_a": np.asarray(drug_ids)[a], "drug_b": np.asarray(drug_ids)[b],
-        "cell_line": np.asarray(cell_ids)[cells], "study": "synthetic", "n_replicates": 1,
-        score_name: noisy, f"{score_name}_true": truth,
-    })
+    experiments = pd.DataFrame(
+        {
+            "drug_a": np.asarray(drug_ids)[a],
+            "drug_b": np.asarray(drug_ids)[b],
+            "cell_line": np.asarray(cell_ids)[cells],
+            "study": "synthetic",
+            "n_replicates": 1,
+            score_name: noisy,
+            f"{score_name}_true": truth,
+        }
+    )
     if fraction_measured < 1.0:
         n_keep = max(1, int(round(fraction_measured * len(experiments))))
         keep = np.random.default_rng(subset_seq).choice(len(experiments), n_keep, replace=False)
@@ -185,10 +195,8 @@ def make_synthetic_screen(
         cell_lines=pd.DataFrame({"tissue": ""}, index=pd.Index(cell_ids, name="cell_line")),
         experiments=experiments,
         score_columns=(score_name,),
-        cell_features=pd.DataFrame(land.cell_expr, index=cell_ids,
-                                   columns=[f"gene_{g}" for g in range(n_genes)]),
-        drug_features=pd.DataFrame(land.drug_bits, index=drug_ids,
-                                   columns=[f"bit_{j}" for j in range(n_bits)]),
+        cell_features=pd.DataFrame(land.cell_expr, index=cell_ids, columns=[f"gene_{g}" for g in range(n_genes)]),
+        drug_features=pd.DataFrame(land.drug_bits, index=drug_ids, columns=[f"bit_{j}" for j in range(n_bits)]),
         name="synthetic",
         source=f"make_synthetic_screen(seed={seed})",
     )

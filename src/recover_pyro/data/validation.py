@@ -88,13 +88,14 @@ def _encoding_of(path: str, mtime_ns: int, size: int) -> str:
                 raise UnreadableTextError(
                     f"file is not UTF-8 (byte {chunk[offset]:#04x}; probably latin-1 / Windows-1252 from a "
                     f"spreadsheet); save it as 'CSV UTF-8' or convert it, e.g. iconv -f latin1 -t utf-8",
-                    file=path, row=line + chunk.count(b"\n", 0, offset)) from None
+                    file=path,
+                    row=line + chunk.count(b"\n", 0, offset),
+                ) from None
             line += chunk.count(b"\n")
         try:
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
-            raise UnreadableTextError("file ends inside a UTF-8 character (truncated?)", file=path,
-                                      row=line) from None
+            raise UnreadableTextError("file ends inside a UTF-8 character (truncated?)", file=path, row=line) from None
     return "utf-8-sig" if head == b"\xef\xbb\xbf" else "utf-8"
 
 
@@ -119,7 +120,7 @@ def read_table(
     header: bool = True,
     names: Sequence[str] | None = None,
     usecols: Sequence[str] | None = None,
-    dtype: Mapping[str, type] | None = None,
+    dtype: Mapping[str, type] | type | None = None,
     na_values: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Read a CSV/TSV, indexed by file line number (header = line 1, first data row = line 2).
@@ -132,15 +133,22 @@ def read_table(
         header: whether the first line names the columns.
         names: column names to use (with ``header=True`` they replace the file's header).
         usecols: read only these columns (names after ``names`` is applied).
-        dtype: per-column dtypes; drug ids and cell lines should be read as ``str`` so that ids like
-            PubChem CIDs keep their spelling.
+        dtype: per-column dtypes, or one dtype for every column; drug ids and cell lines should be read as
+            ``str`` so that ids like PubChem CIDs keep their spelling.
         na_values: extra strings meaning "missing" (e.g. DrugComb's ``\\N``).
     """
     sep = sep or sniff_separator(path)
     try:
         frame = pd.read_csv(
-            path, sep=sep, header=0 if header else None, names=names, usecols=usecols, dtype=dtype,
-            na_values=na_values, skip_blank_lines=False, encoding=text_encoding(path),
+            path,
+            sep=sep,
+            header=0 if header else None,
+            names=names,
+            usecols=usecols,
+            dtype=dtype,
+            na_values=na_values,
+            skip_blank_lines=False,
+            encoding=text_encoding(path),
         )
     except (pd.errors.ParserError, ValueError) as err:
         raise ScreenDataError(f"cannot read table: {err}", file=str(path)) from err
@@ -182,25 +190,32 @@ def read_smiles_table(
         if missing:
             raise MissingColumnsError(
                 f"drug table lacks a {' and a '.join(missing)} column (accepted: ids {list(DRUG_ID_HEADERS)}, "
-                f"SMILES {list(SMILES_HEADERS)}); columns present: {fields}", file=str(path))
+                f"SMILES {list(SMILES_HEADERS)}); columns present: {fields}",
+                file=str(path),
+            )
+        assert id_column is not None and smiles_column is not None  # both checked just above
         if name_column is None:
-            name_column = next((by_lower[h] for h in DRUG_NAME_HEADERS
-                                if h in by_lower and by_lower[h] != id_column), id_column)
+            name_column = next(
+                (by_lower[h] for h in DRUG_NAME_HEADERS if h in by_lower and by_lower[h] != id_column), id_column
+            )
         table = read_table(path, sep=sep, dtype={id_column: str, name_column: str, smiles_column: str})
         require_columns(table, [id_column, name_column, smiles_column], path)
-        out = pd.DataFrame({"drug_id": table[id_column], "name": table[name_column],
-                            "smiles": table[smiles_column]})
+        out = pd.DataFrame({"drug_id": table[id_column], "name": table[name_column], "smiles": table[smiles_column]})
     else:
         if len(fields) < 2:
             raise MissingColumnsError(
                 f"drug table without a header needs two columns (drug id, SMILES); first line has "
-                f"{len(fields)}: {fields}", file=str(path))
+                f"{len(fields)}: {fields}",
+                file=str(path),
+            )
         with BlockLogs():
             looks_like_data = len(fields[1]) <= MAX_SMILES_CHARS and Chem.MolFromSmiles(fields[1]) is not None
         if not looks_like_data:
             raise MissingColumnsError(
                 f"drug table has no SMILES column (accepted headers: {list(SMILES_HEADERS)}) and line 1 is not "
-                f"'drug, SMILES' data; columns present: {fields}", file=str(path))
+                f"'drug, SMILES' data; columns present: {fields}",
+                file=str(path),
+            )
         table = read_table(path, sep=sep, header=False, dtype=str)
         out = pd.DataFrame({"drug_id": table[0], "name": table[0], "smiles": table[1]})
     out["drug_id"] = out["drug_id"].str.strip()
@@ -219,8 +234,8 @@ def require_columns(frame: pd.DataFrame, required: Iterable[str], file: PathLike
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise MissingColumnsError(
-            f"missing required column(s) {missing}; columns present: {[str(c) for c in frame.columns]}",
-            file=str(file))
+            f"missing required column(s) {missing}; columns present: {[str(c) for c in frame.columns]}", file=str(file)
+        )
 
 
 def require_values(frame: pd.DataFrame, columns: Iterable[str], file: PathLike) -> None:
@@ -229,8 +244,9 @@ def require_values(frame: pd.DataFrame, columns: Iterable[str], file: PathLike) 
         empty = frame[col].isna()
         if empty.any():
             line = int(frame.index[empty.to_numpy()][0])
-            raise ScreenDataError(f"empty value in column {col!r} ({int(empty.sum())} such rows)",
-                                  file=str(file), row=line)
+            raise ScreenDataError(
+                f"empty value in column {col!r} ({int(empty.sum())} such rows)", file=str(file), row=line
+            )
 
 
 def record_drop(dropped: dict[str, int], rule: str, n: int, file: PathLike, detail: str = "") -> None:
@@ -259,7 +275,8 @@ def filter_names(
             close = closest_names(name, present)
             raise EmptySelectionError(
                 f"{what} {name!r} not found; {f'closest: {close}' if close else f'present: {list(present)[:10]}'}",
-                file=str(file))
+                file=str(file),
+            )
     kept = frame[frame[column].isin(wanted)]
     if kept.empty:
         raise EmptySelectionError(f"no rows left after selecting {what} {wanted}", file=str(file))
@@ -301,10 +318,17 @@ def check_scores(
             f"(|score| <= {MAX_ABS_SCORE:.3g}) for drugs {row['drug_a']!r} and "
             f"{row['drug_b']!r} in cell line {row['cell_line']!r} ({int(bad.sum())} such row(s); "
             f"on_invalid='drop' drops them)",
-            file=str(file), row=int(line), drug=str(row["drug_a"]))
-    record_drop(dropped if dropped is not None else {}, "invalid_score", int(bad.sum()), file,
-                f"missing/non-numeric/infinite/out-of-range {list(score_columns)}, first at line "
-                f"{int(frame.index[bad][0])}")
+            file=str(file),
+            row=int(line),
+            drug=str(row["drug_a"]),
+        )
+    record_drop(
+        dropped if dropped is not None else {},
+        "invalid_score",
+        int(bad.sum()),
+        file,
+        f"missing/non-numeric/infinite/out-of-range {list(score_columns)}, first at line {int(frame.index[bad][0])}",
+    )
     return out[~bad]
 
 
@@ -344,9 +368,17 @@ def check_known_drugs(
             f"({f'closest: {close}' if close else 'no similar name there'}); "
             f"{len(unknown)} unknown drug(s) in {int(bad.sum())} rows: {sorted(map(str, unknown))[:10]}. "
             f"Add their SMILES, or set on_unknown_drug=drop to drop those rows (counted and logged)",
-            file=str(file), row=line, drug=drug)
-    record_drop(dropped if dropped is not None else {}, "unknown_drug", int(bad.sum()), file,
-                f"{len(unknown)} drugs without SMILES, e.g. {sorted(map(str, unknown))[:5]}")
+            file=str(file),
+            row=line,
+            drug=drug,
+        )
+    record_drop(
+        dropped if dropped is not None else {},
+        "unknown_drug",
+        int(bad.sum()),
+        file,
+        f"{len(unknown)} drugs without SMILES, e.g. {sorted(map(str, unknown))[:5]}",
+    )
     return frame[~bad]
 
 
@@ -369,8 +401,9 @@ def build_drug_table(table: pd.DataFrame, used: Iterable[str], file: PathLike) -
         drug = str(n_forms.index[(n_forms > 1).to_numpy()][0])
         clash = rows[rows["drug_id"] == drug]
         listing = "; ".join(f"line {line}: {smi}" for line, smi in clash["smiles"].items())
-        raise ConflictingSmilesError(f"drug id has SMILES of different molecules: {listing}",
-                                     file=str(file), row=int(clash.index[1]), drug=drug)
+        raise ConflictingSmilesError(
+            f"drug id has SMILES of different molecules: {listing}", file=str(file), row=int(clash.index[1]), drug=drug
+        )
     first = rows.drop_duplicates("drug_id").set_index("drug_id").sort_index()
     return first[["name", "smiles"]]
 
@@ -386,8 +419,9 @@ def canonical_smiles(rows: pd.DataFrame, file: PathLike) -> pd.Series:
     empty = pd.isna(smiles) | (rows["smiles"].astype(str).str.len() == 0).to_numpy()
     if empty.any():
         pos = int(np.argmax(empty))
-        raise InvalidSmilesError(f"drug {names[pos]!r} has an empty SMILES", file=str(file),
-                                 row=int(lines[pos]), drug=str(names[pos]))
+        raise InvalidSmilesError(
+            f"drug {names[pos]!r} has an empty SMILES", file=str(file), row=int(lines[pos]), drug=str(names[pos])
+        )
     canon: dict[str, str] = {}
     inorganic: list[str] = []
     for pos, smi in enumerate(smiles):
@@ -399,13 +433,19 @@ def canonical_smiles(rows: pd.DataFrame, file: PathLike) -> pd.Series:
         canon[smi] = Chem.MolToSmiles(mol)
     if inorganic:
         # Kept (cisplatin-like drugs are real), but their fingerprints are nearly empty: say so.
-        log.warning("%s: %d drug(s) have no carbon atom (a salt or bare metal ion?); their Morgan features "
-                    "carry little information: %s", file, len(inorganic), "; ".join(inorganic[:10]))
+        log.warning(
+            "%s: %d drug(s) have no carbon atom (a salt or bare metal ion?); their Morgan features "
+            "carry little information: %s",
+            file,
+            len(inorganic),
+            "; ".join(inorganic[:10]),
+        )
     return rows["smiles"].map(canon)
 
 
-def parse_smiles(smiles: str, *, drug: str | None = None, file: PathLike | None = None,
-                 row: int | None = None) -> Chem.Mol:
+def parse_smiles(
+    smiles: str, *, drug: str | None = None, file: PathLike | None = None, row: int | None = None
+) -> Chem.Mol:
     """RDKit molecule of ``smiles`` after the input limits; :class:`InvalidSmilesError` otherwise.
 
     The length is checked before RDKit parses, the heavy-atom count before anything writes or walks the
@@ -413,22 +453,34 @@ def parse_smiles(smiles: str, *, drug: str | None = None, file: PathLike | None 
     """
     name = None if file is None else str(file)
     if len(smiles) > MAX_SMILES_CHARS:
-        raise InvalidSmilesError(f"SMILES of {len(smiles)} characters exceeds the limit of {MAX_SMILES_CHARS} "
-                                 "(MAX_SMILES_CHARS); small-molecule drugs are far shorter: check the cell",
-                                 file=name, row=row, drug=drug)
+        raise InvalidSmilesError(
+            f"SMILES of {len(smiles)} characters exceeds the limit of {MAX_SMILES_CHARS} "
+            "(MAX_SMILES_CHARS); small-molecule drugs are far shorter: check the cell",
+            file=name,
+            row=row,
+            drug=drug,
+        )
     with BlockLogs():  # RDKit's own stderr message would not name the drug; ours does
         mol = Chem.MolFromSmiles(smiles)
     if mol is None or mol.GetNumAtoms() == 0:
-        raise InvalidSmilesError(f"RDKit cannot parse the SMILES {smiles!r} of drug {drug!r}", file=name, row=row, drug=drug)
+        raise InvalidSmilesError(
+            f"RDKit cannot parse the SMILES {smiles!r} of drug {drug!r}", file=name, row=row, drug=drug
+        )
     if mol.GetNumHeavyAtoms() > MAX_HEAVY_ATOMS:
-        raise InvalidSmilesError(f"molecule has {mol.GetNumHeavyAtoms()} heavy atoms, over the limit of "
-                                 f"{MAX_HEAVY_ATOMS} (MAX_HEAVY_ATOMS); not a small-molecule drug", file=name, row=row, drug=drug)
+        raise InvalidSmilesError(
+            f"molecule has {mol.GetNumHeavyAtoms()} heavy atoms, over the limit of "
+            f"{MAX_HEAVY_ATOMS} (MAX_HEAVY_ATOMS); not a small-molecule drug",
+            file=name,
+            row=row,
+            drug=drug,
+        )
     return mol
 
 
 # --- pairs and names --------------------------------------------------------------------------------
-def check_self_pairs(frame: pd.DataFrame, file: PathLike, on_invalid: OnInvalid = "raise",
-                     dropped: dict[str, int] | None = None) -> pd.DataFrame:
+def check_self_pairs(
+    frame: pd.DataFrame, file: PathLike, on_invalid: OnInvalid = "raise", dropped: dict[str, int] | None = None
+) -> pd.DataFrame:
     """Rows whose ``drug_a`` differs from ``drug_b``; a self-pair raises :class:`SelfPairError` or is dropped.
 
     ``on_invalid="drop"`` drops them, counted under ``"self_pair"``.
@@ -439,12 +491,21 @@ def check_self_pairs(frame: pd.DataFrame, file: PathLike, on_invalid: OnInvalid 
         return frame
     line = int(frame.index[same][0])
     if on_invalid == "raise":
-        raise SelfPairError(f"the drug is paired with itself ({int(same.sum())} such row(s)); a combination "
-                            "needs two different drugs (a single-agent response is not a synergy): remove "
-                            "or correct the row, or set on_invalid=drop", file=str(file), row=line,
-                            drug=str(frame.at[line, "drug_a"]))
-    record_drop(dropped if dropped is not None else {}, "self_pair", int(same.sum()), file,
-                f"a drug paired with itself, first at line {line}")
+        raise SelfPairError(
+            f"the drug is paired with itself ({int(same.sum())} such row(s)); a combination "
+            "needs two different drugs (a single-agent response is not a synergy): remove "
+            "or correct the row, or set on_invalid=drop",
+            file=str(file),
+            row=line,
+            drug=str(frame.at[line, "drug_a"]),
+        )
+    record_drop(
+        dropped if dropped is not None else {},
+        "self_pair",
+        int(same.sum()),
+        file,
+        f"a drug paired with itself, first at line {line}",
+    )
     return frame[~same]
 
 
@@ -468,4 +529,7 @@ def check_spelling_variants(frame: pd.DataFrame, column: str, what: str, file: P
         lines = [int(frame.index[(frame[column] == s).to_numpy()][0]) for s in spellings]
         raise ScreenDataError(
             f"{what} names {spellings} (first at lines {lines}) differ only in case, spaces or punctuation; "
-            f"spell each {what} the same way everywhere", file=str(file), row=lines[1])
+            f"spell each {what} the same way everywhere",
+            file=str(file),
+            row=lines[1],
+        )

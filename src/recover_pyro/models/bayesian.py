@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, ContextManager, Sequence, Union
+from typing import Any, ContextManager, Protocol, Sequence, Union, cast
 
 import pyro
 import pyro.distributions as dist
@@ -37,6 +37,15 @@ BayesianLayers = Union[str, Sequence[str]]
 def local_params() -> ContextManager[None]:
     """Run Pyro with module-local parameters (nothing is read from or written to the global param store)."""
     return pyro.settings.context(module_local_params=True)
+
+
+class _TrunkHead(Protocol):
+    """A predictor split as ``forward = head(trunk(...))`` (e.g. ``RecoverPredictor``); what a Bayesian head on a
+    fixed trunk runs (see :func:`~recover_pyro.predictive.bayesian_head_only`)."""
+
+    def trunk(self, drug_a: Tensor, drug_b: Tensor, cell: Tensor) -> Tensor: ...
+
+    def head(self, z: Tensor, cell: Tensor) -> Tensor: ...
 
 
 class LocalPyroModule(PyroModule):
@@ -76,8 +85,10 @@ def _head_prefixes(predictor: nn.Module) -> list[str]:
     layers = getattr(predictor, "layers", None)
     if isinstance(layers, nn.ModuleList) and len(layers):
         return [f"layers.{len(layers) - 1}"]
-    raise ValueError(f"bayesian_layers='head': {type(predictor).__name__} has neither 'head_layers' nor "
-                     "'layers'; give a list of module-name prefixes instead")
+    raise ValueError(
+        f"bayesian_layers='head': {type(predictor).__name__} has neither 'head_layers' nor "
+        "'layers'; give a list of module-name prefixes instead"
+    )
 
 
 def select_bayesian_parameters(predictor: nn.Module, bayesian_layers: BayesianLayers) -> list[str]:
@@ -93,8 +104,10 @@ def select_bayesian_parameters(predictor: nn.Module, bayesian_layers: BayesianLa
         elif bayesian_layers == "head":
             prefixes = _head_prefixes(predictor)
         else:
-            raise ValueError(f"bayesian_layers={bayesian_layers!r}: use 'all', 'head' or a list of module-name "
-                             f"prefixes of {type(predictor).__name__}'s parameters {names}")
+            raise ValueError(
+                f"bayesian_layers={bayesian_layers!r}: use 'all', 'head' or a list of module-name "
+                f"prefixes of {type(predictor).__name__}'s parameters {names}"
+            )
     else:
         prefixes = [str(p) for p in bayesian_layers]
         if not prefixes:
@@ -105,8 +118,10 @@ def select_bayesian_parameters(predictor: nn.Module, bayesian_layers: BayesianLa
 
     for prefix in prefixes:
         if not any(hit(n, prefix) for n in names):
-            raise ValueError(f"bayesian_layers prefix {prefix!r} matches no parameter of "
-                             f"{type(predictor).__name__}; its parameters are {names}")
+            raise ValueError(
+                f"bayesian_layers prefix {prefix!r} matches no parameter of "
+                f"{type(predictor).__name__}; its parameters are {names}"
+            )
     selected = [n for n in names if not prefixes or any(hit(n, p) for p in prefixes)]
     if not selected:
         raise ValueError(f"{type(predictor).__name__} has no parameters to make Bayesian")
@@ -158,8 +173,11 @@ class BayesianRegression(LocalPyroModule):
                 module = predictor.get_submodule(module_name)
                 init = params[name].detach().clone()
                 site = WeightSite(f"predictor.{name}", init.shape, _fan_in(module, init), init)
-                setattr(module, attr, PyroSample(
-                    prior.distribution(site.shape, site.fan_in, dtype=init.dtype, device=init.device)))
+                setattr(
+                    module,
+                    attr,
+                    PyroSample(prior.distribution(site.shape, site.fan_in, dtype=init.dtype, device=init.device)),
+                )
                 sites[site.name] = site
         like = next(iter(sites.values())).init
         self.learned_noise = noise == "learned"
@@ -183,8 +201,10 @@ class BayesianRegression(LocalPyroModule):
         order = [n for n, s in trace.nodes.items() if s["type"] == "sample" and n in values]
         missing = sorted(set(values) - set(order))
         if missing:
-            raise ValueError(f"{type(self.predictor).__name__}.forward never uses the Bayesian parameters "
-                             f"{missing}; choose bayesian_layers among the layers it uses")
+            raise ValueError(
+                f"{type(self.predictor).__name__}.forward never uses the Bayesian parameters "
+                f"{missing}; choose bayesian_layers among the layers it uses"
+            )
         return order
 
     def set_priors(self, priors: dict[str, TorchDistribution]) -> None:
@@ -200,19 +220,23 @@ class BayesianRegression(LocalPyroModule):
                 raise KeyError(f"set_priors: {name!r} is not a Bayesian site; sites are {list(self.sites)}")
             shape = prior.batch_shape + prior.event_shape
             if shape != self.sites[name].shape:
-                raise ValueError(f"set_priors: prior of {name!r} has shape {tuple(shape)}, the site "
-                                 f"{tuple(self.sites[name].shape)}")
+                raise ValueError(
+                    f"set_priors: prior of {name!r} has shape {tuple(shape)}, the site {tuple(self.sites[name].shape)}"
+                )
             module_name, _, attr = name.removeprefix("predictor.").rpartition(".")
             with local_params():
-                setattr(self.predictor.get_submodule(module_name), attr,
-                        PyroSample(prior.to_event(len(prior.batch_shape))))
+                setattr(
+                    self.predictor.get_submodule(module_name), attr, PyroSample(prior.to_event(len(prior.batch_shape)))
+                )
 
     def noise_scale(self) -> Tensor:
         """Observation-noise standard deviation :math:`\\sigma` (model scale), a 0-d tensor."""
-        return self.sigma
+        # PyroModule turns the PyroParam assigned in __init__ into a constrained tensor attribute.
+        return cast(Tensor, self.sigma)
 
-    def forward(self, drug_a: Tensor, drug_b: Tensor, cell: Tensor, y: Tensor | None = None,
-                subsample: Tensor | None = None) -> Tensor:
+    def forward(
+        self, drug_a: Tensor, drug_b: Tensor, cell: Tensor, y: Tensor | None = None, subsample: Tensor | None = None
+    ) -> Tensor:
         """Run the generative model on the experiments ``subsample`` (default: all) of ``N`` given ones.
 
         The likelihood sits in ``pyro.plate("data", size=N, subsample=subsample)``, so a minibatch's
@@ -243,7 +267,7 @@ class BayesianRegression(LocalPyroModule):
         n = z.shape[0]
         idx = torch.arange(n, device=z.device) if subsample is None else subsample
         with local_params():
-            f = self.predictor.head(z[idx], cell[idx])
+            f = cast(_TrunkHead, self.predictor).head(z[idx], cell[idx])
             with pyro.plate("data", size=n, subsample=idx):
                 pyro.sample("obs", dist.Normal(f, self.noise_scale()), obs=None if y is None else y[idx])
         return f

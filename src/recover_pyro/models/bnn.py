@@ -41,7 +41,8 @@ PredictorFactory = Callable[[Tensor, Tensor], nn.Module]
 ``(drug_a, drug_b, cell)`` ``(N,)`` to predictions ``(*S, N)``."""
 
 DEFAULT_PREDICTOR: PredictorFactory = functools.partial(
-    RecoverPredictor, drug_hidden=(256, 64), merge_dim=64, merge_rank=16, head_hidden=(64,))
+    RecoverPredictor, drug_hidden=(256, 64), merge_dim=64, merge_rank=16, head_hidden=(64,)
+)
 
 
 def _draw_seed(generator: torch.Generator) -> int:
@@ -136,8 +137,10 @@ class BNNSynergyModel:
         self.noise = self._noise_estimate(z_val, config)
         self.fitted = True
         if not self.last_report.converged:
-            log.warning("BNN fit: the ELBO had not converged after %d SVI epochs; raise inference.epochs",
-                        len(self.last_report.losses))
+            log.warning(
+                "BNN fit: the ELBO had not converged after %d SVI epochs; raise inference.epochs",
+                len(self.last_report.losses),
+            )
         return self.last_report
 
     def _noise_estimate(self, val: Pairs | None, config: SVIConfig) -> Tensor:
@@ -158,8 +161,9 @@ class BNNSynergyModel:
         if not self.fitted:
             raise RuntimeError("BNNSynergyModel.predict called before fit (or load_state_dict)")
         generator = torch.Generator(self.device).manual_seed(self.seed)
-        z = sample_predictive(self.model, self.guide, pairs.to(self.device), num_samples,
-                              self.inference.eval_batch_size, generator)
+        z = sample_predictive(
+            self.model, self.guide, pairs.to(self.device), num_samples, self.inference.eval_batch_size, generator
+        )
         return PredictiveSamples(self.scaler.inverse(z), self.scaler.inverse_scale(self.noise))
 
     def posterior_as_prior(self, widen: float = 1.0) -> None:
@@ -192,8 +196,10 @@ class BNNSynergyModel:
 
     def _sparse_guide(self) -> SparseVariationalDropoutGuide:
         if not isinstance(self.guide, SparseVariationalDropoutGuide):
-            raise TypeError(f"sparsity is defined for SparseVariationalDropoutGuide only; this model's guide is "
-                            f"{type(self.guide).__name__}")
+            raise TypeError(
+                f"sparsity is defined for SparseVariationalDropoutGuide only; this model's guide is "
+                f"{type(self.guide).__name__}"
+            )
         return self.guide
 
     # --- persistence ---------------------------------------------------------------------------

@@ -117,7 +117,11 @@ class SymmetricBilinear(nn.Module):
         pair_group = group[ia]
         start = 0
         for stop in bounds:
-            idx = torch.nonzero(pair_group == group[start]).squeeze(-1) if len(bounds) > 1 else torch.arange(n, device=ia.device)
+            idx = (
+                torch.nonzero(pair_group == group[start]).squeeze(-1)
+                if len(bounds) > 1
+                else torch.arange(n, device=ia.device)
+            )
             rows = stop - start
             table_size = math.prod(sample_dims) * k * rows * rows
             if rows * rows <= DENSE_MERGE_RATIO * len(idx) and table_size <= DENSE_MERGE_MAX_ELEMENTS:
@@ -150,12 +154,13 @@ class FiLM(nn.Module):
         self.features = features
         self.linear = Linear(cell_dim, 2 * features)
         nn.init.zeros_(self.linear.weight)
+        assert self.linear.bias is not None  # Linear has a bias by default
         nn.init.zeros_(self.linear.bias)
 
     def forward(self, h: Tensor, cell: Tensor) -> Tensor:
         """``h`` ``(*S, U, H)``, ``cell`` ``(U, G)`` or ``(*S, U, G)``."""
         gamma_beta = self.linear(cell)
-        delta, beta = gamma_beta[..., : self.features], gamma_beta[..., self.features:]
+        delta, beta = gamma_beta[..., : self.features], gamma_beta[..., self.features :]
         return (1.0 + delta) * h + beta
 
 
@@ -187,6 +192,10 @@ class RecoverPredictor(nn.Module):
         allow_neg_eigval: learn the bilinear diagonal (indefinite forms).
     """
 
+    # Buffers (register_buffer in __init__), declared for the type checker.
+    drug_features: Tensor
+    cell_features: Tensor
+
     def __init__(
         self,
         drug_features: Tensor,
@@ -206,8 +215,7 @@ class RecoverPredictor(nn.Module):
         self.mc_dropout = False
         n_drug_in, n_cell_in = drug_features.shape[1], cell_features.shape[1]
         self.drug_layers = nn.ModuleList(Linear(i, o) for i, o in _mlp_sizes(n_drug_in, drug_hidden))
-        self.film = nn.ModuleList(FiLM(n_cell_in, o) for _, o in _mlp_sizes(n_drug_in, drug_hidden)) if film \
-            else None
+        self.film = nn.ModuleList(FiLM(n_cell_in, o) for _, o in _mlp_sizes(n_drug_in, drug_hidden)) if film else None
         emb = drug_hidden[-1] if drug_hidden else n_drug_in
         self.merge = SymmetricBilinear(emb, merge_dim, merge_rank, allow_neg_eigval)
         head_in = merge_dim + (0 if film else n_cell_in)
@@ -275,8 +283,13 @@ class DeepSynergyPredictor(nn.Module):
         dropout: dropout rate on hidden activations.
     """
 
-    def __init__(self, drug_features: Tensor, cell_features: Tensor, hidden: Sequence[int] = (512, 128),
-                 dropout: float = 0.0) -> None:
+    # Buffers (register_buffer in __init__), declared for the type checker.
+    drug_features: Tensor
+    cell_features: Tensor
+
+    def __init__(
+        self, drug_features: Tensor, cell_features: Tensor, hidden: Sequence[int] = (512, 128), dropout: float = 0.0
+    ) -> None:
         super().__init__()
         self.register_buffer("drug_features", drug_features.float())
         self.register_buffer("cell_features", cell_features.float())
