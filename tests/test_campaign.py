@@ -977,3 +977,13 @@ def test_model_label_of_a_random_campaign_says_no_model() -> None:
         "BNNSynergyModel (NormalPrior)"
     )
     assert model_label(compose_campaign(["+experiment=ensemble_ucb"])) == "DeepEnsemble"
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("sparse_dropout*.yaml")))
+def test_sparse_dropout_presets_train_with_the_molchanov_kl(name: str) -> None:
+    """The improper log-uniform prior has no usable Monte-Carlo KL (it made a campaign's ELBO NaN): every
+    sparse-dropout preset uses the mean-field ELBO, i.e. the registered Molchanov KL."""
+    root = "campaign" if name.endswith(("_ucb", "_greedy", "_thompson")) else "config"
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name=root, overrides=[f"+experiment={name}"])
+    assert cfg.prior._target_.endswith("LogUniformPrior") and cfg.inference.elbo == "meanfield"

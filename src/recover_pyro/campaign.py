@@ -104,7 +104,14 @@ from recover_pyro.checks import validate_config
 from recover_pyro.data.errors import DamagedFileError, EmptySelectionError, ResumeMismatchError, closest_names
 from recover_pyro.data.featurize import Features
 from recover_pyro.data.screen import Pairs, Screen
-from recover_pyro.io import atomic_torch_save, atomic_write, atomic_write_csv, atomic_write_json, load_torch_file
+from recover_pyro.io import (
+    atomic_torch_save,
+    atomic_write,
+    atomic_write_csv,
+    atomic_write_json,
+    load_torch_file,
+    spreadsheet_safe,
+)
 from recover_pyro.logging_utils import cli_logging
 from recover_pyro.metrics import evaluate, recall_at_top_k
 from recover_pyro.models.base import FitReport, PredictiveSamples, SynergyModel
@@ -733,7 +740,8 @@ def plot_recall(rounds: pd.DataFrame, pool_size: int, path: Path, title: str = "
 def _write_tables(state: _State, out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     rounds, selections = pd.DataFrame(state.rows), pd.DataFrame(state.selections)
     atomic_write_csv(out_dir / "rounds.csv", rounds)
-    atomic_write_csv(out_dir / "selections.csv", selections)
+    # Drug ids and cell-line names come from the user's files: no spreadsheet formulas in what we write.
+    atomic_write_csv(out_dir / "selections.csv", spreadsheet_safe(selections))
     atomic_write_json(out_dir / "rounds.json", {**state.meta, "rounds": state.rows})
     return rounds, selections
 

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from scipy import stats
 from sklearn import metrics as sklearn_metrics
 
+from recover_pyro.io import atomic_write
 from recover_pyro.models.base import PredictiveSamples
 
 ArrayLike = Union[torch.Tensor, np.ndarray, Sequence[float]]
@@ -169,7 +170,8 @@ def plot_calibration(expected: ArrayLike, observed: ArrayLike, path: str | Path,
     ax.set(xlabel="nominal central-interval level", ylabel="observed coverage", xlim=(0, 1), ylim=(0, 1))
     ax.legend(loc="upper left")
     fig.tight_layout()
-    fig.savefig(path, format="png", dpi=100)
+    # Atomically, like every result file: a killed run leaves the previous plot or none, never half a PNG.
+    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=100))
     return path
 
 
