@@ -114,7 +114,8 @@ class BNNSynergyModel:
 
     # --- training ------------------------------------------------------------------------------
     def fit(self, train: Pairs, val: Pairs | None = None) -> FitReport:
-        """SVI on ``train`` (standardised internally), early-stopped on ``val`` if given.
+        """Warm start + SVI (:func:`fit_svi`) on ``train`` (standardised internally). ``val`` (without it: the
+        ``holdout`` set aside from ``train``) early-stops the warm start and is where the noise is estimated.
 
         Returns the :class:`FitReport` of :func:`fit_svi` (per-datum negative ELBO, validation metric on
         the standardised scale, per-epoch curve of both stages).
