@@ -3,6 +3,7 @@
     python scripts/benchmark_speed.py --out benchmarks/results/speed/speed.csv
     python scripts/benchmark_speed.py --only space_head --threads-space 2     # one measurement
     python scripts/benchmark_speed.py --device cuda --out benchmarks/results/speed/speed_gpu.csv
+    python scripts/benchmark_speed.py --only train --out benchmarks/results/speed/train.csv   # all training rows
 
 Every measurement runs in a fresh subprocess (``--measure NAME``) so its peak resident memory
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss``, which sees torch's allocations, unlike tracemalloc) is its own.
@@ -23,6 +24,23 @@ Measurements (models are built from the same configs as ``python -m recover_pyro
   ``S = 100``; ``space_all`` may time only the first ``--space-all-subset`` candidates and extrapolate linearly.
 * ``space_million``: the default model on all pairs of a synthetic screen of 300 drugs x 23 cell lines
   (1,031,550 candidates), ``S = 100``.
+
+* ``train_<model>_<data>``: training throughput. ``<model>`` is the default BNN (``bnn``, ``+experiment=normal``),
+  the fully Bayesian net (``bnn_full``, ``normal_full``), ``deterministic``, ``mc_dropout``, the small-net
+  ``ensemble`` and RECOVER's recipe (``recover_ensemble``); ``<data>`` is O'Neil Bliss (all 39 cell lines) or
+  ALMANAC (all 55 cell lines). Each fits on a seeded 80 % of the pairs with a 10 % validation set for a fixed
+  ``--train-epochs`` (no early stopping; for a BNN that many warm-start and that many SVI epochs), and reports
+  training examples per second (epochs x training pairs / fit seconds; an ensemble epoch trains every member
+  once), the single-thread 1024^3 fp32 GEMM rate measured in the same process, and their ratio, examples per
+  GFLOP of machine speed. BNN rows add each stage's rate (warm start, SVI).
+* ``round_bnn_almanac_all``: one campaign round of the default BNN on the ALMANAC all-cell-line pool: fit on a
+  seeded 1 % (held-out noise estimate, as in campaigns), score the other 99 % with ``S = 100``, acquire a UCB
+  batch of 1 % of the screen.
+
+``--src DIR`` runs every measurement against the package in ``DIR`` (e.g. ``git worktree add /tmp/before
+<commit>`` then ``--src /tmp/before/src``) and ``--label`` names that code in the table, so before / after
+rows come from one run on one machine. Measurements already in ``--out`` under the same label are skipped
+(the run resumes).
 
 ``--device cuda`` fits and scores on the GPU (timings wait for it with ``torch.cuda.synchronize``; rows add
 the peak GPU memory, ``torch.cuda.max_memory_allocated``) and adds ``score_to_cpu_s`` to the space runs.
@@ -54,6 +72,17 @@ from recover_pyro.builders import CONFIG_DIR, build_features, build_screen, mode
 from recover_pyro.data.featurize import Features
 from recover_pyro.data.screen import Pairs
 
+# Training throughput: model name in the table -> experiment preset; data name -> data overrides.
+TRAIN_MODELS = {
+    "bnn": "normal",
+    "bnn_full": "normal_full",
+    "deterministic": "deterministic",
+    "mc_dropout": "mc_dropout",
+    "ensemble": "ensemble",
+    "recover_ensemble": "recover_ensemble",
+}
+TRAIN_DATA = {"oneil": ("oneil", []), "almanac": ("almanac", ["data.cell_lines=null"])}
+TRAIN_MEASUREMENTS = [f"train_{m}_{d}" for d in TRAIN_DATA for m in TRAIN_MODELS]
 MEASUREMENTS = [
     "round_bnn",
     "round_ensemble",
@@ -62,7 +91,10 @@ MEASUREMENTS = [
     "space_head",
     "space_all",
     "space_million",
+    *TRAIN_MEASUREMENTS,
+    "round_bnn_almanac_all",
 ]
+GROUPS = {"train": TRAIN_MEASUREMENTS}
 # space_million: a synthetic screen whose all-pairs space is 300 * 299 / 2 * 23 = 1,031,550 candidates.
 MILLION_DRUGS, MILLION_CELL_LINES = 300, 23
 NUM_SAMPLES = 100
@@ -132,6 +164,100 @@ def measure_round(experiment: str, repeats: int) -> dict[str, Any]:
         times["acquire_s"].append(t_acquire - t_score)
         times["round_s"].append(t_acquire - start)
     return {"n_train": 330, "n_candidates": len(candidates), "repeats": repeats, "times": times}
+
+
+def gemm_gflops(n: int = 1024, repeats: int = 20) -> float:
+    """Rate of an ``n x n`` by ``n x n`` fp32 matrix product on this process's threads (GFLOP/s,
+    :math:`2 n^3` per product), after a warm-up: the machine speed that training rates are divided by."""
+    a, b = torch.randn(n, n, device=DEVICE), torch.randn(n, n, device=DEVICE)
+    for _ in range(3):
+        a @ b
+    _sync()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _sync()
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def measure_train(model: str, data: str, epochs: int) -> dict[str, Any]:
+    """Fit ``model`` for exactly ``epochs`` on 80 % of ``data`` (10 % validation); examples per second and
+    per GFLOP of the single-thread GEMM rate (see the module docstring)."""
+    import recover_pyro.inference as inference
+
+    data_name, data_overrides = TRAIN_DATA[data]
+    fixed = (
+        [f"inference.warm_start_epochs={epochs}", f"inference.epochs={epochs}", "inference.stopping=none"]
+        if model.startswith("bnn")
+        else [f"model.training.epochs={epochs}", f"model.training.patience={epochs + 1}"]
+    )
+    cfg = _config([f"+experiment={TRAIN_MODELS[model]}", "seed=0", *data_overrides, *fixed], data=data_name)
+    pairs, features = _load(cfg)
+    order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(0))
+    n_train, n_val = int(0.8 * len(pairs)), int(0.1 * len(pairs))
+    train, val = pairs[order[:n_train]], pairs[order[n_train : n_train + n_val]]
+    # fit_svi looks its stages up in the module when it calls them: wrap them to time each stage.
+    stage_s: dict[str, float] = {}
+
+    def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            out = fn(*args, **kwargs)
+            _sync()
+            stage_s[name] = stage_s.get(name, 0.0) + time.perf_counter() - start
+            return out
+
+        return wrapper
+
+    inference.warm_start = timed("warm_start", inference.warm_start)  # type: ignore[assignment]
+    inference._svi_stage = timed("svi", inference._svi_stage)  # type: ignore[assignment]
+    gflops = gemm_gflops()
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # its first use imports torch._dynamo (~1 s, once)
+    built = model_factory(cfg, features)()
+    start = time.perf_counter()
+    built.fit(train, val)
+    _sync()
+    seconds = time.perf_counter() - start
+    examples = epochs * n_train
+    times: dict[str, list[float]] = {
+        "fit_s": [seconds],
+        "examples_per_s": [examples / seconds],
+        "gemm_gflops": [gflops],
+        "examples_per_gflop": [examples / seconds / gflops],
+    }
+    for stage, sec in stage_s.items():
+        times[f"{stage}_examples_per_s"] = [examples / sec]
+        times[f"{stage}_examples_per_gflop"] = [examples / sec / gflops]
+    return {"n_train": n_train, "epochs": epochs, "times": times}
+
+
+def measure_round_all(experiment: str, repeats: int) -> dict[str, Any]:
+    """One campaign round on ALMANAC's all-cell-line pool: fit on a seeded 1 % (no validation set: the model
+    holds out its own share, as in campaigns), score the rest with S = 100, acquire UCB q = 1 %."""
+    times: dict[str, list[float]] = {"train_s": [], "score_s": [], "acquire_s": [], "round_s": []}
+    for seed in range(repeats):
+        cfg = _config([f"+experiment={experiment}", f"seed={seed}", "data.cell_lines=null"])
+        pairs, features = _load(cfg)
+        n_initial = q = len(pairs) // 100
+        order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed))
+        revealed, pool = pairs[order[:n_initial]], pairs[order[n_initial:]]
+        candidates = Pairs(pool.drug_a, pool.drug_b, pool.cell)
+        start = time.perf_counter()
+        model = model_factory(cfg, features)()
+        model.fit(revealed, None)
+        _sync()
+        t_train = time.perf_counter()
+        predictive = model.predict(candidates, num_samples=NUM_SAMPLES)
+        _sync()
+        t_score = time.perf_counter()
+        Acquisition(kind="ucb", q=q, kappa=1.0).select(predictive.f)
+        _sync()
+        t_acquire = time.perf_counter()
+        times["train_s"].append(t_train - start)
+        times["score_s"].append(t_score - t_train)
+        times["acquire_s"].append(t_acquire - t_score)
+        times["round_s"].append(t_acquire - start)
+    return {"n_train": n_initial, "n_candidates": len(candidates), "repeats": repeats, "times": times}
 
 
 def _space_setup(layers: str, million: bool = False) -> tuple[Any, Pairs]:
@@ -220,6 +346,11 @@ def run_measurement(name: str, args: argparse.Namespace) -> dict[str, Any]:
         return measure_space("all", args.space_all_subset or None, 1)
     if name == "space_million":
         return measure_space("head", None, args.repeats, million=True)
+    if name.startswith("train_"):
+        model, data = name.removeprefix("train_").rsplit("_", 1)
+        return measure_train(model, data, args.train_epochs)
+    if name == "round_bnn_almanac_all":
+        return measure_round_all("normal", args.repeats)
     raise ValueError(f"unknown measurement {name!r}; choose from {MEASUREMENTS}")
 
 
@@ -227,13 +358,14 @@ def _threads(name: str, args: argparse.Namespace) -> int:
     return args.threads_space if name.startswith("space") else args.threads
 
 
-def _rows(name: str, threads: int, result: dict[str, Any]) -> list[dict[str, Any]]:
+def _rows(name: str, threads: int, result: dict[str, Any], label: str) -> list[dict[str, Any]]:
     """One row per timed quantity: mean and sd over repeats, plus the run's peak RSS (and peak GPU memory)."""
     rows = []
     for key, values in result["times"].items():
         v = np.asarray(values, dtype=float)
         rows.append(
             {
+                "code": label,
                 "measurement": name,
                 "quantity": key,
                 "mean": v.mean(),
@@ -241,6 +373,8 @@ def _rows(name: str, threads: int, result: dict[str, Any]) -> list[dict[str, Any
                 "n": len(v),
                 "threads": threads,
                 "n_candidates": result.get("n_candidates"),
+                "n_train": result.get("n_train"),
+                "epochs": result.get("epochs"),
                 "n_scored": result.get("n_scored"),
                 "extrapolated": result.get("extrapolated", False),
                 "peak_rss_mb": result["peak_rss_mb"],
@@ -256,7 +390,12 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame | None:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/speed/speed.csv"))
-    parser.add_argument("--only", nargs="+", default=MEASUREMENTS, choices=MEASUREMENTS)
+    parser.add_argument(
+        "--only", nargs="+", default=MEASUREMENTS, choices=[*MEASUREMENTS, *GROUPS], help="measurements or 'train'"
+    )
+    parser.add_argument("--train-epochs", type=int, default=5, help="epochs of each training measurement")
+    parser.add_argument("--src", type=Path, default=None, help="import recover_pyro from this source tree")
+    parser.add_argument("--label", default="current", help="name of the measured code in the table")
     parser.add_argument("--measure", default=None, help=argparse.SUPPRESS)  # child process: one measurement
     parser.add_argument("--threads", type=int, default=1, help="torch threads for rounds and throughput")
     parser.add_argument("--threads-space", type=int, default=2, help="torch threads for the whole-space runs")
@@ -284,9 +423,15 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame | None:
         print("RESULT " + json.dumps(result), flush=True)
         return None
 
+    names = [m for name in args.only for m in GROUPS.get(name, [name])]
     rows: list[dict[str, Any]] = []
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.out.exists():  # resume: keep earlier rows, skip what this label already measured
+        rows = pd.read_csv(args.out).to_dict("records")
+    done = {(r.get("code", "current"), r["measurement"]) for r in rows}
     child_args = [
+        "--train-epochs",
+        str(args.train_epochs),
         "--threads",
         str(args.threads),
         "--threads-space",
@@ -302,19 +447,24 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame | None:
         "--device",
         args.device,
     ]
-    for name in args.only:
+    for name in names:
+        if (args.label, name) in done:
+            print(f"{name} ({args.label}): already in {args.out}, skipped", flush=True)
+            continue
         threads = _threads(name, args)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        if args.src is not None:
+            env["PYTHONPATH"] = os.pathsep.join([str(args.src.resolve()), env.get("PYTHONPATH", "")])
         proc = subprocess.run(
             [sys.executable, __file__, "--measure", name, *child_args], env=env, capture_output=True, text=True
         )
         lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
         if proc.returncode != 0 or not lines:
             sys.exit(f"measurement {name} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-        rows += _rows(name, threads, json.loads(lines[-1][len("RESULT ") :]))
+        rows += _rows(name, threads, json.loads(lines[-1][len("RESULT ") :]), args.label)
         table = pd.DataFrame(rows)
         table.to_csv(args.out, index=False)
-        print(table[table["measurement"] == name].to_string(index=False), flush=True)
+        print(table[(table["measurement"] == name) & (table["code"] == args.label)].to_string(index=False), flush=True)
     return pd.DataFrame(rows)
 
 

@@ -24,7 +24,9 @@ def all_pairs(cells=range(C)) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def with_ratio(monkeypatch, ratio: float) -> None:
+    """ratio 0: never dense; a huge ratio: every group dense (whatever its number of pairs)."""
     monkeypatch.setattr(predictor_module, "DENSE_MERGE_RATIO", ratio)
+    monkeypatch.setattr(predictor_module, "DENSE_MERGE_MIN_GATHER", 0)
 
 
 def test_table_is_the_merge_of_every_pair():

@@ -38,7 +38,7 @@ from recover_pyro.logging_utils import announce_early_stop, epoch_postfix
 from recover_pyro.models.base import FitReport, PredictiveSamples
 from recover_pyro.models.noise import heldout_noise_variance, holdout_split
 from recover_pyro.models.predictor import RecoverPredictor
-from recover_pyro.training import EarlyStopping, checked_targets, forked_rng, minibatches
+from recover_pyro.training import EarlyStopping, adam, checked_targets, forked_rng, minibatches
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ class DeterministicModel:
         z = self.scaler.transform(y)
         report = FitReport()
         stopper = None if val is None else EarlyStopping(self.config.patience)
-        optimizer = torch.optim.Adam(self.net.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
+        optimizer = adam(self.net.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
         with forked_rng(self.device):
             torch.manual_seed(_draw_seed(self._generator))  # dropout masks while training
             # leave=None: a top-level bar stays; an ensemble member's (nested) bar is cleared.

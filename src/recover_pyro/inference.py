@@ -56,7 +56,7 @@ from recover_pyro.logging_utils import announce_early_stop, epoch_postfix
 from recover_pyro.models.base import FitReport
 from recover_pyro.models.bayesian import BayesianRegression, _TrunkHead, local_params
 from recover_pyro.predictive import bayesian_head_only, sample_head, sample_predictive
-from recover_pyro.training import EarlyStopping, checked_targets, forked_rng, minibatches
+from recover_pyro.training import EarlyStopping, adam, checked_targets, forked_rng, minibatches
 
 log = logging.getLogger(__name__)
 
@@ -315,7 +315,7 @@ def warm_start(
     """
     y = checked_targets(train, "warm start: training")
     params = _unique([*_point_parameters(model), *guide.loc_parameters()])
-    optimizer = torch.optim.Adam(params, lr=config.lr)
+    optimizer = adam(params, lr=config.lr)
     stopper = None if val is None else EarlyStopping(config.warm_start_patience)
     model.train()
     # leave=None: a top-level bar stays (its line ends before the next log line); a nested one is cleared.
@@ -401,8 +401,8 @@ def _svi_stage(
     scale_params = guide.scale_parameters()
     scale_ids = {id(p) for p in scale_params}
     others = _unique([*trained, *(p for p in guide.parameters() if id(p) not in scale_ids)])
-    optimizer = torch.optim.Adam(
-        [{"params": others, "lr": config.lr}, {"params": scale_params, "lr": config.scale_lr or config.lr}]
+    optimizer = adam(
+        [{"params": others, "lr": config.lr}, {"params": scale_params, "lr": config.scale_lr or config.lr}], config.lr
     )
     all_params = [*others, *scale_params]
     schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)

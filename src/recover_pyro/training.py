@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, ContextManager, Iterator
+from typing import Any, ContextManager, Iterable, Iterator
 
 import torch
 
@@ -15,6 +15,17 @@ def forked_rng(device: torch.device) -> ContextManager[None]:
     """Fork torch's global RNG of the CPU and, for a CUDA ``device``, of that GPU: seeding inside leaves
     the caller's RNG state as it was."""
     return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+
+def adam(params: Iterable[Any], lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
+    """:class:`torch.optim.Adam` over ``params`` (tensors or parameter groups), fused into one kernel per step.
+
+    The fused implementation runs Adam's update of every parameter in a single operation instead of about
+    ten per parameter tensor; the arithmetic is Adam's, so updates agree with the plain loop to float
+    rounding. (On the CPU, a training step of the default network spent a third of its time in the plain
+    loop.)
+    """
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
 
 
 def minibatches(n: int, batch_size: int, generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:

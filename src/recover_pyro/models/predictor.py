@@ -20,9 +20,14 @@ from torch import Tensor, nn
 
 
 # Merge pairs from a per-group all-pairs table when (rows in the group)^2 <= ratio x (pairs in it): the table
-# is dense matrix products, gathering (K, r) projections per pair is memory-bound; and only while the table
-# (samples x K x rows^2 elements) stays below ~256 MB. Otherwise gather in pieces of <= 2^24 elements.
-DENSE_MERGE_RATIO = 8
+# is dense matrix products, gathering (K, r) projections per pair (and scattering their gradients back) is
+# memory-bound. Only while the table (samples x K x rows^2 elements) stays below ~256 MB, and only where the
+# gather it replaces has at least DENSE_MERGE_MIN_GATHER elements, since each table group costs a few dozen
+# small operations (a training minibatch of the default net has a few pairs in each of many cell lines;
+# RECOVER's rank-128 merge without FiLM has one group of large projections). Otherwise gather in pieces of
+# <= 2^24 elements.
+DENSE_MERGE_RATIO = 16
+DENSE_MERGE_MIN_GATHER = 2**17
 DENSE_MERGE_MAX_ELEMENTS = 2**26
 GATHER_MAX_ELEMENTS = 2**24
 
@@ -85,8 +90,10 @@ class SymmetricBilinear(nn.Module):
 
     def project(self, h: Tensor) -> Tensor:
         """``(*S, U, H) -> (*S, U, K, r)``: each embedding projected by every :math:`W_k`."""
-        w = self.weight
-        return torch.matmul(h.unsqueeze(-3), w.transpose(-1, -2)).movedim(-3, -2)
+        # One (U, H) x (H, K r) product: broadcasting h against (K, r, H) would copy it K times.
+        k, r = self.out_features, self.rank
+        w = self.weight.reshape(*self.weight.shape[:-3], k * r, self.in_features)
+        return torch.matmul(h, w.transpose(-1, -2)).unflatten(-1, (k, r))
 
     def merge(self, pa: Tensor, pb: Tensor) -> Tensor:
         """``(*S, N, K, r) x2 -> (*S, N, K)`` from projections of the two drugs."""
@@ -107,34 +114,40 @@ class SymmetricBilinear(nn.Module):
         ``group`` ``(U,)`` (sorted) labels the rows of ``proj`` (e.g. by cell line); both rows of a pair share a
         group. Where a group's all-pairs :meth:`table` costs less than gathering its pairs' ``(K, r)``
         projections (many pairs among few rows, as when scoring a whole screen), its pairs are read from
-        the table (dense matrix products); otherwise they are merged elementwise. Same function either way.
+        the table (dense matrix products). All other pairs are merged elementwise in one gather, whatever
+        their group: a training minibatch spreads over many groups with a few pairs each, and a gather per
+        group would cost a full-size zero-filled gradient buffer per group in the backward pass. Same
+        function either way.
         """
         n, k = ia.shape[0], proj.shape[-2]
         sample_dims = proj.shape[:-3]
+        labels, rows_per_group = torch.unique_consecutive(group, return_counts=True)
+        pair_group = torch.searchsorted(labels, group[ia])  # (N,) group number of each pair
+        pairs_per_group = torch.bincount(pair_group, minlength=len(labels))
+        table_size = math.prod(sample_dims) * k * rows_per_group.pow(2)
+        dense = (
+            (rows_per_group.pow(2) <= DENSE_MERGE_RATIO * pairs_per_group)
+            & (table_size <= DENSE_MERGE_MAX_ELEMENTS)
+            & (math.prod(sample_dims) * k * proj.shape[-1] * pairs_per_group >= DENSE_MERGE_MIN_GATHER)
+        )
+        # Pieces bound the (*S, pairs, K, r) products of the gather to ~64 MB each.
+        step = max(1, GATHER_MAX_ELEMENTS // (math.prod(sample_dims) * k * proj.shape[-1]))
+        if not bool(dense.any()) and n <= step:
+            # One gather for both drugs: one zero-filled (*S, U, K, r) gradient buffer instead of two.
+            pa, pb = proj[..., torch.cat([ia, ib]), :, :].split(n, dim=-3)
+            return self.merge(pa, pb)
         out = proj.new_empty(*sample_dims, n, k)
         bias = self.bias.unsqueeze(-2)
-        bounds = torch.searchsorted(group, torch.unique_consecutive(group), right=True).tolist()
-        pair_group = group[ia]
-        start = 0
-        for stop in bounds:
-            idx = (
-                torch.nonzero(pair_group == group[start]).squeeze(-1)
-                if len(bounds) > 1
-                else torch.arange(n, device=ia.device)
-            )
-            rows = stop - start
-            table_size = math.prod(sample_dims) * k * rows * rows
-            if rows * rows <= DENSE_MERGE_RATIO * len(idx) and table_size <= DENSE_MERGE_MAX_ELEMENTS:
-                a, b = ia[idx] - start, ib[idx] - start
-                lo, hi = torch.minimum(a, b), torch.maximum(a, b)
-                table = self.table(proj[..., start:stop, :, :]).flatten(-2)  # (*S, K, U_g * U_g)
-                out[..., idx, :] = table[..., lo * rows + hi].transpose(-1, -2) + bias
-            else:
-                # Pieces bound the (*S, pairs, K, r) products of the gather to ~64 MB each.
-                step = max(1, GATHER_MAX_ELEMENTS // (math.prod(sample_dims) * k * proj.shape[-1]))
-                for piece in idx.split(step):
-                    out[..., piece, :] = self.merge(proj[..., ia[piece], :, :], proj[..., ib[piece], :, :])
-            start = stop
+        starts = (torch.cumsum(rows_per_group, 0) - rows_per_group).tolist()
+        for g in torch.nonzero(dense).flatten().tolist():
+            start, rows = starts[g], int(rows_per_group[g])
+            idx = torch.nonzero(pair_group == g).squeeze(-1)
+            a, b = ia[idx] - start, ib[idx] - start
+            lo, hi = torch.minimum(a, b), torch.maximum(a, b)
+            table = self.table(proj[..., start : start + rows, :, :]).flatten(-2)  # (*S, K, U_g * U_g)
+            out[..., idx, :] = table[..., lo * rows + hi].transpose(-1, -2) + bias
+        for piece in torch.nonzero(~dense[pair_group]).squeeze(-1).split(step):
+            out[..., piece, :] = self.merge(proj[..., ia[piece], :, :], proj[..., ib[piece], :, :])
         return out
 
     def forward(self, ha: Tensor, hb: Tensor) -> Tensor:
@@ -226,9 +239,12 @@ class RecoverPredictor(nn.Module):
             return F.dropout(h, self.dropout, training=self.training or self.mc_dropout)
         return h
 
-    def embed(self, drug: Tensor, cell: Tensor) -> Tensor:
-        """``(*S, U, H)`` per-drug embeddings for (drug, cell line) index pairs of shape ``(U,)``."""
-        c = self.cell_features[cell]
+    def embed(self, drug: Tensor, cell: Tensor | None) -> Tensor:
+        """``(*S, U, H)`` per-drug embeddings for (drug, cell line) index pairs of shape ``(U,)`` (``cell`` may
+        be ``None`` without FiLM, where the embedding does not depend on the cell line)."""
+        if self.film is not None and cell is None:
+            raise ValueError("embed: a FiLM-conditioned predictor needs the cell lines")
+        c = None if cell is None or self.film is None else self.cell_features[cell]
         if not self.drug_layers:
             return self.drug_features[drug]
         # The first layer sees drug features only (FiLM comes after it): run it once per unique drug.
@@ -238,7 +254,7 @@ class RecoverPredictor(nn.Module):
             h = layer(h)
             if i == 0:
                 h = h[..., inverse, :]
-            if self.film is not None:
+            if self.film is not None and c is not None:
                 h = self.film[i](h, c)
             h = self._dropout(F.relu(h))
         return h
@@ -258,15 +274,20 @@ class RecoverPredictor(nn.Module):
     def trunk(self, drug_a: Tensor, drug_b: Tensor, cell: Tensor) -> Tensor:
         """``(*S, N, K)`` merged pair representation (everything before :meth:`head`) for ``(N,)`` indices.
 
-        Embeddings are computed per unique (cell line, drug); pairs are merged per cell line, from an
-        all-pairs table where that is cheaper (:meth:`SymmetricBilinear.merge_pairs`).
+        Embeddings are computed per unique (cell line, drug), or per unique drug without FiLM (the cell line
+        then enters only the head); pairs are merged per cell line (or all together), from an all-pairs table
+        where that is cheaper (:meth:`SymmetricBilinear.merge_pairs`).
         """
+        n = drug_a.shape[0]
+        if self.film is None:
+            drugs, inverse = torch.unique(torch.cat([drug_a, drug_b]), return_inverse=True)
+            proj = self.merge.project(self.embed(drugs, None))
+            return self.merge.merge_pairs(proj, inverse[:n], inverse[n:], torch.zeros_like(drugs))
         n_drugs = self.drug_features.shape[0]
         keys = torch.cat([cell * n_drugs + drug_a, cell * n_drugs + drug_b])
         unique, inverse = torch.unique(keys, return_inverse=True)  # sorted, so grouped by cell line
         cells = unique // n_drugs
         proj = self.merge.project(self.embed(unique % n_drugs, cells))
-        n = drug_a.shape[0]
         return self.merge.merge_pairs(proj, inverse[:n], inverse[n:], cells)
 
     def forward(self, drug_a: Tensor, drug_b: Tensor, cell: Tensor) -> Tensor:
