@@ -27,7 +27,7 @@ from torch import Tensor, nn
 # RECOVER's rank-128 merge without FiLM has one group of large projections). Otherwise gather in pieces of
 # <= 2^24 elements.
 DENSE_MERGE_RATIO = 16
-DENSE_MERGE_MIN_GATHER = 2**17
+DENSE_MERGE_MIN_GATHER = 2**18
 DENSE_MERGE_MAX_ELEMENTS = 2**26
 GATHER_MAX_ELEMENTS = 2**24
 
@@ -39,7 +39,10 @@ def batched_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         bias = bias.unsqueeze(-2)
         # In place where the bias fits the product's shape: the product is a fresh tensor, and the saved
         # (*S, N, out) copy is a large part of posterior scoring time. Same values either way.
-        out = out.add_(bias) if torch.broadcast_shapes(out.shape, bias.shape) == out.shape else out + bias
+        # (An unbatched weight's bias always fits; torch.broadcast_shapes is Python-level and costs ~5 % of a
+        # training step.)
+        fits = weight.dim() == 2 or torch.broadcast_shapes(out.shape, bias.shape) == out.shape
+        out = out.add_(bias) if fits else out + bias
     return out
 
 
@@ -121,6 +124,10 @@ class SymmetricBilinear(nn.Module):
         """
         n, k = ia.shape[0], proj.shape[-2]
         sample_dims = proj.shape[:-3]
+        gather_size = math.prod(sample_dims) * k * proj.shape[-1]  # elements gathered per pair
+        if n * gather_size < DENSE_MERGE_MIN_GATHER:
+            # No group can qualify for a table (a training minibatch of the default net): skip the bookkeeping.
+            return self.merge(*proj[..., torch.cat([ia, ib]), :, :].split(n, dim=-3))
         labels, rows_per_group = torch.unique_consecutive(group, return_counts=True)
         pair_group = torch.searchsorted(labels, group[ia])  # (N,) group number of each pair
         pairs_per_group = torch.bincount(pair_group, minlength=len(labels))
@@ -128,10 +135,10 @@ class SymmetricBilinear(nn.Module):
         dense = (
             (rows_per_group.pow(2) <= DENSE_MERGE_RATIO * pairs_per_group)
             & (table_size <= DENSE_MERGE_MAX_ELEMENTS)
-            & (math.prod(sample_dims) * k * proj.shape[-1] * pairs_per_group >= DENSE_MERGE_MIN_GATHER)
+            & (gather_size * pairs_per_group >= DENSE_MERGE_MIN_GATHER)
         )
         # Pieces bound the (*S, pairs, K, r) products of the gather to ~64 MB each.
-        step = max(1, GATHER_MAX_ELEMENTS // (math.prod(sample_dims) * k * proj.shape[-1]))
+        step = max(1, GATHER_MAX_ELEMENTS // gather_size)
         if not bool(dense.any()) and n <= step:
             # One gather for both drugs: one zero-filled (*S, U, K, r) gradient buffer instead of two.
             pa, pb = proj[..., torch.cat([ia, ib]), :, :].split(n, dim=-3)
