@@ -30,9 +30,11 @@ Measurements (models are built from the same configs as ``python -m recover_pyro
   ``ensemble`` and RECOVER's recipe (``recover_ensemble``); ``<data>`` is O'Neil Bliss (all 39 cell lines) or
   ALMANAC (all 55 cell lines). Each fits on a seeded 80 % of the pairs with a 10 % validation set for a fixed
   ``--train-epochs`` (no early stopping; for a BNN that many warm-start and that many SVI epochs), and reports
-  training examples per second (epochs x training pairs / fit seconds; an ensemble epoch trains every member
-  once), the single-thread 1024^3 fp32 GEMM rate measured in the same process, and their ratio, examples per
+  training examples per second (passes over the training pairs x their number / fit seconds, where a BNN
+  makes ``2 x epochs`` passes, one per stage, and an ensemble epoch trains every member once), the single-thread 1024^3 fp32 GEMM rate measured in the same process, and their ratio, examples per
   GFLOP of machine speed. BNN rows add each stage's rate (warm start, SVI).
+* ``fit_bnn_oneil`` / ``fit_deterministic_oneil``: the same, but the whole default fit (early stopping, ELBO
+  convergence) as ``+experiment=normal`` / ``deterministic`` run it.
 * ``round_bnn_almanac_all``: one campaign round of the default BNN on the ALMANAC all-cell-line pool: fit on a
   seeded 1 % (held-out noise estimate, as in campaigns), score the other 99 % with ``S = 100``, acquire a UCB
   batch of 1 % of the screen.
@@ -83,6 +85,8 @@ TRAIN_MODELS = {
 }
 TRAIN_DATA = {"oneil": ("oneil", []), "almanac": ("almanac", ["data.cell_lines=null"])}
 TRAIN_MEASUREMENTS = [f"train_{m}_{d}" for d in TRAIN_DATA for m in TRAIN_MODELS]
+# Whole default fits (early stopping / ELBO convergence as configured), O'Neil.
+FIT_MEASUREMENTS = ["fit_bnn_oneil", "fit_deterministic_oneil"]
 MEASUREMENTS = [
     "round_bnn",
     "round_ensemble",
@@ -92,9 +96,10 @@ MEASUREMENTS = [
     "space_all",
     "space_million",
     *TRAIN_MEASUREMENTS,
+    *FIT_MEASUREMENTS,
     "round_bnn_almanac_all",
 ]
-GROUPS = {"train": TRAIN_MEASUREMENTS}
+GROUPS = {"train": TRAIN_MEASUREMENTS, "fit": FIT_MEASUREMENTS}
 # space_million: a synthetic screen whose all-pairs space is 300 * 299 / 2 * 23 = 1,031,550 candidates.
 MILLION_DRUGS, MILLION_CELL_LINES = 300, 23
 NUM_SAMPLES = 100
@@ -180,17 +185,19 @@ def gemm_gflops(n: int = 1024, repeats: int = 20) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
-def measure_train(model: str, data: str, epochs: int) -> dict[str, Any]:
-    """Fit ``model`` for exactly ``epochs`` on 80 % of ``data`` (10 % validation); examples per second and
-    per GFLOP of the single-thread GEMM rate (see the module docstring)."""
+def measure_train(model: str, data: str, epochs: int | None) -> dict[str, Any]:
+    """Fit ``model`` for exactly ``epochs`` (``None``: as configured, with its early stopping) on 80 % of
+    ``data`` (10 % validation); examples per second and per GFLOP of the single-thread GEMM rate (see the
+    module docstring)."""
     import recover_pyro.inference as inference
 
     data_name, data_overrides = TRAIN_DATA[data]
-    fixed = (
-        [f"inference.warm_start_epochs={epochs}", f"inference.epochs={epochs}", "inference.stopping=none"]
-        if model.startswith("bnn")
-        else [f"model.training.epochs={epochs}", f"model.training.patience={epochs + 1}"]
-    )
+    if epochs is None:
+        fixed = []
+    elif model.startswith("bnn"):
+        fixed = [f"inference.warm_start_epochs={epochs}", f"inference.epochs={epochs}", "inference.stopping=none"]
+    else:
+        fixed = [f"model.training.epochs={epochs}", f"model.training.patience={epochs + 1}"]
     cfg = _config([f"+experiment={TRAIN_MODELS[model]}", "seed=0", *data_overrides, *fixed], data=data_name)
     pairs, features = _load(cfg)
     order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(0))
@@ -215,20 +222,24 @@ def measure_train(model: str, data: str, epochs: int) -> dict[str, Any]:
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # its first use imports torch._dynamo (~1 s, once)
     built = model_factory(cfg, features)()
     start = time.perf_counter()
-    built.fit(train, val)
+    report = built.fit(train, val)
     _sync()
     seconds = time.perf_counter() - start
-    examples = epochs * n_train
+    # Epochs each stage ran (an ensemble's curve has one row per member and epoch).
+    rows = [r for r in report.curve if r.get("member", 0) == 0]
+    stage_epochs = {stage: sum(r["stage"] == stage for r in rows) for stage in {r["stage"] for r in rows}}
+    passes = sum(stage_epochs.values())
     times: dict[str, list[float]] = {
         "fit_s": [seconds],
-        "examples_per_s": [examples / seconds],
+        "examples_per_s": [passes * n_train / seconds],
         "gemm_gflops": [gflops],
-        "examples_per_gflop": [examples / seconds / gflops],
+        "examples_per_gflop": [passes * n_train / seconds / gflops],
     }
     for stage, sec in stage_s.items():
-        times[f"{stage}_examples_per_s"] = [examples / sec]
-        times[f"{stage}_examples_per_gflop"] = [examples / sec / gflops]
-    return {"n_train": n_train, "epochs": epochs, "times": times}
+        times[f"{stage}_epochs"] = [stage_epochs.get(stage, 0)]
+        times[f"{stage}_examples_per_s"] = [stage_epochs.get(stage, 0) * n_train / sec]
+        times[f"{stage}_examples_per_gflop"] = [stage_epochs.get(stage, 0) * n_train / sec / gflops]
+    return {"n_train": n_train, "epochs": epochs if epochs is not None else passes, "times": times}
 
 
 def measure_round_all(experiment: str, repeats: int) -> dict[str, Any]:
@@ -349,6 +360,9 @@ def run_measurement(name: str, args: argparse.Namespace) -> dict[str, Any]:
     if name.startswith("train_"):
         model, data = name.removeprefix("train_").rsplit("_", 1)
         return measure_train(model, data, args.train_epochs)
+    if name.startswith("fit_"):
+        model, data = name.removeprefix("fit_").rsplit("_", 1)
+        return measure_train(model, data, None)
     if name == "round_bnn_almanac_all":
         return measure_round_all("normal", args.repeats)
     raise ValueError(f"unknown measurement {name!r}; choose from {MEASUREMENTS}")
