@@ -4,6 +4,7 @@
     python scripts/benchmark_speed.py --only space_head --threads-space 2     # one measurement
     python scripts/benchmark_speed.py --device cuda --out benchmarks/results/speed/speed_gpu.csv
     python scripts/benchmark_speed.py --only train --out benchmarks/results/speed/train.csv   # all training rows
+    python scripts/benchmark_speed.py --table benchmarks/results/speed/train.csv                # as markdown
 
 Every measurement runs in a fresh subprocess (``--measure NAME``) so its peak resident memory
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss``, which sees torch's allocations, unlike tracemalloc) is its own.
@@ -399,6 +400,31 @@ def _rows(name: str, threads: int, result: dict[str, Any], label: str) -> list[d
     return rows
 
 
+def training_table(table: pd.DataFrame) -> str:
+    """Markdown table of the training measurements in ``table`` (rows of :func:`_rows`): one line per
+    measurement, one column (examples / s and, in brackets, examples / GFLOP) per code label, and the speed-up
+    of the last label over the first."""
+    rates = table[table["measurement"].str.match(r"(train|fit)_") & (table["quantity"] == "examples_per_s")]
+    per_gflop = table[table["quantity"] == "examples_per_gflop"].set_index(["code", "measurement"])["mean"]
+    rss = rates.set_index(["code", "measurement"])["peak_rss_mb"]
+    labels = list(dict.fromkeys(rates["code"]))
+    head = ["measurement", *(f"{c}: examples/s (/GFLOP)" for c in labels), "speed-up", "peak RSS (MB)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in dict.fromkeys(rates["measurement"]):
+        cells, values = [], []
+        for code in labels:
+            row = rates[(rates["code"] == code) & (rates["measurement"] == name)]
+            if row.empty:
+                cells.append("")
+                continue
+            values.append(float(row["mean"].iloc[0]))
+            cells.append(f"{values[-1]:,.0f} ({per_gflop.get((code, name), float('nan')):.0f})")
+        speedup = f"{values[-1] / values[0]:.1f}x" if len(values) == len(labels) > 1 else ""
+        last_rss = rss.get((labels[-1], name), float("nan"))
+        lines.append(f"| `{name}` | " + " | ".join(cells) + f" | {speedup} | {last_rss:.0f} |")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> pd.DataFrame | None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -410,6 +436,9 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame | None:
     parser.add_argument("--train-epochs", type=int, default=5, help="epochs of each training measurement")
     parser.add_argument("--src", type=Path, default=None, help="import recover_pyro from this source tree")
     parser.add_argument("--label", default="current", help="name of the measured code in the table")
+    parser.add_argument(
+        "--table", nargs="+", type=Path, default=None, help="print the training table of these CSVs and exit"
+    )
     parser.add_argument("--measure", default=None, help=argparse.SUPPRESS)  # child process: one measurement
     parser.add_argument("--threads", type=int, default=1, help="torch threads for rounds and throughput")
     parser.add_argument("--threads-space", type=int, default=2, help="torch threads for the whole-space runs")
@@ -424,6 +453,9 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame | None:
     )
     parser.add_argument("--device", default="cpu", help="where models fit and score: cpu, cuda, ...")
     args = parser.parse_args(argv)
+    if args.table:
+        print(training_table(pd.concat([pd.read_csv(p) for p in args.table], ignore_index=True)))
+        return None
 
     if args.measure:
         global DEVICE
