@@ -125,9 +125,11 @@ class SymmetricBilinear(nn.Module):
         n, k = ia.shape[0], proj.shape[-2]
         sample_dims = proj.shape[:-3]
         gather_size = math.prod(sample_dims) * k * proj.shape[-1]  # elements gathered per pair
+        # Pieces bound the (*S, pairs, K, r) products of the gather to ~64 MB each.
+        step = max(1, GATHER_MAX_ELEMENTS // gather_size)
         if n * gather_size < DENSE_MERGE_MIN_GATHER:
             # No group can qualify for a table (a training minibatch of the default net): skip the bookkeeping.
-            return self.merge(*proj[..., torch.cat([ia, ib]), :, :].split(n, dim=-3))
+            return self._merge_gathered(proj, ia, ib)
         labels, rows_per_group = torch.unique_consecutive(group, return_counts=True)
         pair_group = torch.searchsorted(labels, group[ia])  # (N,) group number of each pair
         pairs_per_group = torch.bincount(pair_group, minlength=len(labels))
@@ -137,12 +139,8 @@ class SymmetricBilinear(nn.Module):
             & (table_size <= DENSE_MERGE_MAX_ELEMENTS)
             & (gather_size * pairs_per_group >= DENSE_MERGE_MIN_GATHER)
         )
-        # Pieces bound the (*S, pairs, K, r) products of the gather to ~64 MB each.
-        step = max(1, GATHER_MAX_ELEMENTS // gather_size)
         if not bool(dense.any()) and n <= step:
-            # One gather for both drugs: one zero-filled (*S, U, K, r) gradient buffer instead of two.
-            pa, pb = proj[..., torch.cat([ia, ib]), :, :].split(n, dim=-3)
-            return self.merge(pa, pb)
+            return self._merge_gathered(proj, ia, ib)
         out = proj.new_empty(*sample_dims, n, k)
         bias = self.bias.unsqueeze(-2)
         starts = (torch.cumsum(rows_per_group, 0) - rows_per_group).tolist()
@@ -156,6 +154,12 @@ class SymmetricBilinear(nn.Module):
         for piece in torch.nonzero(~dense[pair_group]).squeeze(-1).split(step):
             out[..., piece, :] = self.merge(proj[..., ia[piece], :, :], proj[..., ib[piece], :, :])
         return out
+
+    def _merge_gathered(self, proj: Tensor, ia: Tensor, ib: Tensor) -> Tensor:
+        """:meth:`merge` of every pair from one gather of both drugs' projections (one zero-filled
+        ``(*S, U, K, r)`` gradient buffer in the backward pass instead of two)."""
+        pa, pb = proj[..., torch.cat([ia, ib]), :, :].split(ia.shape[0], dim=-3)
+        return self.merge(pa, pb)
 
     def forward(self, ha: Tensor, hb: Tensor) -> Tensor:
         return self.merge(self.project(ha), self.project(hb))
