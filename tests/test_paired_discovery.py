@@ -1,0 +1,36 @@
+"""scripts/paired_discovery.py: recalls after the last round, pairing by (cell line, seed), t intervals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import load_script
+
+
+@pytest.fixture(scope="module")
+def paired():
+    return load_script("paired_discovery")
+
+
+def write_run(path: Path, top1: float, top5: float) -> None:
+    pd.DataFrame(
+        {"round": [0, 1], "recall_top1pct": [0.0, top1], "recall_top5pct": [0.0, top5], "train_s": [1.0, 2.0]}
+    ).to_csv(path, index=False)
+
+
+def test_final_recalls_read_the_last_round(paired, tmp_path: Path) -> None:
+    write_run(tmp_path / "a_s0.csv", 0.5, 0.25)
+    assert paired.final_recalls(tmp_path / "a_s0.csv") == (0.5, 0.25, 3.0)
+    assert paired.final_recalls(tmp_path / "missing.csv") is None
+
+
+def test_t_interval_is_the_student_t_interval_of_the_mean(paired) -> None:
+    x = np.array([0.1, -0.2, 0.3, 0.0])
+    low, high = paired.t_interval(x)
+    half = 3.182446305284263 * x.std(ddof=1) / 2  # t_{0.975, 3} x sd / sqrt(4)
+    assert (low, high) == pytest.approx((x.mean() - half, x.mean() + half))
+    assert np.isnan(paired.t_interval(np.array([1.0]))[0])
