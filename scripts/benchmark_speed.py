@@ -147,14 +147,19 @@ def all_pairs_space(n_drugs: int, n_cells: int) -> Pairs:
     return Pairs(a.repeat(n_cells), b.repeat(n_cells), cells)
 
 
-def measure_round(experiment: str, repeats: int) -> dict[str, Any]:
-    """Train on 330 revealed MCF7 pairs, score the rest with S = 100, acquire UCB q = 30; per repeat (seed)."""
+def measure_round(
+    experiment: str, repeats: int, overrides: Sequence[str] = (), fraction: float | None = None
+) -> dict[str, Any]:
+    """One campaign round per repeat (seed): fit on the revealed pairs (no validation set: the model holds out
+    its own share, as in campaigns), score the rest with S = 100, acquire a UCB batch. Revealed and batch size:
+    330 and 30 (the MCF7 protocol), or ``fraction`` of the screen each."""
     times: dict[str, list[float]] = {"train_s": [], "score_s": [], "acquire_s": [], "round_s": []}
     for seed in range(repeats):
-        cfg = _config([f"+experiment={experiment}", f"seed={seed}"])
+        cfg = _config([f"+experiment={experiment}", f"seed={seed}", *overrides])
         pairs, features = _load(cfg)
+        n_initial, q = (330, 30) if fraction is None else (int(len(pairs) * fraction),) * 2
         order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed))
-        revealed, pool = pairs[order[:330]], pairs[order[330:]]
+        revealed, pool = pairs[order[:n_initial]], pairs[order[n_initial:]]
         candidates = Pairs(pool.drug_a, pool.drug_b, pool.cell)
         start = time.perf_counter()
         model = model_factory(cfg, features)()
@@ -164,14 +169,14 @@ def measure_round(experiment: str, repeats: int) -> dict[str, Any]:
         predictive = model.predict(candidates, num_samples=NUM_SAMPLES)
         _sync()
         t_score = time.perf_counter()
-        Acquisition(kind="ucb", q=30, kappa=1.0).select(predictive.f)
+        Acquisition(kind="ucb", q=q, kappa=1.0).select(predictive.f)
         _sync()
         t_acquire = time.perf_counter()
         times["train_s"].append(t_train - start)
         times["score_s"].append(t_score - t_train)
         times["acquire_s"].append(t_acquire - t_score)
         times["round_s"].append(t_acquire - start)
-    return {"n_train": 330, "n_candidates": len(candidates), "repeats": repeats, "times": times}
+    return {"n_train": n_initial, "n_candidates": len(candidates), "repeats": repeats, "times": times}
 
 
 def gemm_gflops(n: int = 1024, repeats: int = 20) -> float:
@@ -243,35 +248,6 @@ def measure_train(model: str, data: str, epochs: int | None) -> dict[str, Any]:
         times[f"{stage}_examples_per_s"] = [stage_epochs.get(stage, 0) * n_train / sec]
         times[f"{stage}_examples_per_gflop"] = [stage_epochs.get(stage, 0) * n_train / sec / gflops]
     return {"n_train": n_train, "epochs": epochs if epochs is not None else passes, "times": times}
-
-
-def measure_round_all(experiment: str, repeats: int) -> dict[str, Any]:
-    """One campaign round on ALMANAC's all-cell-line pool: fit on a seeded 1 % (no validation set: the model
-    holds out its own share, as in campaigns), score the rest with S = 100, acquire UCB q = 1 %."""
-    times: dict[str, list[float]] = {"train_s": [], "score_s": [], "acquire_s": [], "round_s": []}
-    for seed in range(repeats):
-        cfg = _config([f"+experiment={experiment}", f"seed={seed}", "data.cell_lines=null"])
-        pairs, features = _load(cfg)
-        n_initial = q = len(pairs) // 100
-        order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed))
-        revealed, pool = pairs[order[:n_initial]], pairs[order[n_initial:]]
-        candidates = Pairs(pool.drug_a, pool.drug_b, pool.cell)
-        start = time.perf_counter()
-        model = model_factory(cfg, features)()
-        model.fit(revealed, None)
-        _sync()
-        t_train = time.perf_counter()
-        predictive = model.predict(candidates, num_samples=NUM_SAMPLES)
-        _sync()
-        t_score = time.perf_counter()
-        Acquisition(kind="ucb", q=q, kappa=1.0).select(predictive.f)
-        _sync()
-        t_acquire = time.perf_counter()
-        times["train_s"].append(t_train - start)
-        times["score_s"].append(t_score - t_train)
-        times["acquire_s"].append(t_acquire - t_score)
-        times["round_s"].append(t_acquire - start)
-    return {"n_train": n_initial, "n_candidates": len(candidates), "repeats": repeats, "times": times}
 
 
 def _space_setup(layers: str, million: bool = False) -> tuple[Any, Pairs]:
@@ -369,7 +345,7 @@ def run_measurement(name: str, args: argparse.Namespace) -> dict[str, Any]:
         model, data = name.removeprefix("fit_").rsplit("_", 1)
         return measure_train(model, data, None)
     if name == "round_bnn_almanac_all":
-        return measure_round_all("normal", args.repeats)
+        return measure_round("normal", args.repeats, ["data.cell_lines=null"], fraction=0.01)
     raise ValueError(f"unknown measurement {name!r}; choose from {MEASUREMENTS}")
 
 
