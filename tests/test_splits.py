@@ -132,6 +132,39 @@ def test_unseen_drug_split_synthetic(synthetic):
         unseen_drug_split(synthetic, n_test_drugs=30)
 
 
+def test_unseen_drug_split_holds_out_validation_drugs(synthetic):
+    """Default validation mirrors the test protocol: its drugs are seen neither in training nor in test, and
+    drugs are added only until their experiments reach the ``val`` fraction of the non-test ones."""
+    exp = synthetic.experiments
+    split = unseen_drug_split(synthetic, n_test_drugs=3, val=0.2, seed=1, test_seed=5)
+    train_drugs = drugs_in(exp, split.train)
+    test_only = (set(exp["drug_a"]) | set(exp["drug_b"])) - drugs_in(exp, np.concatenate([split.train, split.val]))
+    val_only = drugs_in(exp, split.val) - train_drugs - test_only
+    assert val_only and not val_only & test_only
+    val = exp.iloc[split.val]
+    assert (val["drug_a"].isin(val_only) | val["drug_b"].isin(val_only)).all()
+    rest = exp.drop(index=split.test)
+    assert len(split.val) == (rest["drug_a"].isin(val_only) | rest["drug_b"].isin(val_only)).sum()
+    n_rest = len(exp) - len(split.test)
+    assert len(split.val) >= 0.2 * n_rest
+    # One validation drug fewer would not have reached the fraction.
+    smallest = min(
+        (rest["drug_a"].isin(val_only - {d}) | rest["drug_b"].isin(val_only - {d})).sum() for d in val_only
+    )
+    assert smallest < 0.2 * n_rest
+    np.testing.assert_array_equal(split.test, unseen_drug_split(synthetic, n_test_drugs=3, seed=8, test_seed=5).test)
+    assert unseen_drug_split(synthetic, n_test_drugs=3, val=0.0).sizes()["val"] == 0
+    with pytest.raises(ValueError, match="val_group"):
+        unseen_drug_split(synthetic, val_group="cell")
+
+
+def test_unseen_drug_split_by_pair_keeps_validation_drugs_in_training(synthetic):
+    exp = synthetic.experiments
+    split = unseen_drug_split(synthetic, n_test_drugs=3, val=0.2, seed=1, val_group="pair")
+    check_unseen_drugs(synthetic, split, 3)
+    assert drugs_in(exp, split.val) <= drugs_in(exp, split.train)
+
+
 def test_unseen_drug_split_real_almanac_mcf7(almanac):
     mcf7 = almanac.select(cell_lines="MCF7")
     split = unseen_drug_split(mcf7, test_frac=0.1, val=0.2, seed=3, test_seed=0)

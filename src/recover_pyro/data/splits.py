@@ -95,25 +95,48 @@ def unseen_drug_split(
     val: float = 0.2,
     seed: int = 0,
     test_seed: int = 0,
+    val_group: Literal["drug", "pair"] = "drug",
 ) -> Split:
     """Hold out drugs: every experiment containing a held-out drug is a test row.
 
     ``n_test_drugs`` drugs (default ``max(1, round(test_frac * n))`` of the ``n`` drugs that occur in the
-    experiments) are drawn with ``test_seed``. Validation is a ``val`` fraction of the remaining pairs,
-    so validation drugs are seen in training (validation error is optimistic for unseen drugs).
+    experiments) are drawn with ``test_seed``.
+
+    Validation mirrors the test protocol by default (``val_group="drug"``): validation drugs, disjoint from
+    the test drugs, are drawn in a ``seed``-ed order until the experiments containing one of them make up at
+    least a ``val`` fraction of the non-test experiments; those experiments are the validation set, so no
+    validation drug is seen in training. Early stopping and every model's held-out noise estimate
+    (:mod:`recover_pyro.models.noise`) then measure the error on new drugs, the error the test set asks
+    about (validation pairs of seen drugs are optimistic for it: on O'Neil the BNN's 90 % intervals covered
+    0.93 of such validation pairs and 0.82 of the unseen-drug test pairs). ``val_group="pair"`` draws a
+    ``val`` fraction of the remaining pairs instead (validation drugs are then seen in training).
     """
     exp = screen.experiments
-    drugs = np.unique(np.concatenate([exp["drug_a"].astype(str), exp["drug_b"].astype(str)]))
+    drug_a, drug_b = exp["drug_a"].astype(str), exp["drug_b"].astype(str)
+    drugs = np.unique(np.concatenate([drug_a, drug_b]))
     if n_test_drugs is None:
         _check_fraction("test_frac", test_frac)
         n_test_drugs = max(1, int(round(test_frac * len(drugs))))
     if not 1 <= n_test_drugs < len(drugs):
         raise ValueError(f"{screen.name}: n_test_drugs={n_test_drugs} must lie in 1..{len(drugs) - 1}")
     held = np.random.default_rng(test_seed).permutation(drugs)[:n_test_drugs]
-    test_mask = (exp["drug_a"].astype(str).isin(held) | exp["drug_b"].astype(str).isin(held)).to_numpy()
-    return _split_rest(
-        _group_codes(exp, "pair"), test_mask, val, seed, f"{screen.name}: unseen-drug split holding out {sorted(held)}"
-    )
+    test_mask = (drug_a.isin(held) | drug_b.isin(held)).to_numpy()
+    what = f"{screen.name}: unseen-drug split holding out {sorted(held)}"
+    if val_group == "pair":
+        return _split_rest(_group_codes(exp, "pair"), test_mask, val, seed, what)
+    if val_group != "drug":
+        raise ValueError(f"unknown val_group {val_group!r}; choose 'drug' or 'pair'")
+    _check_fraction("val", val)
+    val_mask = np.zeros(len(exp), dtype=bool)
+    n_rest = int((~test_mask).sum())
+    for drug in np.random.default_rng(seed).permutation(np.setdiff1d(drugs, held)):
+        if val_mask.sum() >= val * n_rest:
+            break
+        val_mask |= ~test_mask & (drug_a == drug).to_numpy() | ~test_mask & (drug_b == drug).to_numpy()
+    train_mask = ~test_mask & ~val_mask
+    if not train_mask.any():
+        raise ValueError(f"{what}: validation drugs leave no training rows; lower val={val}")
+    return Split(np.flatnonzero(train_mask), np.flatnonzero(val_mask), np.flatnonzero(test_mask))
 
 
 def unseen_cell_line_split(
