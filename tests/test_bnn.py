@@ -193,6 +193,17 @@ def test_builds_from_the_hydra_model_config(features, experiment):
     assert model.inference.elbo == ("meanfield" if experiment == "sparse_dropout" else "trace")
 
 
+def test_local_reparam_is_on_for_the_fully_bayesian_preset_only():
+    """The head-only presets keep SVIConfig's default (no local reparameterisation, their documented numbers);
+    normal_full switches it on."""
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        head = compose(config_name="config", overrides=["+experiment=normal"])
+        full = compose(config_name="config", overrides=["+experiment=normal_full"])
+    assert head.inference.local_reparam is SVIConfig().local_reparam is False
+    assert full.inference.local_reparam is True
+    assert instantiate(full.inference).local_reparam is True
+
+
 def test_posterior_as_prior_centres_the_prior_on_the_fitted_posterior(features, split):
     train, _, _ = split
     model = bnn(features)

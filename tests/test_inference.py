@@ -10,7 +10,7 @@ from torch import nn
 from recover_pyro.data.screen import Pairs
 from recover_pyro.guides import MeanFieldNormalGuide
 from recover_pyro.inference import LatentScale, SVIConfig, fit_svi, kl_weight, validation_metric
-from recover_pyro.models.bayesian import BayesianRegression
+from recover_pyro.models.bayesian import BayesianRegression, local_params
 from recover_pyro.models.predictor import Linear, RecoverPredictor
 from recover_pyro.priors import LaplacePrior, NormalPrior
 
@@ -274,6 +274,16 @@ def test_kl_annealing_and_clipping_run_and_fit():
     assert all(math.isfinite(v) for v in report.losses + report.val_metric)
 
 
+def test_elbo_rule_waits_for_the_full_kl_weight():
+    """While the KL weight ramps up the loss rises by design; the convergence rule (which would stop on a
+    window without progress) only counts epochs at full weight."""
+    model, guide, train, _ = small_problem()
+    config = SVIConfig(lr=0.05, epochs=40, batch_size=60, kl_anneal_epochs=12, min_epochs=0, window=2, lr_drops=0)
+    report = fit_svi(model, guide, train, None, config)
+    assert report.converged
+    assert config.kl_anneal_epochs - 1 + 2 * config.window <= len(report.losses) < config.epochs
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
@@ -376,7 +386,7 @@ def test_validation_metric_on_cached_trunk_outputs_equals_the_full_predictive():
     model, guide, train, val = small_problem()
     fit_svi(model, guide, train, val, SVIConfig(lr=0.05, epochs=3, batch_size=40, warm_start_epochs=2))
     config = SVIConfig(val_samples=16, seed=3)
-    with torch.no_grad():
+    with torch.no_grad(), local_params():  # a direct predictor call would register its parameters globally
         z_val = model.predictor.trunk(val.drug_a, val.drug_b, val.cell)
     assert validation_metric(model, guide, val, config, z_val) == pytest.approx(
         validation_metric(model, guide, val, config), rel=1e-5

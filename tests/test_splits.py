@@ -148,9 +148,7 @@ def test_unseen_drug_split_holds_out_validation_drugs(synthetic):
     n_rest = len(exp) - len(split.test)
     assert len(split.val) >= 0.2 * n_rest
     # One validation drug fewer would not have reached the fraction.
-    smallest = min(
-        (rest["drug_a"].isin(val_only - {d}) | rest["drug_b"].isin(val_only - {d})).sum() for d in val_only
-    )
+    smallest = min((rest["drug_a"].isin(val_only - {d}) | rest["drug_b"].isin(val_only - {d})).sum() for d in val_only)
     assert smallest < 0.2 * n_rest
     np.testing.assert_array_equal(split.test, unseen_drug_split(synthetic, n_test_drugs=3, seed=8, test_seed=5).test)
     assert unseen_drug_split(synthetic, n_test_drugs=3, val=0.0).sizes()["val"] == 0

@@ -18,6 +18,11 @@
    converged (``stopping="elbo"``: no significant decrease over ``window`` epochs, after ``lr_drops``
    learning-rate drops), not on a validation metric that a point-estimated trunk can drive up early.
 
+With ``local_reparam`` the SVI loss is evaluated inside a :class:`~recover_pyro.local_reparam.LocalReparam`
+messenger: the linear layers of :func:`local_reparam_sites` sample their pre-activations per datum from the
+guide's Normal (local reparameterisation) instead of sharing one weight sample over the minibatch. Same ELBO,
+a lower-variance estimate of its expected log-likelihood; the KL term and prediction are unchanged.
+
 Minibatches enter through the model's subsampled data plate, which scales the likelihood by ``N / batch``;
 each step's loss is divided by ``N`` (a per-datum ELBO) so the learning rate does not depend on the data size.
 
@@ -33,6 +38,7 @@ into the expected negative log-likelihood (read off the model trace's observatio
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -52,10 +58,11 @@ from tqdm.auto import tqdm
 
 from recover_pyro.data.screen import Pairs
 from recover_pyro.guides import WeightGuide
+from recover_pyro.local_reparam import LocalReparam
 from recover_pyro.logging_utils import announce_early_stop, epoch_postfix
 from recover_pyro.models.base import FitReport
 from recover_pyro.models.bayesian import BayesianRegression, _TrunkHead, local_params
-from recover_pyro.predictive import bayesian_head_only, sample_head, sample_predictive
+from recover_pyro.predictive import HEAD_PREFIX, bayesian_head_only, sample_head, sample_predictive
 from recover_pyro.training import EarlyStopping, adam, checked_targets, forked_rng, minibatches
 
 log = logging.getLogger(__name__)
@@ -79,7 +86,8 @@ class SVIConfig:
         min_epochs: SVI epochs before the ELBO convergence rule may stop.
         batch_size: minibatch size.
         num_particles: ELBO particles per step.
-        kl_anneal_epochs: ramp the KL weight linearly from ``1/E`` to 1 over this many epochs (0: off).
+        kl_anneal_epochs: ramp the KL weight linearly from ``1/E`` to 1 over this many epochs (0: off); the ELBO
+            convergence rule counts only epochs at full weight.
         stopping: ``"elbo"`` (stop when the training ELBO has converged), ``"val"`` (early stopping on
             ``val_metric`` with the best epoch's parameters restored; needs validation data) or ``"none"``
             (run ``epochs``).
@@ -96,6 +104,8 @@ class SVIConfig:
         freeze_trunk: with every Bayesian site in the head of a trunk / head predictor, keep the warm-started
             trunk fixed during SVI (its output is then computed once).
         clip_norm: clip the gradient norm to this value (None: no clipping).
+        local_reparam: sample the pre-activations of the linear layers of :func:`local_reparam_sites` per
+            datum from the guide (local reparameterisation) in the SVI loss; needs a Normal guide there.
         seed: seeds weight noise, minibatch order and validation samples.
         progress: show a tqdm bar over epochs.
         val_metric: ``"nll"`` (Gaussian NLL of the posterior predictive, mean and variance
@@ -123,6 +133,7 @@ class SVIConfig:
     warm_start_patience: int = 20
     freeze_trunk: bool = True
     clip_norm: float | None = None
+    local_reparam: bool = False
     seed: int = 0
     progress: bool = False
     val_metric: str = "nll"
@@ -202,6 +213,20 @@ class ObservedLogLikelihood(Messenger):
 def kl_weight(epoch: int, anneal_epochs: int) -> float:
     """:math:`\\beta_e = \\min(1, (e + 1) / E)` (1 when annealing is off)."""
     return 1.0 if anneal_epochs <= 0 else min(1.0, (epoch + 1) / anneal_epochs)
+
+
+def local_reparam_sites(model: BayesianRegression) -> list[str]:
+    """The Bayesian sites where local reparameterisation is exact: the head layers of a trunk / head predictor.
+
+    Per-row noise matches the weight posterior only where each datum passes through the layer with one
+    input row. The head sees one merged row per pair; the per-drug layers and their FiLM maps see both drugs
+    of a pair, which must share one weight (their joint, not just their marginals, enters the bilinear
+    merge), and a predictor without a trunk / head split (e.g. DeepSynergy, which averages both drug orders)
+    runs every layer twice per datum. Those sites, and the bilinear merge, keep whole weight samples.
+    """
+    if not (callable(getattr(model.predictor, "trunk", None)) and callable(getattr(model.predictor, "head", None))):
+        return []
+    return [name for name in model.sites if name.startswith(HEAD_PREFIX)]
 
 
 def make_elbo(config: SVIConfig) -> Trace_ELBO:
@@ -405,6 +430,12 @@ def _svi_stage(
         [{"params": others, "lr": config.lr}, {"params": scale_params, "lr": config.scale_lr or config.lr}], config.lr
     )
     all_params = [*others, *scale_params]
+    reparam_sites = local_reparam_sites(model) if config.local_reparam else []
+    if config.local_reparam and not reparam_sites:
+        raise ValueError(
+            f"fit_svi: local_reparam needs Bayesian head layers ({HEAD_PREFIX}*) of a trunk / head predictor; "
+            f"the Bayesian sites are {list(model.sites)}"
+        )
     schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
     stopper = EarlyStopping(config.patience) if config.stopping == "val" else None
     validate = is_validation_enabled()
@@ -414,7 +445,8 @@ def _svi_stage(
     model.train()
     bar = tqdm(range(config.epochs), disable=not config.progress, desc="SVI epochs", leave=None)
     for epoch in bar:
-        step_model, step_guide = _annealed(run_model, guide, kl_weight(epoch, config.kl_anneal_epochs))
+        beta = kl_weight(epoch, config.kl_anneal_epochs)
+        step_model, step_guide = _annealed(run_model, guide, beta)
         recorder = ObservedLogLikelihood()
         losses: list[float] = []
         for idx in minibatches(n, config.batch_size, generator):
@@ -422,7 +454,8 @@ def _svi_stage(
             optimizer.zero_grad()
             # Pyro's checks (shapes, supports, mean-field order) run on the first step only: the
             # structure never changes afterwards, and they cost ~25% of a step.
-            with pyro.validation_enabled(validate and epoch == 0 and not losses):
+            reparam = LocalReparam(reparam_sites) if reparam_sites else contextlib.nullcontext()
+            with pyro.validation_enabled(validate and epoch == 0 and not losses), reparam:
                 loss = elbo.differentiable_loss(recorder(step_model), step_guide, *args, subsample=idx) / n
             loss.backward()
             if config.clip_norm is not None:
@@ -453,7 +486,8 @@ def _svi_stage(
         if stopper is not None:
             if stopper.step(report.val_metric[-1], [p.detach() for p in all_params]):
                 break
-        elif config.stopping == "elbo":
+        elif config.stopping == "elbo" and beta >= 1.0:
+            # Only the full ELBO counts: while the KL weight ramps up, the loss rises by design.
             since_drop.append(report.losses[-1])
             if epoch + 1 >= config.min_epochs and elbo_converged(since_drop, config.window, config.tol):
                 if drops_left == 0:

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from recover_pyro.local_reparam import local_reparam_linear, weight_moments
 
 # Merge pairs from a per-group all-pairs table when (rows in the group)^2 <= ratio x (pairs in it): the table
 # is dense matrix products, gathering (K, r) projections per pair (and scattering their gradients back) is
@@ -66,7 +67,14 @@ class Linear(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: Tensor) -> Tensor:
-        return batched_linear(x, self.weight, self.bias)
+        """``(*S, N, in) -> (*S, N, out)``. When an active :class:`~recover_pyro.local_reparam.LocalReparam`
+        recorded the weight as a guide's Normal sample (SVI training), the output is sampled per row from its
+        closed form instead (the bias likewise, or kept as given)."""
+        weight, bias = self.weight, self.bias
+        moments = weight_moments(weight)
+        if moments is not None:
+            return local_reparam_linear(x, moments, weight_moments(bias) or bias)
+        return batched_linear(x, weight, bias)
 
 
 class SymmetricBilinear(nn.Module):
