@@ -13,7 +13,7 @@ from pyro.nn import PyroModule, PyroSample
 from recover_pyro.data.screen import Pairs
 from recover_pyro.guides import MeanFieldNormalGuide
 from recover_pyro.inference import SVIConfig, fit_svi, local_reparam_sites
-from recover_pyro.local_reparam import LocalReparam, weight_moments
+from recover_pyro.local_reparam import LocalReparam, Moments, local_reparam_linear, weight_moments
 from recover_pyro.models.bayesian import BayesianRegression, local_params
 from recover_pyro.models.predictor import DeepSynergyPredictor, Linear, RecoverPredictor
 from recover_pyro.predictive import sample_predictive
@@ -153,3 +153,38 @@ def test_local_reparam_needs_bayesian_head_layers():
     data = Pairs(torch.arange(8), torch.arange(8).flip(0), torch.zeros(8, dtype=torch.long), torch.randn(8))
     with pytest.raises(ValueError, match="local_reparam"):
         fit_svi(model, MeanFieldNormalGuide(model), data, None, SVIConfig(epochs=1, local_reparam=True))
+
+
+def test_sample_batched_weights_follow_the_closed_form_per_sample():
+    """With S weight distributions ``(S, out, in)`` (e.g. vectorised particles) each sample's rows follow its own
+    closed form: the bias broadcasts over rows, also when S equals the number of rows."""
+    torch.manual_seed(0)
+    s = 2
+    loc, scale = torch.stack([W_LOC, -W_LOC]), torch.stack([W_SCALE, 2 * W_SCALE])
+    b_loc, b_scale = torch.stack([B_LOC, 3 * B_LOC]), torch.stack([B_SCALE, B_SCALE])
+    x = torch.tensor([[1.0, -2.0, 0.5], [0.0, 3.0, 1.0]])  # as many rows as samples
+    m = 20_000
+    out = local_reparam_linear(x.repeat(m, 1), Moments(loc, loc, scale), Moments(b_loc, b_loc, b_scale))
+    out = out.reshape(s, m, 2, 2)  # (sample, draws, row, unit)
+    mean = x @ loc.transpose(-1, -2) + b_loc.unsqueeze(-2)
+    var = x.pow(2) @ scale.pow(2).transpose(-1, -2) + b_scale.pow(2).unsqueeze(-2)
+    assert ((out.mean(1) - mean).abs() < 4 * (var / m).sqrt()).all()
+    torch.testing.assert_close(out.var(1), var, rtol=0.05, atol=0.0)
+
+
+class LaplaceGuide(MeanFieldNormalGuide):
+    """A guide whose head sites are not Normal: local reparameterisation has no closed form for them."""
+
+    def site_distribution(self, site: str) -> dist.TorchDistribution:
+        return dist.Laplace(self._param(site, "loc"), self._param(site, "scale"))
+
+
+def test_local_reparam_refuses_a_guide_that_is_not_normal():
+    net = RecoverPredictor(
+        torch.rand(8, 10), torch.eye(2), drug_hidden=(4,), merge_dim=4, merge_rank=2, head_hidden=(4,)
+    )
+    model = BayesianRegression(net, bayesian_layers="head")
+    data = Pairs(torch.arange(8), torch.arange(8).flip(0), torch.zeros(8, dtype=torch.long), torch.randn(8))
+    config = SVIConfig(epochs=1, warm_start_epochs=0, local_reparam=True)
+    with pytest.raises(ValueError, match="Normal guide distribution at every head site"):
+        fit_svi(model, LaplaceGuide(model), data, None, config)

@@ -154,6 +154,11 @@ def test_unseen_drug_split_holds_out_validation_drugs(synthetic):
     assert unseen_drug_split(synthetic, n_test_drugs=3, val=0.0).sizes()["val"] == 0
     with pytest.raises(ValueError, match="val_group"):
         unseen_drug_split(synthetic, val_group="cell")
+    with pytest.raises(ValueError, match="val_group='pair'"):
+        unseen_drug_split(synthetic, n_test_drugs=3, val=0.999)
+    # Another seed draws other validation drugs (the test drugs stay).
+    other = unseen_drug_split(synthetic, n_test_drugs=3, val=0.2, seed=2, test_seed=5)
+    assert drugs_in(exp, other.val) - drugs_in(exp, other.train) != val_only
 
 
 def test_unseen_drug_split_by_pair_keeps_validation_drugs_in_training(synthetic):

@@ -134,8 +134,9 @@ def test_validation_metrics_and_small_test_warning(tmp_path: Path, caplog: pytes
 def test_fully_bayesian_preset_learns_the_synthetic_screen(tmp_path: Path) -> None:
     """``+experiment=normal_full`` as shipped fits the embedded screen: its posterior is not the prior.
 
-    A posterior collapsed to the prior (as the previous preset's was: test r2 ~0.4, expected NLL ~1.2) predicts
-    like a constant: expected NLL per datum near 0.5 ln(2 pi e) = 1.42 on standardised targets and a KL near 0.
+    A posterior collapsed towards the prior (as the previous preset's was: test r2 ~0.4, expected NLL ~1.2, KL
+    ~0.37 per datum) predicts almost like a constant, whose expected NLL per datum on standardised targets is
+    0.5 ln(2 pi e) = 1.42; one at the prior exactly has a KL near 0.
     """
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("config", overrides=["+experiment=normal_full", "inference.progress=false"])

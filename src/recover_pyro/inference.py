@@ -62,7 +62,7 @@ from recover_pyro.local_reparam import LocalReparam
 from recover_pyro.logging_utils import announce_early_stop, epoch_postfix
 from recover_pyro.models.base import FitReport
 from recover_pyro.models.bayesian import BayesianRegression, _TrunkHead, local_params
-from recover_pyro.predictive import HEAD_PREFIX, bayesian_head_only, sample_head, sample_predictive
+from recover_pyro.predictive import HEAD_PREFIX, bayesian_head_only, has_trunk_head, sample_head, sample_predictive
 from recover_pyro.training import EarlyStopping, adam, checked_targets, forked_rng, minibatches
 
 log = logging.getLogger(__name__)
@@ -224,7 +224,7 @@ def local_reparam_sites(model: BayesianRegression) -> list[str]:
     merge), and a predictor without a trunk / head split (e.g. DeepSynergy, which averages both drug orders)
     runs every layer twice per datum. Those sites, and the bilinear merge, keep whole weight samples.
     """
-    if not (callable(getattr(model.predictor, "trunk", None)) and callable(getattr(model.predictor, "head", None))):
+    if not has_trunk_head(model):
         return []
     return [name for name in model.sites if name.startswith(HEAD_PREFIX)]
 
@@ -454,9 +454,16 @@ def _svi_stage(
             optimizer.zero_grad()
             # Pyro's checks (shapes, supports, mean-field order) run on the first step only: the
             # structure never changes afterwards, and they cost ~25% of a step.
+            first_step = epoch == 0 and not losses
             reparam = LocalReparam(reparam_sites) if reparam_sites else contextlib.nullcontext()
-            with pyro.validation_enabled(validate and epoch == 0 and not losses), reparam:
+            with pyro.validation_enabled(validate and first_step), reparam:
                 loss = elbo.differentiable_loss(recorder(step_model), step_guide, *args, subsample=idx) / n
+            if first_step and isinstance(reparam, LocalReparam) and reparam.recorded != set(reparam_sites):
+                raise ValueError(
+                    "fit_svi: local_reparam needs a Normal guide distribution at every head site; "
+                    f"{sorted(set(reparam_sites) - reparam.recorded)} got none from {type(guide).__name__}. "
+                    "Use a mean-field Normal (or sparse variational dropout) guide, or inference.local_reparam=false"
+                )
             loss.backward()
             if config.clip_norm is not None:
                 torch.nn.utils.clip_grad_norm_(all_params, config.clip_norm)

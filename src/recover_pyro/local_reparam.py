@@ -62,15 +62,23 @@ class LocalReparam(Messenger):
 
     Args:
         sites: Pyro site names eligible for local reparameterisation.
+
+    Attributes:
+        recorded: names of the sites recorded during the last use (kept after leaving, for checks: a site
+            whose guide is not Normal is never recorded and keeps whole weight samples).
     """
 
     def __init__(self, sites: Collection[str]) -> None:
         super().__init__()
         self.sites = frozenset(sites)
-        self._records: dict[int, Moments] = {}
+        # id -> (the sample, its Normal or None when its distribution is not Normal); the sample is kept so that
+        # an id reused by a later tensor cannot match.
+        self._seen: dict[int, tuple[Tensor, Moments | None]] = {}
+        self.recorded: set[str] = set()
 
     def __enter__(self) -> "LocalReparam":
-        self._records = {}
+        self._seen = {}
+        self.recorded = set()
         _ACTIVE.append(self)
         super().__enter__()
         return self
@@ -78,22 +86,26 @@ class LocalReparam(Messenger):
     def __exit__(self, *args: Any) -> None:
         super().__exit__(*args)
         _ACTIVE.remove(self)
-        self._records = {}
+        self._seen = {}
 
     def _pyro_post_sample(self, msg: Message) -> None:
         if msg["is_observed"] or msg["name"] not in self.sites:
             return
         value = msg["value"]
-        normal = _normal(msg["fn"])
-        if normal is None or not isinstance(value, Tensor) or id(value) in self._records:
+        if not isinstance(value, Tensor) or id(value) in self._seen:
+            # The model replaying the guide's sample: the guide's distribution (seen first) is what counts,
+            # never the prior's (else a non-Normal guide would be read through a Normal prior's moments).
             return
-        self._records[id(value)] = Moments(value, normal.loc.expand_as(value), normal.scale.expand_as(value))
+        normal = _normal(msg["fn"])
+        moments = None if normal is None else Moments(value, normal.loc.expand_as(value), normal.scale.expand_as(value))
+        self._seen[id(value)] = (value, moments)
+        if moments is not None:
+            self.recorded.add(msg["name"])
 
     def moments(self, value: Tensor) -> Moments | None:
         """The recorded Normal of the sample ``value`` (the very tensor the guide drew), else ``None``."""
-        record = self._records.get(id(value))
-        # The identity check guards against an id reused by a tensor created after the record.
-        return record if record is not None and record.value is value else None
+        seen = self._seen.get(id(value))
+        return seen[1] if seen is not None and seen[0] is value else None
 
 
 def weight_moments(value: Tensor | None) -> Moments | None:
@@ -118,11 +130,12 @@ def local_reparam_linear(x: Tensor, weight: Moments, bias: Moments | Tensor | No
     """
     mean = torch.matmul(x, weight.loc.transpose(-1, -2))
     var = torch.matmul(x.pow(2), weight.scale.pow(2).transpose(-1, -2))
+    # Biases broadcast over rows (-2), as in batched_linear, so sample-batched weights (*S, out, in) also work.
     if isinstance(bias, Moments):
-        mean = mean + bias.loc
-        var = var + bias.scale.pow(2)
+        mean = mean + bias.loc.unsqueeze(-2)
+        var = var + bias.scale.pow(2).unsqueeze(-2)
     elif bias is not None:
-        mean = mean + bias
+        mean = mean + bias.unsqueeze(-2)
     # An all-zero input row (e.g. after ReLU) with a fixed bias has variance 0, where sqrt has no gradient.
     std = var.clamp_min(torch.finfo(var.dtype).tiny).sqrt()
     return mean + std * torch.randn_like(mean)

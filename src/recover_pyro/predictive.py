@@ -81,14 +81,15 @@ def _cell_line_chunks(cell: Tensor, size: int) -> list[Tensor]:
     return [piece for group in order.split(counts) for piece in group.split(size)]
 
 
+def has_trunk_head(model: BayesianRegression) -> bool:
+    """Whether the predictor splits as ``forward = head(trunk(...))`` (see :class:`_TrunkHead`)."""
+    predictor = model.predictor
+    return callable(getattr(predictor, "trunk", None)) and callable(getattr(predictor, "head", None))
+
+
 def bayesian_head_only(model: BayesianRegression) -> bool:
     """Whether the predictor splits into ``trunk`` / ``head`` and every Bayesian site is in its head."""
-    predictor = model.predictor
-    return (
-        callable(getattr(predictor, "trunk", None))
-        and callable(getattr(predictor, "head", None))
-        and all(name.startswith(HEAD_PREFIX) for name in model.sites)
-    )
+    return has_trunk_head(model) and all(name.startswith(HEAD_PREFIX) for name in model.sites)
 
 
 def _head_predictive(

@@ -2,7 +2,8 @@
 
 As in RECOVER, the test set is drawn with its own ``test_seed``, independently of the training ``seed``:
 changing ``seed`` reshuffles train/validation but never moves a row into or out of the test set. In every
-splitter ``val`` is the fraction of the *non-test* groups that go to validation.
+splitter ``val`` is the fraction of the *non-test* groups that go to validation (for drug-held-out validation of
+:func:`unseen_drug_split`: the least fraction of non-test experiments).
 
 Groups: ``"pair"`` keeps all rows of one unordered drug pair (across cell lines and studies) in one part,
 so a model is never tested on a pair it saw in another cell line; ``"experiment"`` splits single rows.
@@ -108,7 +109,7 @@ def unseen_drug_split(
     validation drug is seen in training. Early stopping and every model's held-out noise estimate
     (:mod:`recover_pyro.models.noise`) then measure the error on new drugs, the error the test set asks
     about (validation pairs of seen drugs are optimistic for it: on O'Neil the BNN's 90 % intervals covered
-    0.93 of such validation pairs and 0.82 of the unseen-drug test pairs). ``val_group="pair"`` draws a
+    0.93 of such validation pairs and 0.82 of the unseen-drug test pairs at two of three seeds). ``val_group="pair"`` draws a
     ``val`` fraction of the remaining pairs instead (validation drugs are then seen in training).
     """
     exp = screen.experiments
@@ -135,7 +136,10 @@ def unseen_drug_split(
         val_mask |= ~test_mask & (drug_a == drug).to_numpy() | ~test_mask & (drug_b == drug).to_numpy()
     train_mask = ~test_mask & ~val_mask
     if not train_mask.any():
-        raise ValueError(f"{what}: validation drugs leave no training rows; lower val={val}")
+        raise ValueError(
+            f"{what}: validation drug(s) leave no training rows (val={val}); on a screen with this few drugs use "
+            "val=0 (no validation) or val_group='pair' (split.val_group=pair)"
+        )
     return Split(np.flatnonzero(train_mask), np.flatnonzero(val_mask), np.flatnonzero(test_mask))
 
 

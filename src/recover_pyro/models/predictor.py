@@ -73,7 +73,8 @@ class Linear(nn.Module):
         weight, bias = self.weight, self.bias
         moments = weight_moments(weight)
         if moments is not None:
-            return local_reparam_linear(x, moments, weight_moments(bias) or bias)
+            bias_moments = weight_moments(bias)
+            return local_reparam_linear(x, moments, bias if bias_moments is None else bias_moments)
         return batched_linear(x, weight, bias)
 
 
