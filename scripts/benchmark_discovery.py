@@ -147,11 +147,14 @@ class ScreenCache:
 
 
 def pretrain_key(cfg) -> str:
-    """Identifies a pretraining fit: the pretraining model's resolved config, data, features and seed."""
+    """Identifies a pretraining fit: the pretraining model's resolved config, data, features, seed and what it
+    is fitted on (``campaign.pretrain`` relative to the pool ``campaign.pool_cell_lines``: a fit for one pool
+    includes every other cell line's experiments, so it must never be reused for another pool)."""
     merged = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(cfg.get("pretrain_overrides") or [])))
     text = json.dumps(
         {k: OmegaConf.to_container(merged[k], resolve=True) for k in ("model", "data", "features")}
-        | {"seed": merged.seed},
+        | {"seed": merged.seed}
+        | {k: OmegaConf.to_container(merged.campaign, resolve=True).get(k) for k in ("pretrain", "pool_cell_lines")},
         sort_keys=True,
     )
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -64,6 +64,9 @@ def test_pretrain_key_ignores_the_acquisition_but_not_model_or_seed(bench):
     assert key(ucb) != key(bench.compose_config("mcf7", "normal_ucb", 0, [], [], ["inference.epochs=4"]))
     # round-fit settings overridden by the pretraining fit's own do not matter
     assert key(ucb) == key(bench.compose_config("mcf7", "normal_ucb", 0, [], ["inference.epochs=100"], pre))
+    # a fit on the cell lines outside one pool holds another pool's experiments: never shared across pools
+    other_pool = bench.compose_config("mcf7", "normal_ucb", 0, ["campaign.pool_cell_lines=[HCC2998]"], [], pre)
+    assert key(ucb) != key(other_pool)
 
 
 def test_a_killed_campaign_resumes_from_its_run_folder(bench, data_root: Path, tmp_path: Path) -> None:
