@@ -966,9 +966,12 @@ def test_bnn_campaign_presets_use_the_library_defaults(name: str) -> None:
     assert cfg.acquisition.get("kappa") == (1.0 if name.endswith("_ucb") else None)  # greedy / Thompson: no kappa
 
 
-def test_pretrained_preset_keeps_its_own_round_learning_rate() -> None:
+def test_pretrained_preset_runs_rounds_to_convergence_with_its_own_kappa() -> None:
+    """Its rounds use the library SVI (no epoch cap below the default: fits stop on the ELBO rule); the pilot's
+    kappa 0.5 and the pretraining fit's own settings stay."""
     cfg = compose_campaign(["+experiment=scale_mixture_ucb_pretrained"])
-    assert (cfg.inference.epochs, cfg.inference.lr, cfg.acquisition.kappa) == (100, 0.003, 0.5)
+    assert (cfg.inference.epochs, cfg.inference.lr, cfg.acquisition.kappa) == (SVIConfig().epochs, SVIConfig().lr, 0.5)
+    assert list(cfg.pretrain_overrides) == ["inference.epochs=10", "inference.lr=0.003"]
 
 
 def test_model_label_of_a_random_campaign_says_no_model() -> None:
