@@ -431,6 +431,8 @@ def _svi_stage(
     )
     all_params = [*others, *scale_params]
     reparam_sites = local_reparam_sites(model) if config.local_reparam else []
+    # One messenger for the stage, entered around every step's loss (it resets its records on entry).
+    reparam = LocalReparam(reparam_sites) if reparam_sites else None
     if config.local_reparam and not reparam_sites:
         raise ValueError(
             f"fit_svi: local_reparam needs Bayesian head layers ({HEAD_PREFIX}*) of a trunk / head predictor; "
@@ -455,10 +457,9 @@ def _svi_stage(
             # Pyro's checks (shapes, supports, mean-field order) run on the first step only: the
             # structure never changes afterwards, and they cost ~25% of a step.
             first_step = epoch == 0 and not losses
-            reparam = LocalReparam(reparam_sites) if reparam_sites else contextlib.nullcontext()
-            with pyro.validation_enabled(validate and first_step), reparam:
+            with pyro.validation_enabled(validate and first_step), reparam or contextlib.nullcontext():
                 loss = elbo.differentiable_loss(recorder(step_model), step_guide, *args, subsample=idx) / n
-            if first_step and isinstance(reparam, LocalReparam) and reparam.recorded != set(reparam_sites):
+            if first_step and reparam is not None and reparam.recorded != set(reparam_sites):
                 raise ValueError(
                     "fit_svi: local_reparam needs a Normal guide distribution at every head site; "
                     f"{sorted(set(reparam_sites) - reparam.recorded)} got none from {type(guide).__name__}. "

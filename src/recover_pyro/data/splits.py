@@ -133,7 +133,7 @@ def unseen_drug_split(
     for drug in np.random.default_rng(seed).permutation(np.setdiff1d(drugs, held)):
         if val_mask.sum() >= val * n_rest:
             break
-        val_mask |= ~test_mask & (drug_a == drug).to_numpy() | ~test_mask & (drug_b == drug).to_numpy()
+        val_mask |= ~test_mask & ((drug_a == drug) | (drug_b == drug)).to_numpy()
     train_mask = ~test_mask & ~val_mask
     if not train_mask.any():
         raise ValueError(

@@ -136,13 +136,13 @@ class SymmetricBilinear(nn.Module):
         n, k = ia.shape[0], proj.shape[-2]
         sample_dims = proj.shape[:-3]
         gather_size = math.prod(sample_dims) * k * proj.shape[-1]  # elements gathered per pair
+        if n * gather_size < DENSE_MERGE_MIN_GATHER:
+            # No group can qualify for a table (a training minibatch of the default net): skip the bookkeeping.
+            return self._merge_gathered(proj, ia, ib)
         # Pieces bound the (*S, pairs, K, r) products of the gather: cache-sized when scoring; up to ~64 MB with
         # gradients, where every piece's backward zero-fills a gradient buffer the size of all projections.
         training = torch.is_grad_enabled() and proj.requires_grad
         step = max(1, (GATHER_MAX_ELEMENTS if training else GATHER_PIECE_ELEMENTS) // gather_size)
-        if n * gather_size < DENSE_MERGE_MIN_GATHER:
-            # No group can qualify for a table (a training minibatch of the default net): skip the bookkeeping.
-            return self._merge_gathered(proj, ia, ib)
         labels, rows_per_group = torch.unique_consecutive(group, return_counts=True)
         pair_group = torch.searchsorted(labels, group[ia])  # (N,) group number of each pair
         pairs_per_group = torch.bincount(pair_group, minlength=len(labels))
