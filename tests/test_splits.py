@@ -173,6 +173,12 @@ def test_unseen_drug_split_real_almanac_mcf7(almanac):
     split = unseen_drug_split(mcf7, test_frac=0.1, val=0.2, seed=3, test_seed=0)
     check_unseen_drugs(mcf7, split, round(0.1 * mcf7.n_drugs))
     assert split.sizes()["val"] > 0
+    # Validation drugs are new to training, as the test drugs are; by pair they are not.
+    exp = mcf7.experiments
+    assert drugs_in(exp, split.val) - drugs_in(exp, split.train)
+    assert split.sizes()["val"] >= 0.2 * (len(exp) - len(split.test))
+    by_pair = unseen_drug_split(mcf7, test_frac=0.1, val=0.2, seed=3, test_seed=0, val_group="pair")
+    assert drugs_in(exp, by_pair.val) <= drugs_in(exp, by_pair.train)
 
 
 # --- unseen cell lines -------------------------------------------------------------------------------
