@@ -10,9 +10,13 @@ Each (experiment, seed) is one call of :func:`recover_pyro.train.train` on the c
 same metrics), with its run directory (checkpoint, predictions) under ``--runs-dir`` (default ``/tmp``).
 ``gbt`` is sklearn's :class:`~sklearn.ensemble.HistGradientBoostingRegressor` (default settings) on
 order-invariant pair features built from the same drug features as the networks (fingerprint + one-hot):
-``[x_a + x_b, x_a * x_b, onehot(cell)]``; its predictive is the point prediction plus Gaussian noise by the
-convention of every model (:mod:`recover_pyro.models.noise`: held-out mean squared error, at least the
-training residual variance; a single predictor has no epistemic part).
+``[x_a + x_b, x_a * x_b, onehot(cell)]``; its predictive is the point prediction plus noise by the
+convention of every model (:mod:`recover_pyro.models.noise`: a Student-t fitted to the validation
+residuals; a single predictor has no epistemic part).
+
+``--rescore`` re-scores finished fits from their checkpoints (:func:`recover_pyro.train.rescore`: the noise
+re-estimated on the validation split by today's convention, every metric recomputed; the fit is not repeated,
+and does not depend on the noise convention) and re-runs ``gbt``.
 
 Writes, after every run (so a killed benchmark keeps what it finished): ``<out>_runs.csv`` (one row per
 run) and ``<out>.csv`` (mean and sd over seeds per experiment, sd with ddof = 1), and prints the table as
@@ -36,8 +40,8 @@ from omegaconf import DictConfig
 from recover_pyro.builders import CONFIG_DIR, build_features, build_screen, build_split
 from recover_pyro.metrics import evaluate
 from recover_pyro.models.base import PredictiveSamples
-from recover_pyro.models.noise import heldout_noise_variance
-from recover_pyro.train import train
+from recover_pyro.models.noise import Noise, heldout_noise
+from recover_pyro.train import rescore, train
 
 BNN_EXPERIMENTS = ["normal", "laplace", "scale_mixture", "sparse_dropout"]
 BASELINES = ["deterministic", "ensemble", "recover_ensemble", "mc_dropout", "gbt"]
@@ -49,6 +53,7 @@ METRICS = [
     "coverage_90",
     "epistemic_sd",
     "aleatoric_sd",
+    "noise_df",
     "fit_seconds",
     "pruned_fraction",
     "best_epoch",
@@ -96,18 +101,12 @@ def run_gbt(cfg: DictConfig) -> dict[str, Any]:
     model = HistGradientBoostingRegressor(random_state=cfg.seed).fit(x_train, y_train)
     fit_seconds = time.perf_counter() - start
     train_var = float(np.mean((model.predict(x_train) - y_train) ** 2))
+    noise = Noise(train_var**0.5)
     if len(split.val):
         x_val, y_val = xy(split.val)
-        noise = (
-            heldout_noise_variance(
-                torch.as_tensor(model.predict(x_val)).unsqueeze(0), torch.as_tensor(y_val), train_var
-            )
-            ** 0.5
-        )
-    else:
-        noise = train_var**0.5
+        noise = heldout_noise(torch.as_tensor(model.predict(x_val)).unsqueeze(0), torch.as_tensor(y_val), train_var)
     mean = torch.as_tensor(model.predict(x_test), dtype=torch.float64).unsqueeze(0)
-    predictive = PredictiveSamples(mean, torch.tensor(noise, dtype=torch.float64))
+    predictive = PredictiveSamples(mean, torch.tensor(noise.scale, dtype=torch.float64), noise.df)
     metrics: dict[str, Any] = evaluate(predictive, torch.as_tensor(y_test), seed=cfg.seed)
     metrics.update(
         fit_seconds=fit_seconds,
@@ -174,6 +173,13 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
         metavar="RUNS_CSV",
         help="run nothing: merge these <out>_runs.csv files (with <out>'s own) into <out>",
     )
+    parser.add_argument(
+        "--rescore",
+        action="store_true",
+        help="re-score finished fits from the checkpoints in their run directories instead of fitting again "
+        "(recover_pyro.train.rescore; gbt, which keeps no checkpoint, is re-run); redoes the rows of "
+        "<out>_runs.csv written before the noise convention had degrees of freedom (no noise_df)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -187,6 +193,10 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
         table.to_csv(args.out.parent / f"{args.out.name}.csv", index=False)
         print(to_markdown(table))
         return table
+    if args.rescore:
+        # Rows from before the noise convention had degrees of freedom are redone; rescored rows are kept.
+        stale = done["noise_df"].isna() if "noise_df" in done.columns else pd.Series(True, index=done.index)
+        done = done[~stale]
     rows = done.to_dict("records")
     finished = {(str(r["experiment"]), int(r["seed"])) for r in rows}
     # Seed-major order: a benchmark cut short still has every experiment at the first seeds.
@@ -196,7 +206,10 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
                 continue
             cfg = compose_config(experiment, args.data, args.score, args.split, seed, args.override)
             run_dir = args.runs_dir / args.out.name / f"{experiment}_seed{seed}"
-            metrics = run_gbt(cfg) if experiment == "gbt" else train(cfg, run_dir)
+            if experiment == "gbt":
+                metrics = run_gbt(cfg)
+            else:
+                metrics = (rescore if args.rescore else train)(cfg, run_dir)
             rows.append(
                 {
                     "experiment": experiment,

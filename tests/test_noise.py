@@ -1,8 +1,21 @@
+import math
+
+import numpy as np
 import pytest
 import torch
+from scipy import stats
 
 from recover_pyro.data.screen import Pairs
-from recover_pyro.models.noise import MIN_HOLDOUT_TRAIN, heldout_noise_variance, holdout_split
+from recover_pyro.models.noise import (
+    MIN_HOLDOUT_TAILS,
+    MIN_HOLDOUT_TRAIN,
+    Noise,
+    heldout_noise,
+    heldout_noise_variance,
+    holdout_split,
+    moment_matched_logpdf,
+    variance_factor,
+)
 
 
 def pairs(n: int) -> Pairs:
@@ -41,3 +54,40 @@ def test_noise_estimate_closed_form_and_floor():
     y = torch.tensor([4.0, 2.0])  # squared errors (4, 0)
     assert heldout_noise_variance(f, y, train_variance=0.0) == pytest.approx(((4 - 1) + (0 - 0)) / 2)
     assert heldout_noise_variance(f, y, train_variance=2.0) == pytest.approx(2.0)  # never below training
+
+
+def test_heldout_noise_recovers_student_t_tails_and_keeps_gaussian_ones():
+    """y = truth + sigma * t_nu with a calibrated posterior (as above): the held-out fit finds nu and sigma;
+    Gaussian residuals choose a large nu (a Student-t with nu >= 30 is Gaussian within 1 % in sd)."""
+    g = torch.Generator().manual_seed(1)
+    m, samples, v = 20000, 200, 0.5**2
+    mu = torch.randn(m, generator=g)
+    truth = mu + v**0.5 * torch.randn(m, generator=g)
+    f = mu + v**0.5 * torch.randn(samples, m, generator=g)
+    t4 = torch.distributions.StudentT(4.0).sample((m,))  # global RNG, seeded by the test session
+    fitted = heldout_noise(f, truth + 2.0 * t4, train_variance=100.0)  # no floor with this many points
+    assert fitted.df in (3.0, 4.0, 5.0) and fitted.scale == pytest.approx(2.0, rel=0.07)
+    assert fitted.variance == pytest.approx(fitted.scale**2 * fitted.df / (fitted.df - 2))
+    gaussian = heldout_noise(f, truth + 0.7 * torch.randn(m, generator=g), train_variance=0.0)
+    assert gaussian.df >= 30 and gaussian.scale == pytest.approx(0.7, rel=0.05)
+
+
+def test_heldout_noise_below_min_holdout_tails_is_the_gaussian_moment_estimate():
+    g = torch.Generator().manual_seed(2)
+    f = torch.randn(50, MIN_HOLDOUT_TAILS - 1, generator=g)
+    y = 3.0 * torch.randn(MIN_HOLDOUT_TAILS - 1, generator=g)
+    small = heldout_noise(f, y, train_variance=0.5)
+    assert small.df == math.inf and small.scale**2 == pytest.approx(heldout_noise_variance(f, y, 0.5))
+
+
+def test_moment_matched_logpdf_is_the_student_t_with_the_predictive_variance():
+    y, mean, epistemic = np.array([0.3, -2.0]), np.array([0.0, 1.0]), np.array([0.5, 2.0])
+    noise = Noise(1.5, 5.0)
+    var = epistemic + 1.5**2 * 5 / 3
+    expected = stats.t.logpdf(y, 5.0, mean, np.sqrt(var * 3 / 5))
+    np.testing.assert_allclose(moment_matched_logpdf(y, mean, epistemic, noise), expected)
+    np.testing.assert_allclose(
+        moment_matched_logpdf(y, mean, epistemic, Noise(1.5)), stats.norm.logpdf(y, mean, np.sqrt(epistemic + 2.25))
+    )
+    with pytest.raises(ValueError, match="exceed 2"):
+        variance_factor(2.0)

@@ -14,7 +14,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from recover_pyro.builders import CONFIG_DIR
-from recover_pyro.train import train
+from recover_pyro.train import rescore, train
 
 EXPERIMENTS = ["normal", "laplace", "scale_mixture", "sparse_dropout", "deterministic", "ensemble", "mc_dropout"]
 METRICS = {
@@ -77,6 +77,22 @@ def test_checkpoint_restores_the_model(tmp_path: Path) -> None:
     mean = model.predict(test, num_samples=cfg.num_samples).mean
     saved = pd.read_csv(tmp_path / "test_predictions.csv")["predicted_mean"].to_numpy()
     assert torch.allclose(mean, torch.tensor(saved, dtype=mean.dtype), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("experiment", ["normal", "ensemble"])
+def test_rescore_reproduces_the_run_from_its_checkpoint(experiment: str, tmp_path: Path) -> None:
+    """Re-scoring a finished run (checkpoint, noise re-estimated on the validation split) gives the run's
+    own metrics: the noise estimate depends only on the fitted model and the held-out data. The default
+    synthetic screen has enough validation experiments for the Student-t fit."""
+    cfg = _cfg(experiment, data=())
+    metrics = train(cfg, tmp_path)
+    assert metrics["n_val"] >= 100
+    rescored = rescore(cfg, tmp_path)
+    for key in ("nll", "coverage_90", "aleatoric_sd", "noise_df", "r2", "fit_seconds", "best_epoch"):
+        assert rescored[key] == pytest.approx(metrics[key], rel=1e-5), key
+    assert json.loads((tmp_path / "metrics.json").read_text())["nll"] == pytest.approx(metrics["nll"])
+    with pytest.raises(ValueError, match="split.val"):
+        rescore(_cfg(experiment, "split.val=0", data=()), tmp_path)
 
 
 def test_real_almanac_smoke(data_root: Path, tmp_path: Path) -> None:

@@ -6,9 +6,10 @@
 * :class:`MCDropoutModel`: one network trained with dropout and sampled with dropout left on.
 
 All three fit standardised targets ``z = (y - loc) / scale`` (:class:`TargetScaler`) and report on the
-original scale. Their observation noise follows the one convention of :mod:`recover_pyro.models.noise`: the
-held-out squared error of the predictive mean not explained by the model's own spread (member spread,
-dropout spread; none for a single network), at least the training residual variance. Held out is the
+original scale. Their observation noise follows the one convention of :mod:`recover_pyro.models.noise`: a
+Student-t fitted to the held-out experiments around the model's own spread (member spread, dropout spread;
+none for a single network); with few held-out experiments a Gaussian, the held-out squared error not
+explained by that spread, at least the training residual variance. Held out is the
 validation set, or ``training.holdout`` of the training set when ``fit`` gets no validation set (RECOVER's
 own recipe sets aside 10 %), so the estimate is valid in campaigns too.
 
@@ -36,7 +37,7 @@ from recover_pyro.data.screen import Pairs
 from recover_pyro.data.targets import TargetScaler
 from recover_pyro.logging_utils import announce_early_stop, epoch_postfix
 from recover_pyro.models.base import FitReport, PredictiveSamples
-from recover_pyro.models.noise import heldout_noise_variance, holdout_split
+from recover_pyro.models.noise import Noise, heldout_noise, holdout_split
 from recover_pyro.models.predictor import RecoverPredictor
 from recover_pyro.training import EarlyStopping, adam, checked_targets, forked_rng, minibatches
 
@@ -132,6 +133,7 @@ class DeterministicModel:
         self.device = torch.device(device)
         self.scaler = TargetScaler(standardize)
         self.noise_scale = math.nan
+        self.noise_df = math.inf
         self.fitted = False
         self._generator = torch.Generator().manual_seed(seed)
         with torch.random.fork_rng(devices=[]):
@@ -180,8 +182,8 @@ class DeterministicModel:
             announce_early_stop(log, self.progress_desc, report.best_epoch, len(report.losses), self.config.epochs)
         else:
             report.best_epoch = len(report.losses) - 1
-        self.noise_scale = self._noise_estimate(train, val)
         self.fitted = True
+        self.estimate_noise(train, val)
         report.seconds = time.perf_counter() - start
         return report
 
@@ -190,14 +192,21 @@ class DeterministicModel:
         one row for a single network."""
         return self.predict_mean(pairs).unsqueeze(0)
 
-    def _noise_estimate(self, train: Pairs, val: Pairs | None) -> float:
-        """Observation-noise sd (original scale) by the convention of :mod:`recover_pyro.models.noise`."""
+    def estimate_noise(self, train: Pairs, val: Pairs | None) -> Noise:
+        """Set the observation noise (original scale) by the convention of :mod:`recover_pyro.models.noise`:
+        held out ``val``, training residual variance of ``train`` as the Gaussian floor (the noise itself
+        without ``val``). ``fit`` calls it; call it again to re-score a loaded fit. Returns the noise."""
+        self._check_fitted()
+        train = train.to(self.device)
         assert train.y is not None
         train_var = float((self.predict_mean(train) - train.y.float()).pow(2).mean())
-        if val is None:
-            return train_var**0.5
-        assert val.y is not None
-        return heldout_noise_variance(self._spread_samples(val), val.y.float(), train_var) ** 0.5
+        noise = Noise(train_var**0.5)
+        if val is not None:
+            val = val.to(self.device)
+            assert val.y is not None
+            noise = heldout_noise(self._spread_samples(val), val.y.float(), train_var)
+        self.noise_scale, self.noise_df = noise.scale, noise.df
+        return noise
 
     def _epoch(self, train: Pairs, z: Tensor, optimizer: torch.optim.Optimizer) -> float:
         """One pass over shuffled minibatches; returns the mean training MSE (standardised scale)."""
@@ -236,7 +245,9 @@ class DeterministicModel:
         """``f`` ``(S, N)``: the network's prediction repeated ``S`` times; scalar ``noise_scale``."""
         self._check_fitted()
         f = self.predict_mean(pairs)
-        return PredictiveSamples(f.expand(num_samples, -1), torch.tensor(self.noise_scale, device=f.device))
+        return PredictiveSamples(
+            f.expand(num_samples, -1), torch.tensor(self.noise_scale, device=f.device), self.noise_df
+        )
 
     # --- persistence ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -249,6 +260,7 @@ class DeterministicModel:
             "net": self.net.state_dict(),
             "scaler": self.scaler.state_dict(),
             "noise_scale": self.noise_scale,
+            "noise_df": self.noise_df,
             "fitted": self.fitted,
             "generator": self._generator.get_state(),
         }
@@ -258,6 +270,7 @@ class DeterministicModel:
         self.net.load_state_dict(state["net"])
         self.scaler = TargetScaler(**state["scaler"])
         self.noise_scale = float(state["noise_scale"])
+        self.noise_df = float(state.get("noise_df", math.inf))
         self.fitted = bool(state["fitted"])
         self._generator.set_state(state["generator"])
 
@@ -309,7 +322,7 @@ class MCDropoutModel(DeterministicModel):
         """``f`` ``(S, N)``: ``S`` forward passes with independent dropout masks; scalar ``noise_scale``."""
         self._check_fitted()
         z = self._dropout_passes(pairs, num_samples)
-        return PredictiveSamples(z, torch.tensor(self.noise_scale, device=z.device))
+        return PredictiveSamples(z, torch.tensor(self.noise_scale, device=z.device), self.noise_df)
 
     def _dropout_passes(self, pairs: Pairs, num_samples: int) -> Tensor:
         """``(S, N)`` forward passes with dropout on (original scale), masks seeded by ``seed``."""
@@ -374,6 +387,7 @@ class DeepEnsemble:
         ]
         self._generator = torch.Generator().manual_seed(seeds[0])
         self.noise_scale = math.nan
+        self.noise_df = math.inf
         self.member_reports: list[FitReport] = []
 
     def fit(self, train: Pairs, val: Pairs | None = None) -> FitReport:
@@ -391,15 +405,7 @@ class DeepEnsemble:
         ):
             member.progress_desc = f"member {k + 1}/{len(self.members)} epochs"
             self.member_reports.append(member.fit(train, val))
-        assert train.y is not None
-        mean_train = torch.stack([m.predict_mean(train) for m in self.members]).mean(0)
-        train_var = float((mean_train - train.y.to(mean_train.device).float()).pow(2).mean())
-        if val is None:
-            self.noise_scale = train_var**0.5
-        else:
-            assert val.y is not None
-            f_val = torch.stack([m.predict_mean(val) for m in self.members])
-            self.noise_scale = heldout_noise_variance(f_val, val.y.to(f_val.device).float(), train_var) ** 0.5
+        self.estimate_noise(train, val)
         curve = [{"member": k, **row} for k, r in enumerate(self.member_reports) for row in r.curve]
         return FitReport(
             losses=_mean_ragged([r.losses for r in self.member_reports]),
@@ -409,18 +415,35 @@ class DeepEnsemble:
             curve=curve,
         )
 
+    def estimate_noise(self, train: Pairs, val: Pairs | None) -> Noise:
+        """Set the ensemble's observation noise (original scale) by the convention of
+        :mod:`recover_pyro.models.noise` around the members' predictions: held out ``val``, training residual
+        variance of the ensemble mean on ``train`` as the Gaussian floor (the noise itself without ``val``).
+        ``fit`` calls it; call it again to re-score a loaded fit. Returns the noise."""
+        assert train.y is not None
+        mean_train = torch.stack([m.predict_mean(train) for m in self.members]).mean(0)
+        train_var = float((mean_train - train.y.to(mean_train.device).float()).pow(2).mean())
+        noise = Noise(train_var**0.5)
+        if val is not None:
+            assert val.y is not None
+            f_val = torch.stack([m.predict_mean(val) for m in self.members])
+            noise = heldout_noise(f_val, val.y.to(f_val.device).float(), train_var)
+        self.noise_scale, self.noise_df = noise.scale, noise.df
+        return noise
+
     def predict(self, pairs: Pairs, num_samples: int = 100) -> PredictiveSamples:
         """``f`` ``(K, N)`` member predictions and the scalar ensemble ``noise_scale``; ``num_samples`` is
         ignored (see the class docstring)."""
         for m in self.members:
             m._check_fitted()
         f = torch.stack([m.predict_mean(pairs) for m in self.members])
-        return PredictiveSamples(f, torch.tensor(self.noise_scale, device=f.device))
+        return PredictiveSamples(f, torch.tensor(self.noise_scale, device=f.device), self.noise_df)
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "members": [m.state_dict() for m in self.members],
             "noise_scale": self.noise_scale,
+            "noise_df": self.noise_df,
             "generator": self._generator.get_state(),
         }
 
@@ -430,6 +453,7 @@ class DeepEnsemble:
         for m, s in zip(self.members, state["members"]):
             m.load_state_dict(s)
         self.noise_scale = float(state["noise_scale"])
+        self.noise_df = float(state.get("noise_df", math.inf))
         self._generator.set_state(state["generator"])
 
 

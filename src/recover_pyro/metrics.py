@@ -6,7 +6,7 @@ Every function takes torch tensors or numpy arrays (computed in float64 numpy) w
 * ``pred`` / ``mean`` / ``std``: ``(N,)`` point predictions, predictive means and standard deviations;
 * ``samples``: ``(S, N)`` predictive samples (``S`` draws per candidate).
 
-Scalar metrics return a ``float``; the proper scoring rules (:func:`gaussian_nll`,
+Scalar metrics return a ``float``; the proper scoring rules (:func:`gaussian_nll`, :func:`student_t_nll`,
 :func:`crps_from_samples`) return one score per candidate ``(N,)`` (lower is better; average for a score).
 """
 
@@ -109,6 +109,19 @@ def gaussian_nll(y: ArrayLike, mean: ArrayLike, std: ArrayLike | float) -> np.nd
     point = std == 0
     nll = np.asarray(scoringrules.logs_normal(y, mean, np.where(point, 1.0, std)), dtype=np.float64)
     return np.where(point, np.where(y == mean, -np.inf, np.inf), nll)
+
+
+def student_t_nll(y: ArrayLike, mean: ArrayLike, std: ArrayLike | float, df: float) -> np.ndarray:
+    """``(N,)`` negative log density of ``y`` under the Student-t with ``df`` (> 2) degrees of freedom, location
+    ``mean`` and standard deviation ``std`` (scale :math:`\\sigma\\sqrt{(\\nu - 2)/\\nu}`;
+    :func:`scoringrules.logs_t`); :func:`gaussian_nll` at ``df = inf``."""
+    if math.isinf(df):
+        return gaussian_nll(y, mean, std)
+    if not df > 2:
+        raise ValueError(f"student_t_nll needs df > 2 (a finite standard deviation), got {df}")
+    y, mean = _pair(y, mean)
+    std = np.broadcast_to(_np(std), y.shape)
+    return np.asarray(scoringrules.logs_t(y, df, mean, std * math.sqrt((df - 2.0) / df)), dtype=np.float64)
 
 
 def crps_from_samples(y: ArrayLike, samples: ArrayLike) -> np.ndarray:
@@ -217,9 +230,9 @@ def enrichment_over_random(n_measured: ArrayLike, recall: ArrayLike, pool_size: 
 
 # --- all at once -------------------------------------------------------------------------------
 def measurement_draws(predictive: PredictiveSamples, *, seed: int = 0, min_samples: int = 256) -> torch.Tensor:
-    """``(S', N)`` draws of a new measurement, ``f`` plus Gaussian noise (seeded by ``seed``), with the ``S``
-    rows of ``f`` reused with fresh noise until ``S' >= min_samples`` (small ensembles otherwise give coarse
-    quantiles). :func:`evaluate` and the calibration plot of ``train`` use these same draws."""
+    """``(S', N)`` draws of a new measurement, ``f`` plus noise (:meth:`PredictiveSamples.y`, seeded by
+    ``seed``), with the ``S`` rows of ``f`` reused with fresh noise until ``S' >= min_samples`` (small
+    ensembles otherwise give coarse quantiles). :func:`evaluate` and the calibration plot of ``train`` use these same draws."""
     predictive = predictive.cpu()  # the same draws whichever device the model scored on
     generator = torch.Generator().manual_seed(seed)
     return torch.cat([predictive.y(generator) for _ in range(math.ceil(min_samples / predictive.num_samples))])
@@ -230,11 +243,12 @@ def evaluate(predictive: PredictiveSamples, y: ArrayLike, *, seed: int = 0, min_
 
     * ``r2`` (squared Pearson, RECOVER's R2), ``r2_sklearn``, ``spearman``, ``mse``: of the predictive
       mean;
-    * ``nll``: mean :func:`gaussian_nll` of the moment-matched Gaussian
-      :math:`N(\\text{mean}, \\text{Var}[f] + E[\\sigma^2])`;
+    * ``nll``: mean :func:`student_t_nll` of the moment-matched predictive: the noise's family (Student-t
+      with ``noise_df``, Gaussian at ``inf``) with mean ``mean`` and variance ``Var[f] + noise variance``;
     * ``crps``, ``coverage_50/90/95``: from :func:`measurement_draws` (``seed``, ``min_samples``);
     * ``epistemic_sd``, ``aleatoric_sd``: means over candidates of the two parts of the predictive standard
-      deviation, and ``epistemic_ratio`` = their ratio (how much of the uncertainty is the model's own).
+      deviation, and ``epistemic_ratio`` = their ratio (how much of the uncertainty is the model's own);
+    * ``noise_df``: the noise's degrees of freedom (``inf``, written as ``null`` in JSON: Gaussian).
     """
     y_np = _np(y)
     predictive = predictive.cpu()  # the same draws whichever device the model scored on
@@ -248,11 +262,12 @@ def evaluate(predictive: PredictiveSamples, y: ArrayLike, *, seed: int = 0, min_
         "r2_sklearn": r2_score(y_np, mean),
         "spearman": spearman(y_np, mean),
         "mse": mse(y_np, mean),
-        "nll": float(gaussian_nll(y_np, mean, predictive.std).mean()),
+        "nll": float(student_t_nll(y_np, mean, predictive.std, predictive.noise_df).mean()),
         "crps": float(crps_from_samples(y_np, draws).mean()),
         "epistemic_sd": epistemic,
         "aleatoric_sd": aleatoric,
         "epistemic_ratio": epistemic / aleatoric if aleatoric > 0 else math.inf,
+        "noise_df": float(predictive.noise_df),
     }
     for level, cover in central_interval_coverage(y_np, draws, COVERAGE_LEVELS).items():
         metrics[f"coverage_{round(100 * level)}"] = cover

@@ -16,6 +16,7 @@ meaningless.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import hydra
 import pandas as pd
+import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -34,6 +36,10 @@ from recover_pyro.metrics import calibration_curve, evaluate, measurement_draws,
 from recover_pyro.logging_utils import cli_logging
 
 if TYPE_CHECKING:
+    from recover_pyro.data.featurize import Features
+    from recover_pyro.data.screen import Pairs, Screen
+    from recover_pyro.data.splits import Split
+    from recover_pyro.models.base import SynergyModel
     from recover_pyro.models.bnn import BNNSynergyModel
 
 log = logging.getLogger(__name__)
@@ -46,6 +52,43 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Run one fit + evaluation described by ``cfg``; write outputs into ``out_dir``; return the metrics."""
     validate_config(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
+    screen, features, split, (train_pairs, val_pairs, test_pairs) = _prepare(cfg)
+    model = model_factory(cfg, features)()
+    start = time.perf_counter()
+    report = model.fit(train_pairs, val_pairs if len(val_pairs) else None)
+    fit = {
+        "fit_seconds": time.perf_counter() - start,
+        "best_epoch": report.best_epoch,
+        "warm_start_epoch": report.warm_start_epoch,
+        "converged": report.converged,
+    }
+    if report.curve:
+        atomic_write_csv(out_dir / "fit_curve.csv", pd.DataFrame(report.curve))
+    return _score(cfg, model, screen, split, (train_pairs, val_pairs, test_pairs), fit, out_dir)
+
+
+def rescore(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """Re-score the finished run in ``out_dir`` (made by :func:`train` with the same ``cfg``) without fitting
+    again: load its ``checkpoint.pt``, re-estimate the observation noise on the validation split by today's
+    convention (``model.estimate_noise``) and rewrite its outputs and metrics (the fit's own entries, e.g.
+    ``fit_seconds``, are kept from its ``metrics.json``). The fit itself does not depend on the noise
+    convention, so this equals a re-run of :func:`train` (up to the run-to-run variation of multi-threaded
+    float reductions) at the cost of a prediction. Needs a validation split (the held-out set a fit without
+    one draws inside ``fit`` is not stored)."""
+    validate_config(cfg)
+    screen, features, split, (train_pairs, val_pairs, test_pairs) = _prepare(cfg)
+    if not len(val_pairs):
+        raise ValueError(f"rescore needs a validation split (split.val > 0); {out_dir} was fitted without one")
+    old = json.loads((out_dir / "metrics.json").read_text())
+    model = model_factory(cfg, features)()
+    model.load_state_dict(torch.load(out_dir / "checkpoint.pt", weights_only=True))
+    model.estimate_noise(train_pairs, val_pairs)
+    fit = {k: old[k] for k in ("fit_seconds", "best_epoch", "warm_start_epoch", "converged") if k in old}
+    return _score(cfg, model, screen, split, (train_pairs, val_pairs, test_pairs), fit, out_dir)
+
+
+def _prepare(cfg: DictConfig) -> tuple[Screen, Features, Split, tuple[Pairs, Pairs, Pairs]]:
+    """Screen, features, split and the ``(train, val, test)`` experiments that ``cfg`` describes."""
     screen = build_screen(cfg)
     log.info("\n%s", screen.summary())
     features = build_features(cfg, screen)
@@ -61,19 +104,26 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             len(test_pairs),
             MIN_TEST_WARN,
         )
+    return screen, features, split, (train_pairs, val_pairs, test_pairs)
 
-    model = model_factory(cfg, features)()
-    start = time.perf_counter()
-    report = model.fit(train_pairs, val_pairs if len(val_pairs) else None)
-    fit_seconds = time.perf_counter() - start
+
+def _score(
+    cfg: DictConfig,
+    model: SynergyModel,
+    screen: Screen,
+    split: Split,
+    pairs: tuple[Pairs, Pairs, Pairs],
+    fit: dict[str, Any],
+    out_dir: Path,
+) -> dict[str, Any]:
+    """Test (and validation) metrics of the fitted ``model``, with ``fit``'s entries; writes
+    ``metrics.json``, ``checkpoint.pt``, ``test_predictions.csv`` and ``calibration.png`` into ``out_dir``."""
+    train_pairs, val_pairs, test_pairs = pairs
     predictive = model.predict(test_pairs, num_samples=cfg.num_samples).cpu()
     assert test_pairs.y is not None
     metrics: dict[str, Any] = evaluate(predictive, test_pairs.y, seed=cfg.seed)
     metrics.update(
-        fit_seconds=fit_seconds,
-        best_epoch=report.best_epoch,
-        warm_start_epoch=report.warm_start_epoch,
-        converged=report.converged,
+        **fit,
         n_train=len(train_pairs),
         n_val=len(val_pairs),
         n_test=len(test_pairs),
@@ -108,8 +158,6 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             }
         ),
     )
-    if report.curve:
-        atomic_write_csv(out_dir / "fit_curve.csv", pd.DataFrame(report.curve))
     expected, observed = calibration_curve(test_pairs.y, measurement_draws(predictive, seed=cfg.seed))
     plot_calibration(expected, observed, out_dir / "calibration.png")
 

@@ -7,12 +7,15 @@ and MC dropout alike. Acquisition functions only ever see :class:`PredictiveSamp
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import torch
+from scipy import stats
 
 from recover_pyro.data.screen import Pairs
+from recover_pyro.models.noise import Noise, variance_factor
 
 
 @dataclass
@@ -21,11 +24,18 @@ class PredictiveSamples:
 
     Attributes:
         f: ``(S, N)`` samples of the mean function (epistemic spread only).
-        noise_scale: ``(S,)`` or scalar observation-noise standard deviation (aleatoric), original scale.
+        noise_scale: ``(S,)`` or scalar observation-noise scale :math:`\\sigma` (aleatoric), original scale.
+        noise_df: degrees of freedom :math:`\\nu` of the Student-t noise :math:`\\sigma\\,t_\\nu` (> 2; ``inf``:
+            Gaussian, where ``noise_scale`` is the noise standard deviation); see
+            :mod:`recover_pyro.models.noise`.
     """
 
     f: torch.Tensor
     noise_scale: torch.Tensor
+    noise_df: float = math.inf
+
+    def __post_init__(self) -> None:
+        variance_factor(self.noise_df)  # raises for noise_df <= 2 (no finite variance)
 
     @property
     def num_samples(self) -> int:
@@ -45,9 +55,10 @@ class PredictiveSamples:
 
     @property
     def aleatoric_std(self) -> torch.Tensor:
-        """``(N,)`` noise standard deviation, :math:`\\sqrt{E[\\sigma^2]}`."""
+        """``(N,)`` noise standard deviation, :math:`\\sqrt{E[\\sigma^2]\\,\\nu / (\\nu - 2)}` (the factor is 1 for
+        Gaussian noise)."""
         var = self.noise_scale.pow(2).mean() if self.noise_scale.dim() else self.noise_scale.pow(2)
-        return var.sqrt().expand(self.f.shape[1])
+        return (var * variance_factor(self.noise_df)).sqrt().expand(self.f.shape[1])
 
     @property
     def std(self) -> torch.Tensor:
@@ -56,15 +67,24 @@ class PredictiveSamples:
 
     def to(self, device: torch.device | str) -> "PredictiveSamples":
         """The same samples on ``device`` (models return them on the device they computed on)."""
-        return PredictiveSamples(self.f.to(device), self.noise_scale.to(device))
+        return PredictiveSamples(self.f.to(device), self.noise_scale.to(device), self.noise_df)
 
     def cpu(self) -> "PredictiveSamples":
         return self.to("cpu")
 
     def y(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``(S, N)`` samples of a new measurement: ``f`` plus Gaussian noise."""
+        """``(S, N)`` samples of a new measurement: ``f`` plus noise ``noise_scale * t(noise_df)``.
+
+        Gaussian noise is drawn with :func:`torch.randn`; Student-t noise by inverting its CDF
+        (:func:`scipy.stats.t.ppf`) at uniforms from ``generator`` (torch's own Student-t sampler takes no
+        generator), on the CPU."""
         scale = self.noise_scale.reshape(-1, 1) if self.noise_scale.dim() else self.noise_scale
-        noise = torch.randn(self.f.shape, generator=generator, dtype=self.f.dtype, device=self.f.device)
+        if math.isinf(self.noise_df):
+            noise = torch.randn(self.f.shape, generator=generator, dtype=self.f.dtype, device=self.f.device)
+        else:
+            u = torch.rand(self.f.shape, generator=generator, dtype=torch.float64, device=self.f.device)
+            quantile = stats.t.ppf(u.cpu().numpy().clip(1e-300, None), self.noise_df)  # rand can return 0
+            noise = torch.as_tensor(quantile, dtype=self.f.dtype, device=self.f.device)
         return self.f + scale * noise
 
 
@@ -106,9 +126,13 @@ class SynergyModel(Protocol):
       ``predict`` accept :class:`Pairs` on any device.
     * ``state_dict`` holds only tensors / numbers (loadable with ``torch.load(..., weights_only=True)``);
       ``load_state_dict`` on an object built with the same constructor arguments restores predictions exactly.
+    * ``estimate_noise`` sets the observation noise of a fitted model from held-out experiments by the one
+      convention of :mod:`recover_pyro.models.noise` (``fit`` calls it on its validation or held-out set).
     """
 
     def fit(self, train: Pairs, val: Pairs | None = None) -> FitReport: ...
+
+    def estimate_noise(self, train: Pairs, val: Pairs | None) -> Noise: ...
 
     def predict(self, pairs: Pairs, num_samples: int = 100) -> PredictiveSamples: ...
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from dataclasses import replace
 from typing import Any, Callable
 
@@ -28,7 +29,7 @@ from recover_pyro.guides import GuideFactory, MeanFieldNormalGuide, SparseVariat
 from recover_pyro.inference import SVIConfig, fit_svi
 from recover_pyro.models.base import FitReport, PredictiveSamples
 from recover_pyro.models.bayesian import BayesianLayers, BayesianRegression
-from recover_pyro.models.noise import heldout_noise_variance, holdout_split
+from recover_pyro.models.noise import Noise, heldout_noise, holdout_split
 from recover_pyro.models.predictor import RecoverPredictor
 from recover_pyro.predictive import sample_predictive
 from recover_pyro.priors import NormalPrior, Prior
@@ -57,9 +58,9 @@ class BNNSynergyModel:
     :func:`fit_svi` from the current parameters (a deterministic warm start of the guide means, then SVI);
     the first fit starts from the seeded initial weights of the predictor and the guide's initial spread.
     Without ``val`` it sets aside ``holdout`` of ``train`` as validation data. The predictive noise follows
-    the convention of :mod:`recover_pyro.models.noise` (held-out error not explained by the posterior spread,
-    at least the likelihood's learned scale). ``predict`` returns ``f`` ``(S, N)`` and a scalar
-    ``noise_scale``, both on the original scale.
+    the convention of :mod:`recover_pyro.models.noise` (Student-t fitted to the held-out experiments around
+    the posterior spread; with few of them Gaussian, at least the likelihood's learned scale). ``predict``
+    returns ``f`` ``(S, N)`` and a scalar ``noise_scale``, both on the original scale, and ``noise_df``.
 
     Args:
         drug_features: ``(D, F)`` drug features; cell_features: ``(C, G)`` cell-line features.
@@ -108,8 +109,10 @@ class BNNSynergyModel:
         # Priors and guide parameters are built from the weights, so they follow the net onto the device.
         self.model = BayesianRegression(net.to(self.device), prior, bayesian_layers, noise)
         self.guide = guide(self.model)
-        # Predictive observation-noise scale (model scale), set by fit (see recover_pyro.models.noise).
+        # Predictive observation-noise scale (model scale) and Student-t degrees of freedom, set by fit (see
+        # recover_pyro.models.noise).
         self.noise = self.model.noise_scale().detach().clone()
+        self.noise_df = math.inf
         self.last_report: FitReport | None = None
 
     # --- training ------------------------------------------------------------------------------
@@ -135,8 +138,8 @@ class BNNSynergyModel:
             z_val = Pairs(val.drug_a, val.drug_b, val.cell, self.scaler.transform(y_val))
         config = replace(self.inference, seed=_draw_seed(self._generator))
         self.last_report = fit_svi(self.model, self.guide, z_train, z_val, config)
-        self.noise = self._noise_estimate(z_val, config)
         self.fitted = True
+        self.estimate_noise(train, val)
         if not self.last_report.converged:
             log.warning(
                 "BNN fit: the ELBO had not converged after %d SVI epochs; raise inference.epochs",
@@ -144,16 +147,25 @@ class BNNSynergyModel:
             )
         return self.last_report
 
-    def _noise_estimate(self, val: Pairs | None, config: SVIConfig) -> Tensor:
-        """Predictive noise scale (model scale) by :func:`heldout_noise_variance` on ``val``; the
-        likelihood's learned scale without held-out data or with a fixed noise."""
-        likelihood = self.model.noise_scale().detach().clone()
-        if val is None or not self.model.learned_noise:
-            return likelihood
-        generator = torch.Generator(self.device).manual_seed(config.seed)
-        f = sample_predictive(self.model, self.guide, val, config.val_samples, config.eval_batch_size, generator)
-        assert val.y is not None
-        return likelihood.new_tensor(heldout_noise_variance(f, val.y, float(likelihood) ** 2) ** 0.5)
+    def estimate_noise(self, train: Pairs, val: Pairs | None) -> Noise:
+        """Set the predictive noise from the held-out experiments ``val`` (original-scale targets) by
+        :func:`heldout_noise`, with the posterior samples drawn from ``seed``; without ``val`` or with a fixed
+        noise, the likelihood's learned Gaussian scale. ``fit`` calls it; call it again to re-score a loaded
+        fit. ``train`` is not used (the Gaussian floor is the likelihood's scale). Returns the noise on the
+        model (standardised) scale."""
+        if not self.fitted:
+            raise RuntimeError("BNNSynergyModel.estimate_noise called before fit (or load_state_dict)")
+        likelihood = float(self.model.noise_scale().detach())
+        noise = Noise(likelihood)
+        if val is not None and self.model.learned_noise:
+            val = val.to(self.device)
+            z_val = self.scaler.transform(checked_targets(val, "BNNSynergyModel: validation"))
+            generator = torch.Generator(self.device).manual_seed(self.seed)
+            config = self.inference
+            f = sample_predictive(self.model, self.guide, val, config.val_samples, config.eval_batch_size, generator)
+            noise = heldout_noise(f, z_val, likelihood**2)
+        self.noise, self.noise_df = self.noise.new_tensor(noise.scale), noise.df
+        return noise
 
     # --- prediction ----------------------------------------------------------------------------
     def predict(self, pairs: Pairs, num_samples: int = 100) -> PredictiveSamples:
@@ -165,7 +177,7 @@ class BNNSynergyModel:
         z = sample_predictive(
             self.model, self.guide, pairs.to(self.device), num_samples, self.inference.eval_batch_size, generator
         )
-        return PredictiveSamples(self.scaler.inverse(z), self.scaler.inverse_scale(self.noise))
+        return PredictiveSamples(self.scaler.inverse(z), self.scaler.inverse_scale(self.noise), self.noise_df)
 
     def posterior_as_prior(self, widen: float = 1.0) -> None:
         r"""Make the current posterior approximation the prior of later fits (variational continual learning).
@@ -211,6 +223,7 @@ class BNNSynergyModel:
             "guide": self.guide.state_dict(),
             "scaler": self.scaler.state_dict(),
             "noise": self.noise,
+            "noise_df": self.noise_df,
             "fitted": self.fitted,
             "generator": self._generator.get_state(),
         }
@@ -220,5 +233,6 @@ class BNNSynergyModel:
         self.guide.load_state_dict(state["guide"])
         self.scaler = TargetScaler(**state["scaler"])
         self.noise = state["noise"].to(self.device) if "noise" in state else self.model.noise_scale().detach()
+        self.noise_df = float(state.get("noise_df", math.inf))
         self.fitted = bool(state["fitted"])
         self._generator.set_state(state["generator"])
