@@ -5,7 +5,8 @@
         --out benchmarks/results/discovery/cells/paired.csv
 
 Reads each campaign's ``<experiment>_s<seed>.csv`` (``scripts/benchmark_discovery.py``), takes the recall of the
-top 1 % / 5 % after its last round, and pairs ``a`` with ``b`` by cell line and seed. Prints per-cell-line means
+top 1 % / 5 % after its last round, and pairs ``a`` with ``b`` by cell line and seed (``b``'s runs may lie in other
+folders: ``--b-runs`` / ``--b-runs-glob``). Prints per-cell-line means
 and the mean difference ``a - b`` with two Student-t 95 % intervals: over all (cell line, seed) pairs, and over the
 cell-line means (the conservative one: seeds within a cell line share its pool).
 """
@@ -37,23 +38,32 @@ def t_interval(x: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
+def run_folders(items: list[str], pattern: str | None) -> dict[str, str]:
+    """``{cell line: runs folder}`` from ``CELL=DIR`` items and folders matching ``<tag>/<CELL>/runs``."""
+    folders = dict(item.split("=", 1) for item in items)
+    if pattern:
+        folders |= {Path(d).parent.name: d for d in sorted(glob.glob(pattern))}
+    return folders
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", nargs="*", default=[], help="CELL=DIR of a tag's runs/ folder")
     parser.add_argument("--runs-glob", default=None, help="runs/ folders named <tag>/<CELL>/runs")
+    parser.add_argument("--b-runs", nargs="*", default=[], help="CELL=DIR where b's runs are, if not in --runs")
+    parser.add_argument("--b-runs-glob", default=None, help="b's runs/ folders named <tag>/<CELL>/runs")
     parser.add_argument("--a", required=True)
     parser.add_argument("--b", required=True)
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    folders = dict(item.split("=", 1) for item in args.runs)
-    if args.runs_glob:
-        folders |= {Path(d).parent.name: d for d in sorted(glob.glob(args.runs_glob))}
+    folders = run_folders(args.runs, args.runs_glob)
+    b_folders = folders | run_folders(args.b_runs, args.b_runs_glob)
     rows = []
     for cell, folder in folders.items():
         for seed in args.seeds:
             a = final_recalls(Path(folder) / f"{args.a}_s{seed}.csv")
-            b = final_recalls(Path(folder) / f"{args.b}_s{seed}.csv")
+            b = final_recalls(Path(b_folders[cell]) / f"{args.b}_s{seed}.csv")
             if a is None or b is None:
                 continue
             rows.append(

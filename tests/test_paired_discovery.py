@@ -34,3 +34,15 @@ def test_t_interval_is_the_student_t_interval_of_the_mean(paired) -> None:
     half = 3.182446305284263 * x.std(ddof=1) / 2  # t_{0.975, 3} x sd / sqrt(4)
     assert (low, high) == pytest.approx((x.mean() - half, x.mean() + half))
     assert np.isnan(paired.t_interval(np.array([1.0]))[0])
+
+
+def test_run_folders_from_items_and_a_glob(paired, tmp_path: Path) -> None:
+    for cell in ("A498", "KM12"):
+        (tmp_path / "tag" / cell / "runs").mkdir(parents=True)
+    folders = paired.run_folders(["MCF7=x/runs"], str(tmp_path / "tag" / "*" / "runs"))
+    assert folders == {
+        "MCF7": "x/runs",
+        "A498": str(tmp_path / "tag/A498/runs"),
+        "KM12": str(tmp_path / "tag/KM12/runs"),
+    }
+    assert paired.run_folders([], None) == {}

@@ -1,0 +1,42 @@
+"""scripts/paired_accuracy.py: test seeds read from the overrides, pairing by (test set, seed), t intervals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import load_script
+
+
+@pytest.fixture(scope="module")
+def script():
+    return load_script("paired_accuracy")
+
+
+def runs(experiment: str, test_seed: int, spearman: list[float]) -> pd.DataFrame:
+    n = len(spearman)
+    overrides = "" if test_seed == 0 else f"split.test_seed={test_seed}"
+    return pd.DataFrame(
+        {"experiment": experiment, "seed": range(n), "spearman": spearman, "nll": [5.0] * n, "r2": [0.1] * n}
+        | {"coverage_90": [0.9] * n, "overrides": [overrides] * n}
+    )
+
+
+def test_pairs_by_test_set_and_seed_and_keeps_the_asked_seeds(script, tmp_path: Path) -> None:
+    pd.concat([runs("a", 0, [0.3, 0.4, 0.9]), runs("b", 0, [0.2, 0.2, 0.0])]).to_csv(tmp_path / "t0_runs.csv")
+    pd.concat([runs("a", 3, [0.5, 0.6]), runs("b", 3, [0.1, 0.4])]).to_csv(tmp_path / "t3_runs.csv")
+    table, diff = script.main(
+        ["--runs", str(tmp_path / "t0_runs.csv"), "--runs-glob", str(tmp_path / "t3_*"), "--seeds", "0", "1"]
+        + ["--a", "a", "--b", "b", "--out", str(tmp_path / "s")]
+    )
+    assert sorted(zip(diff["test_seed"], diff["seed"])) == [(0, 0), (0, 1), (3, 0), (3, 1)]  # seed 2 dropped
+    assert diff["spearman"].to_numpy() == pytest.approx([0.1, 0.2, 0.4, 0.2])
+    row = table.set_index("experiment").loc["a"]
+    assert row["n_runs"] == 4 and row["n_test_sets"] == 2 and row["spearman_mean"] == pytest.approx(0.45)
+    mean, low, high = script.interval(diff["spearman"].to_numpy())
+    half = 3.182446305284263 * np.std([0.1, 0.2, 0.4, 0.2], ddof=1) / 2
+    assert (mean, low, high) == pytest.approx((0.225, 0.225 - half, 0.225 + half))
+    assert (tmp_path / "s_paired.csv").is_file() and script.test_seed_of(float("nan")) == 0
