@@ -12,7 +12,7 @@ same metrics), with its run directory (checkpoint, predictions) under ``--runs-d
 order-invariant pair features built from the same drug features as the networks (fingerprint + one-hot):
 ``[x_a + x_b, x_a * x_b, onehot(cell)]``; its predictive is the point prediction plus noise by the
 convention of every model (:mod:`recover_pyro.models.noise`: a Student-t fitted to the validation
-residuals; a single predictor has no epistemic part).
+residuals, Gaussian below 100 validation experiments; a single predictor has no epistemic part).
 
 ``--rescore`` re-scores finished fits from their checkpoints (:func:`recover_pyro.train.rescore`: the noise
 re-estimated on the validation split by today's convention, every metric recomputed; the fit is not repeated,
@@ -194,9 +194,10 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
         print(to_markdown(table))
         return table
     if args.rescore:
-        # Rows from before the noise convention had degrees of freedom are redone; rescored rows are kept.
+        # Requested rows from before the noise convention had degrees of freedom are redone; all others are kept.
+        requested = done["experiment"].isin(args.experiments) & done["seed"].isin(args.seeds)
         stale = done["noise_df"].isna() if "noise_df" in done.columns else pd.Series(True, index=done.index)
-        done = done[~stale]
+        done = done[~(requested & stale)]
     rows = done.to_dict("records")
     finished = {(str(r["experiment"]), int(r["seed"])) for r in rows}
     # Seed-major order: a benchmark cut short still has every experiment at the first seeds.

@@ -44,13 +44,15 @@ def test_merge_command_combines_parallel_runs_and_keeps_the_last_duplicate(bench
 def test_rescore_redoes_rows_from_before_the_noise_degrees_of_freedom(bench, tmp_path: Path) -> None:
     """``--rescore`` redoes the rows written without ``noise_df`` (here gbt, which has no checkpoint and is re-run)
     and keeps the others; without ``--rescore`` finished rows are skipped."""
-    stale = runs("gbt", [0], [0.123])
+    stale = pd.concat([runs("gbt", [0], [0.123]), runs("other", [0], [0.5])])  # other: not asked for, kept
     stale.to_csv(tmp_path / "x_runs.csv", index=False)
     args = ["--data", "synthetic", "--experiments", "gbt", "--seeds", "0", "--out", str(tmp_path / "x")]
     bench.main(args)
-    assert pd.read_csv(tmp_path / "x_runs.csv")["r2"].tolist() == [0.123]  # finished: skipped
+    assert pd.read_csv(tmp_path / "x_runs.csv")["r2"].tolist() == [0.123, 0.5]  # finished: skipped
     bench.main([*args, "--rescore"])
-    redone = pd.read_csv(tmp_path / "x_runs.csv")
-    assert len(redone) == 1 and redone.at[0, "r2"] != 0.123 and redone.at[0, "noise_df"] > 2
+    redone = pd.read_csv(tmp_path / "x_runs.csv").set_index("experiment")
+    assert sorted(redone.index) == ["gbt", "other"] and redone.at["other", "r2"] == 0.5
+    assert redone.at["gbt", "r2"] != 0.123 and redone.at["gbt", "noise_df"] > 2
+    redone = redone.reset_index()
     bench.main([*args, "--rescore"])  # nothing stale any more
     assert pd.read_csv(tmp_path / "x_runs.csv").equals(redone)

@@ -960,10 +960,12 @@ def test_pretraining_fit_shows_progress_when_the_campaign_does(monkeypatch: pyte
 @pytest.mark.parametrize("name", ["normal_ucb", "laplace_greedy", "scale_mixture_thompson", "sparse_dropout_ucb"])
 def test_bnn_campaign_presets_use_the_library_defaults(name: str) -> None:
     """The documented campaign numbers come from the presets as shipped: the SVI defaults of svi.yaml (the
-    settings tuned for the earlier optimiser were dropped with it) and RECOVER's kappa 1 for UCB."""
+    settings tuned for the earlier optimiser were dropped with it), RECOVER's kappa 1 for UCB, except
+    ``normal_ucb``'s schedule chosen on the pilot cell lines (kappa 2, x 0.8 per round)."""
     cfg = compose_campaign([f"+experiment={name}"])
     assert (cfg.inference.epochs, cfg.inference.lr) == (SVIConfig().epochs, SVIConfig().lr)
-    assert cfg.acquisition.get("kappa") == (1.0 if name.endswith("_ucb") else None)  # greedy / Thompson: no kappa
+    expected = {"normal_ucb": (2.0, 0.8), "sparse_dropout_ucb": (1.0, 1.0)}.get(name, (None, None))
+    assert (cfg.acquisition.get("kappa"), cfg.acquisition.get("kappa_decay")) == expected  # greedy / Thompson: none
 
 
 def test_pretrained_preset_runs_rounds_to_convergence_with_its_own_kappa() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from recover_pyro.builders import CONFIG_DIR
+from recover_pyro.builders import CONFIG_DIR, build_features, build_screen, model_factory
 from recover_pyro.train import rescore, train
 
 EXPERIMENTS = ["normal", "laplace", "scale_mixture", "sparse_dropout", "deterministic", "ensemble", "mc_dropout"]
@@ -65,7 +66,7 @@ def test_every_experiment_trains_and_writes_outputs(experiment: str, tmp_path: P
 
 def test_checkpoint_restores_the_model(tmp_path: Path) -> None:
     """A fresh model built from the same config reproduces the test predictions from checkpoint.pt."""
-    from recover_pyro.builders import build_features, build_screen, build_split, model_factory
+    from recover_pyro.builders import build_split
 
     cfg = _cfg("laplace")
     train(cfg, tmp_path)
@@ -87,10 +88,19 @@ def test_rescore_reproduces_the_run_from_its_checkpoint(experiment: str, tmp_pat
     cfg = _cfg(experiment, data=())
     metrics = train(cfg, tmp_path)
     assert metrics["n_val"] >= 100
+    # A checkpoint from before the noise had degrees of freedom (no noise_df; its noise Gaussian) ...
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    state.pop("noise_df")
+    torch.save(state, tmp_path / "checkpoint.pt")
+    model = model_factory(cfg, build_features(cfg, build_screen(cfg)))()
+    model.load_state_dict(state)
+    assert getattr(model, "noise_df") == math.inf  # loads as Gaussian
+    # ... is re-scored to the run's own metrics
     rescored = rescore(cfg, tmp_path)
-    for key in ("nll", "coverage_90", "aleatoric_sd", "noise_df", "r2", "fit_seconds", "best_epoch"):
+    for key in ("nll", "coverage_90", "aleatoric_sd", "noise_df", "r2"):
         assert rescored[key] == pytest.approx(metrics[key], rel=1e-5), key
     assert json.loads((tmp_path / "metrics.json").read_text())["nll"] == pytest.approx(metrics["nll"])
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["noise_df"] == metrics["noise_df"]
     with pytest.raises(ValueError, match="split.val"):
         rescore(_cfg(experiment, "split.val=0", data=()), tmp_path)
 

@@ -342,12 +342,13 @@ class DeepEnsemble:
 
     All members see the same training and validation sets (without a validation set the ensemble sets
     aside ``training.holdout`` of the training set once, for all members, as RECOVER does). The observation
-    noise is the ensemble's, by the convention of :mod:`recover_pyro.models.noise`: the held-out squared error
-    of the ensemble mean minus the members' (population) variance.
+    noise is the ensemble's, by the convention of :mod:`recover_pyro.models.noise` around the members'
+    predictions (their population variance is the epistemic part); each member also keeps its own noise
+    estimate, which the ensemble does not use.
 
     ``predict`` returns exactly ``K`` rows whatever ``num_samples`` asks for: row ``k`` is member ``k``'s
-    prediction, so the predictive is the uniform mixture of ``K`` Gaussians around the members with the
-    ensemble's noise. This is the limit of the method, not of the interface: Thompson sampling with an
+    prediction, so the predictive is the uniform mixture of ``K`` copies of the ensemble's noise distribution
+    around the members. This is the limit of the method, not of the interface: Thompson sampling with an
     ensemble draws among ``K`` functions only. Consumers of :class:`PredictiveSamples` accept any ``S``.
 
     Args:
@@ -420,6 +421,8 @@ class DeepEnsemble:
         :mod:`recover_pyro.models.noise` around the members' predictions: held out ``val``, training residual
         variance of the ensemble mean on ``train`` as the Gaussian floor (the noise itself without ``val``).
         ``fit`` calls it; call it again to re-score a loaded fit. Returns the noise."""
+        for m in self.members:
+            m._check_fitted()
         assert train.y is not None
         mean_train = torch.stack([m.predict_mean(train) for m in self.members]).mean(0)
         train_var = float((mean_train - train.y.to(mean_train.device).float()).pow(2).mean())

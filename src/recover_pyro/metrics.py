@@ -114,14 +114,17 @@ def gaussian_nll(y: ArrayLike, mean: ArrayLike, std: ArrayLike | float) -> np.nd
 def student_t_nll(y: ArrayLike, mean: ArrayLike, std: ArrayLike | float, df: float) -> np.ndarray:
     """``(N,)`` negative log density of ``y`` under the Student-t with ``df`` (> 2) degrees of freedom, location
     ``mean`` and standard deviation ``std`` (scale :math:`\\sigma\\sqrt{(\\nu - 2)/\\nu}`;
-    :func:`scoringrules.logs_t`); :func:`gaussian_nll` at ``df = inf``."""
+    :func:`scoringrules.logs_t`); :func:`gaussian_nll` at ``df = inf``. A zero ``std`` is a point mass, as there."""
     if math.isinf(df):
         return gaussian_nll(y, mean, std)
     if not df > 2:
         raise ValueError(f"student_t_nll needs df > 2 (a finite standard deviation), got {df}")
     y, mean = _pair(y, mean)
     std = np.broadcast_to(_np(std), y.shape)
-    return np.asarray(scoringrules.logs_t(y, df, mean, std * math.sqrt((df - 2.0) / df)), dtype=np.float64)
+    point = std == 0
+    scale = np.where(point, 1.0, std) * math.sqrt((df - 2.0) / df)
+    nll = np.asarray(scoringrules.logs_t(y, df, mean, scale), dtype=np.float64)
+    return np.where(point, np.where(y == mean, -np.inf, np.inf), nll)
 
 
 def crps_from_samples(y: ArrayLike, samples: ArrayLike) -> np.ndarray:

@@ -24,14 +24,13 @@ from typing import TYPE_CHECKING, Any, cast
 
 import hydra
 import pandas as pd
-import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from recover_pyro.builders import CONFIG_DIR, build_features, build_screen, build_split, model_factory
 from recover_pyro.checks import check_test_size, validate_config
 from recover_pyro.guides import SparseVariationalDropoutGuide
-from recover_pyro.io import atomic_torch_save, atomic_write_csv, atomic_write_json
+from recover_pyro.io import atomic_torch_save, atomic_write_csv, atomic_write_json, load_torch_file
 from recover_pyro.metrics import calibration_curve, evaluate, measurement_draws, plot_calibration
 from recover_pyro.logging_utils import cli_logging
 
@@ -81,7 +80,8 @@ def rescore(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         raise ValueError(f"rescore needs a validation split (split.val > 0); {out_dir} was fitted without one")
     old = json.loads((out_dir / "metrics.json").read_text())
     model = model_factory(cfg, features)()
-    model.load_state_dict(torch.load(out_dir / "checkpoint.pt", weights_only=True))
+    advice = f"re-run the fit: python -m recover_pyro.train with the config of {out_dir}"
+    model.load_state_dict(load_torch_file(out_dir / "checkpoint.pt", "run checkpoint", advice))
     model.estimate_noise(train_pairs, val_pairs)
     fit = {k: old[k] for k in ("fit_seconds", "best_epoch", "warm_start_epoch", "converged") if k in old}
     return _score(cfg, model, screen, split, (train_pairs, val_pairs, test_pairs), fit, out_dir)

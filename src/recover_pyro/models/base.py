@@ -82,8 +82,9 @@ class PredictiveSamples:
         if math.isinf(self.noise_df):
             noise = torch.randn(self.f.shape, generator=generator, dtype=self.f.dtype, device=self.f.device)
         else:
-            u = torch.rand(self.f.shape, generator=generator, dtype=torch.float64, device=self.f.device)
-            quantile = stats.t.ppf(u.cpu().numpy().clip(1e-300, None), self.noise_df)  # rand can return 0
+            # rand gives multiples of 2^-53 in [0, 1); the half-step shift keeps u strictly inside (0, 1).
+            u = torch.rand(self.f.shape, generator=generator, dtype=torch.float64, device=self.f.device) + 2.0**-54
+            quantile = stats.t.ppf(u.cpu().numpy(), self.noise_df)
             noise = torch.as_tensor(quantile, dtype=self.f.dtype, device=self.f.device)
         return self.f + scale * noise
 

@@ -24,7 +24,12 @@ training set that the model sets aside when it is given none, as RECOVER does):
   keeps a small held-out set from driving the noise to zero.
 
 The epistemic part is never counted twice: the moment-matched predictive of candidate :math:`m` is a
-Student-t with location :math:`\\bar f_m` and variance :math:`Var[f_m] + \\sigma^2 \\nu / (\\nu - 2)`.
+Student-t with location :math:`\\bar f_m` and variance :math:`Var[f_m] + \\sigma^2 \\nu / (\\nu - 2)`. So the
+fitted :math:`(\\sigma, \\nu)` are those of that predictive: where the epistemic spread is large against the noise,
+:math:`\\nu` also absorbs its shape (posterior samples are not Student-t), and ``noise_df`` / the aleatoric sd are
+the convention's values rather than the measurement noise's own. Draws (coverage, CRPS) add the fitted noise to
+each posterior sample. No floor applies above :data:`MIN_HOLDOUT_TAILS` held-out experiments: an over-dispersed
+posterior can drive :math:`\\sigma` towards 0, which is then what the held-out data support.
 """
 
 from __future__ import annotations
