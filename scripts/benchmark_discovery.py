@@ -151,10 +151,11 @@ def pretrain_key(cfg) -> str:
     is fitted on (``campaign.pretrain`` relative to the pool ``campaign.pool_cell_lines``: a fit for one pool
     includes every other cell line's experiments, so it must never be reused for another pool)."""
     merged = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(cfg.get("pretrain_overrides") or [])))
+    campaign = OmegaConf.to_container(merged.campaign, resolve=True)
     text = json.dumps(
         {k: OmegaConf.to_container(merged[k], resolve=True) for k in ("model", "data", "features")}
         | {"seed": merged.seed}
-        | {k: OmegaConf.to_container(merged.campaign, resolve=True).get(k) for k in ("pretrain", "pool_cell_lines")},
+        | {k: campaign.get(k) for k in ("pretrain", "pool_cell_lines")},
         sort_keys=True,
     )
     return hashlib.sha256(text.encode()).hexdigest()[:16]

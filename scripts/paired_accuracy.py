@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from recover_pyro.metrics import t_interval
 
 METRICS = ["r2", "spearman", "nll", "crps", "coverage_90", "coverage_50", "epistemic_sd", "aleatoric_sd"]
 PAIRED = ["spearman", "nll", "r2", "coverage_90"]
@@ -67,12 +67,9 @@ def paired(runs: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
 def interval(x: np.ndarray) -> tuple[float, float, float]:
     """Mean and Student-t 95 % interval of the mean (NaN bounds for fewer than 2 values, the value itself for
     constant ones)."""
-    if len(x) < 2:
-        return float(np.mean(x)) if len(x) else float("nan"), float("nan"), float("nan")
-    if np.all(x == x[0]):
+    if len(x) >= 2 and np.all(x == x[0]):
         return float(x[0]), float(x[0]), float(x[0])
-    low, high = stats.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=x.std(ddof=1) / np.sqrt(len(x)))
-    return float(x.mean()), float(low), float(high)
+    return (float(np.mean(x)) if len(x) else float("nan"), *t_interval(x))
 
 
 def main(argv: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -17,9 +17,8 @@ import argparse
 import glob
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from scipy import stats
+from recover_pyro.metrics import t_interval
 
 
 def final_recalls(path: Path) -> tuple[float, float, float] | None:
@@ -29,13 +28,6 @@ def final_recalls(path: Path) -> tuple[float, float, float] | None:
     table = pd.read_csv(path)
     last = table[table["round"] == table["round"].max()].iloc[0]
     return float(last["recall_top1pct"]), float(last["recall_top5pct"]), float(table["train_s"].sum())
-
-
-def t_interval(x: np.ndarray) -> tuple[float, float]:
-    if len(x) < 2:
-        return float("nan"), float("nan")
-    low, high = stats.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=x.std(ddof=1) / np.sqrt(len(x)))
-    return float(low), float(high)
 
 
 def run_folders(items: list[str], pattern: str | None) -> dict[str, str]:

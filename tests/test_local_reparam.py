@@ -164,7 +164,7 @@ def test_sample_batched_weights_follow_the_closed_form_per_sample():
     b_loc, b_scale = torch.stack([B_LOC, 3 * B_LOC]), torch.stack([B_SCALE, B_SCALE])
     x = torch.tensor([[1.0, -2.0, 0.5], [0.0, 3.0, 1.0]])  # as many rows as samples
     m = 20_000
-    out = local_reparam_linear(x.repeat(m, 1), Moments(loc, loc, scale), Moments(b_loc, b_loc, b_scale))
+    out = local_reparam_linear(x.repeat(m, 1), Moments(loc, scale), Moments(b_loc, b_scale))
     out = out.reshape(s, m, 2, 2)  # (sample, draws, row, unit)
     mean = x @ loc.transpose(-1, -2) + b_loc.unsqueeze(-2)
     var = x.pow(2) @ scale.pow(2).transpose(-1, -2) + b_scale.pow(2).unsqueeze(-2)

@@ -431,13 +431,13 @@ def _svi_stage(
     )
     all_params = [*others, *scale_params]
     reparam_sites = local_reparam_sites(model) if config.local_reparam else []
-    # One messenger for the stage, entered around every step's loss (it resets its records on entry).
-    reparam = LocalReparam(reparam_sites) if reparam_sites else None
     if config.local_reparam and not reparam_sites:
         raise ValueError(
             f"fit_svi: local_reparam needs Bayesian head layers ({HEAD_PREFIX}*) of a trunk / head predictor; "
             f"the Bayesian sites are {list(model.sites)}"
         )
+    # One messenger for the stage, entered around every step's loss (it resets its records on entry).
+    reparam = LocalReparam(reparam_sites) if reparam_sites else None
     schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
     stopper = EarlyStopping(config.patience) if config.stopping == "val" else None
     validate = is_validation_enabled()

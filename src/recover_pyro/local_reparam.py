@@ -35,9 +35,8 @@ from torch import Tensor
 
 
 class Moments(NamedTuple):
-    """Mean and standard deviation ``(*shape)`` of one Normal weight site, with the sampled value they explain."""
+    """Mean and standard deviation ``(*shape)`` of one Normal weight site."""
 
-    value: Tensor
     loc: Tensor
     scale: Tensor
 
@@ -97,7 +96,7 @@ class LocalReparam(Messenger):
             # never the prior's (else a non-Normal guide would be read through a Normal prior's moments).
             return
         normal = _normal(msg["fn"])
-        moments = None if normal is None else Moments(value, normal.loc.expand_as(value), normal.scale.expand_as(value))
+        moments = None if normal is None else Moments(normal.loc.expand_as(value), normal.scale.expand_as(value))
         self._seen[id(value)] = (value, moments)
         if moments is not None:
             self.recorded.add(msg["name"])

@@ -25,6 +25,7 @@ from sklearn import metrics as sklearn_metrics
 
 from recover_pyro.io import atomic_write
 from recover_pyro.models.base import PredictiveSamples
+from recover_pyro.models.noise import student_t_logpdf
 
 ArrayLike = Union[torch.Tensor, np.ndarray, Sequence[float]]
 COVERAGE_LEVELS = (0.5, 0.9, 0.95)
@@ -99,31 +100,22 @@ def _constant(x: np.ndarray) -> bool:
 
 # --- proper scoring rules ----------------------------------------------------------------------
 def gaussian_nll(y: ArrayLike, mean: ArrayLike, std: ArrayLike | float) -> np.ndarray:
-    """``(N,)`` negative log density of ``y`` under :math:`N(\\mu, \\sigma^2)`
-    (:func:`scoringrules.logs_normal`, the logarithmic score). ``std`` may be a scalar.
+    """``(N,)`` negative log density of ``y`` under :math:`N(\\mu, \\sigma^2)` (the logarithmic score):
+    :func:`student_t_nll` at ``df = inf``."""
+    return student_t_nll(y, mean, std, math.inf)
+
+
+def student_t_nll(y: ArrayLike, mean: ArrayLike, std: ArrayLike | float, df: float) -> np.ndarray:
+    """``(N,)`` negative log density of ``y`` under the Student-t with ``df`` (> 2; ``inf``: Gaussian) degrees of
+    freedom, location ``mean`` and standard deviation ``std`` (the density of
+    :func:`recover_pyro.models.noise.student_t_logpdf`, which the noise is fitted with). ``std`` may be a scalar.
 
     A zero ``std`` is a point mass: ``+inf`` unless ``y == mean`` exactly (then ``-inf``).
     """
     y, mean = _pair(y, mean)
     std = np.broadcast_to(_np(std), y.shape)
     point = std == 0
-    nll = np.asarray(scoringrules.logs_normal(y, mean, np.where(point, 1.0, std)), dtype=np.float64)
-    return np.where(point, np.where(y == mean, -np.inf, np.inf), nll)
-
-
-def student_t_nll(y: ArrayLike, mean: ArrayLike, std: ArrayLike | float, df: float) -> np.ndarray:
-    """``(N,)`` negative log density of ``y`` under the Student-t with ``df`` (> 2) degrees of freedom, location
-    ``mean`` and standard deviation ``std`` (scale :math:`\\sigma\\sqrt{(\\nu - 2)/\\nu}`;
-    :func:`scoringrules.logs_t`); :func:`gaussian_nll` at ``df = inf``. A zero ``std`` is a point mass, as there."""
-    if math.isinf(df):
-        return gaussian_nll(y, mean, std)
-    if not df > 2:
-        raise ValueError(f"student_t_nll needs df > 2 (a finite standard deviation), got {df}")
-    y, mean = _pair(y, mean)
-    std = np.broadcast_to(_np(std), y.shape)
-    point = std == 0
-    scale = np.where(point, 1.0, std) * math.sqrt((df - 2.0) / df)
-    nll = np.asarray(scoringrules.logs_t(y, df, mean, scale), dtype=np.float64)
+    nll = -student_t_logpdf(y, mean, np.where(point, 1.0, std) ** 2, df)
     return np.where(point, np.where(y == mean, -np.inf, np.inf), nll)
 
 
@@ -229,6 +221,17 @@ def enrichment_over_random(n_measured: ArrayLike, recall: ArrayLike, pool_size: 
     if not n[0] <= target <= n[-1]:
         return float("nan")
     return float(np.interp(target, n, r)) / explored
+
+
+# --- comparisons -------------------------------------------------------------------------------
+def t_interval(x: ArrayLike, level: float = 0.95) -> tuple[float, float]:
+    """Student-t ``level`` interval of the mean of ``x`` ``(n,)`` (e.g. paired differences between two models);
+    NaN bounds for fewer than 2 values."""
+    x = _np(x)
+    if len(x) < 2:
+        return float("nan"), float("nan")
+    low, high = stats.t.interval(level, len(x) - 1, loc=x.mean(), scale=x.std(ddof=1) / np.sqrt(len(x)))
+    return float(low), float(high)
 
 
 # --- all at once -------------------------------------------------------------------------------

@@ -100,13 +100,18 @@ def heldout_noise_variance(f: Tensor, y: Tensor, train_variance: float) -> float
     return max(excess, float(train_variance))
 
 
+def student_t_logpdf(y: np.ndarray, mean: np.ndarray, var: np.ndarray, df: float) -> np.ndarray:
+    """``(M,)`` log density of ``y`` under the Student-t with ``df`` (> 2; ``inf``: Gaussian) degrees of freedom,
+    location ``mean`` and variance ``var`` (scale :math:`\\sqrt{var\\,(\\nu - 2)/\\nu}`)."""
+    if math.isinf(df):
+        return stats.norm.logpdf(y, mean, np.sqrt(var))
+    return stats.t.logpdf(y, df, mean, np.sqrt(var / variance_factor(df)))
+
+
 def moment_matched_logpdf(y: np.ndarray, mean: np.ndarray, epistemic_var: np.ndarray, noise: Noise) -> np.ndarray:
     """``(M,)`` log density of ``y`` under the moment-matched predictive: a Student-t (``noise.df``) with
     location ``mean`` and variance ``epistemic_var + noise.variance``."""
-    var = epistemic_var + noise.variance
-    if math.isinf(noise.df):
-        return stats.norm.logpdf(y, mean, np.sqrt(var))
-    return stats.t.logpdf(y, noise.df, mean, np.sqrt(var / variance_factor(noise.df)))
+    return student_t_logpdf(y, mean, epistemic_var + noise.variance, noise.df)
 
 
 def heldout_noise(f: Tensor, y: Tensor, train_variance: float) -> Noise:
