@@ -2,16 +2,19 @@
 
     python scripts/paired_accuracy.py --runs benchmarks/results/accuracy/almanac_mcf7_random_runs.csv \\
         --runs-glob 'benchmarks/results/accuracy/test_sets/almanac_mcf7_random_test_seed*_runs.csv' \\
-        --seeds 0 1 --a normal --b recover_ensemble --out benchmarks/results/accuracy/test_sets/summary
+        --seeds 0 1 2 --a normal --b recover_ensemble --out benchmarks/results/accuracy/test_sets/summary --plot
 
 Reads ``<out>_runs.csv`` files of ``scripts/benchmark_accuracy.py`` made with different ``split.test_seed``
 (the test seed is read from each run's ``overrides``; none means 0) and keeps the given training seeds. A
 single test set of a small screen (148 experiments for ALMANAC MCF7's pair split) decides little: its coverage
 has a sampling sd of ~0.025 and every model is scored on the same draw, so a hard test set moves all models
-together. Writes ``<out>.csv`` (per model: mean and standard error over the (test set, seed) runs) and
+together. Writes ``<out>.csv`` (per model: mean and standard error over the (test set, seed) runs, and the
+lowest and highest test-set mean of the 90 % coverage) and
 ``<out>_paired.csv`` (``a - b`` per (test set, seed) for Spearman, NLL, r2 and 90 % coverage) and prints both
 with Student-t 95 % intervals of the mean paired difference: over all pairs, and over the test-set means (the
-conservative one: the seeds of one test set share it).
+conservative one: the seeds of one test set share it). ``--plot`` adds ``<out>_coverage.png``: each model's
+90 % coverage per test set against the range a calibrated model shows on a test set of that size (central 95 %
+of Binomial(n_test, 0.9) / n_test).
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 from recover_pyro.metrics import t_interval
+from scipy import stats
 
 METRICS = ["r2", "spearman", "nll", "crps", "coverage_90", "coverage_50", "epistemic_sd", "aleatoric_sd"]
 PAIRED = ["spearman", "nll", "r2", "coverage_90"]
@@ -52,7 +57,40 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     for metric in [m for m in METRICS if m in runs]:
         table[f"{metric}_mean"] = grouped[metric].mean()
         table[f"{metric}_sem"] = grouped[metric].sem()
+    if "coverage_90" in runs:
+        per_set = runs.groupby(["experiment", "test_seed"], sort=False)["coverage_90"].mean().groupby(level=0)
+        table["coverage_90_set_min"], table["coverage_90_set_max"] = per_set.min(), per_set.max()
     return table.reset_index()
+
+
+def calibrated_range(n_test: int, level: float = 0.9) -> tuple[float, float]:
+    """Central 95 % range of the coverage of calibrated ``level`` intervals on ``n_test`` independent
+    experiments: quantiles of Binomial(n_test, level) / n_test."""
+    low, high = stats.binom.ppf([0.025, 0.975], n_test, level)
+    return float(low) / n_test, float(high) / n_test
+
+
+def plot_coverage(runs: pd.DataFrame, path: Path) -> Path:
+    """Per model (x), each test set's 90 % coverage (mean over seeds; dots) and the pooled mean (bar), with the
+    calibrated range of :func:`calibrated_range` at the median test-set size (grey band)."""
+    models = list(dict.fromkeys(runs["experiment"]))
+    per_set = runs.groupby(["experiment", "test_seed"], sort=False)["coverage_90"].mean()
+    fig = Figure(figsize=(1.5 + 0.8 * len(models), 4.5))
+    ax = fig.subplots()
+    if "n_test" in runs:
+        low, high = calibrated_range(int(runs["n_test"].median()))
+        ax.axhspan(low, high, color="0.9", label=f"calibrated, {int(runs['n_test'].median())} experiments")
+    ax.axhline(0.9, color="grey", linestyle="--", linewidth=1)
+    for i, model in enumerate(models):
+        values = per_set.loc[model].to_numpy()
+        ax.plot(np.full(len(values), i), values, "o", color="C0", alpha=0.5, markersize=4)
+        ax.plot([i - 0.3, i + 0.3], [values.mean()] * 2, color="C3", linewidth=2)
+    ax.set_xticks(range(len(models)), models, rotation=45, ha="right", fontsize="small")
+    ax.set(ylabel="90 % coverage per test set", title="dots: test sets (mean over seeds); bar: mean")
+    ax.legend(loc="lower left", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path
 
 
 def paired(runs: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
@@ -80,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]
     parser.add_argument("--a", required=True)
     parser.add_argument("--b", required=True)
     parser.add_argument("--out", type=Path, required=True, help="CSV path prefix")
+    parser.add_argument("--plot", action="store_true", help="also write <out>_coverage.png")
     args = parser.parse_args(argv)
     paths = [*args.runs, *(Path(p) for p in sorted(glob.glob(args.runs_glob or "")))]
     runs = load_runs(paths, args.seeds)
@@ -87,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out.parent / f"{args.out.name}.csv", index=False)
     diff.to_csv(args.out.parent / f"{args.out.name}_paired.csv", index=False)
+    if args.plot:
+        plot_coverage(runs, args.out.parent / f"{args.out.name}_coverage.png")
     print(table.round(3).to_string(index=False))
     for metric in PAIRED:
         mean, low, high = interval(diff[metric].to_numpy())

@@ -40,3 +40,25 @@ def test_pairs_by_test_set_and_seed_and_keeps_the_asked_seeds(script, tmp_path: 
     half = 3.182446305284263 * np.std([0.1, 0.2, 0.4, 0.2], ddof=1) / 2
     assert (mean, low, high) == pytest.approx((0.225, 0.225 - half, 0.225 + half))
     assert (tmp_path / "s_paired.csv").is_file() and script.test_seed_of(float("nan")) == 0
+
+
+def test_calibrated_range_is_the_binomial_central_95_percent(script) -> None:
+    # 148 experiments (ALMANAC MCF7's pair test set): a calibrated model covers 126-140 of them 95 % of the time.
+    assert script.calibrated_range(148) == pytest.approx((126 / 148, 140 / 148))
+    low, high = script.calibrated_range(5000)
+    assert 0.89 < low < 0.9 < high < 0.91
+
+
+def test_coverage_range_over_test_sets_and_plot(script, tmp_path: Path) -> None:
+    parts = [runs("a", 0, [0.3, 0.4]), runs("a", 2, [0.3, 0.4]), runs("b", 0, [0.2, 0.2])]
+    parts[0]["coverage_90"] = [0.80, 0.84]  # test set 0: mean 0.82
+    parts[1]["coverage_90"] = [0.95, 0.93]  # test set 2: mean 0.94
+    frame = pd.concat(parts).assign(n_test=148)
+    frame.to_csv(tmp_path / "x_runs.csv")
+    table, _ = script.main(
+        ["--runs", str(tmp_path / "x_runs.csv"), "--a", "a", "--b", "b", "--out", str(tmp_path / "s"), "--plot"]
+    )
+    row = table.set_index("experiment").loc["a"]
+    assert (row["coverage_90_set_min"], row["coverage_90_set_max"]) == pytest.approx((0.82, 0.94))
+    assert row["coverage_90_mean"] == pytest.approx(0.88)
+    assert (tmp_path / "s_coverage.png").stat().st_size > 1000
