@@ -8,7 +8,8 @@ Reads each campaign's ``<experiment>_s<seed>.csv`` (``scripts/benchmark_discover
 top 1 % / 5 % after its last round, and pairs ``a`` with ``b`` by cell line and seed (``b``'s runs may lie in other
 folders: ``--b-runs`` / ``--b-runs-glob``). Prints per-cell-line means
 and the mean difference ``a - b`` with two Student-t 95 % intervals: over all (cell line, seed) pairs, and over the
-cell-line means (the conservative one: seeds within a cell line share its pool).
+cell-line means (the conservative one: seeds within a cell line share its pool). ``--plot PNG`` draws every
+pair's difference per cell line with the mean and its interval over all pairs.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import argparse
 import glob
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 from recover_pyro.metrics import t_interval
 
 
@@ -38,6 +41,32 @@ def run_folders(items: list[str], pattern: str | None) -> dict[str, str]:
     return folders
 
 
+def plot_paired(table: pd.DataFrame, a: str, b: str, path: Path) -> Path:
+    """Per top fraction (panel) and cell line (x): each seed's ``a - b`` (dots), the cell line's mean (bar);
+    at the right the mean over all pairs with its Student-t 95 % interval."""
+    cells = list(dict.fromkeys(table["cell_line"]))
+    fig = Figure(figsize=(2.0 + 0.9 * len(cells), 4.5))
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, key, label in zip(axes, ("d_top1", "d_top5"), ("top-1 % recall", "top-5 % recall")):
+        for i, cell in enumerate(cells):
+            values = table.loc[table["cell_line"] == cell, key].to_numpy()
+            ax.plot(np.full(len(values), i), values, "o", color="C0", alpha=0.5, markersize=4)
+            ax.plot([i - 0.3, i + 0.3], [values.mean()] * 2, color="C0", linewidth=2)
+        x = table[key].to_numpy()
+        low, high = t_interval(x)
+        ax.errorbar(
+            [len(cells)], [x.mean()], yerr=[[x.mean() - low], [high - x.mean()]], fmt="s", color="C3", capsize=4
+        )
+        ax.axhline(0.0, color="grey", linestyle="--", linewidth=1)
+        ax.set_xticks(range(len(cells) + 1), [*cells, "all"], rotation=45, ha="right", fontsize="small")
+        ax.set(title=label)
+    axes[0].set(ylabel="paired difference after the last round")
+    fig.suptitle(f"{a} - {b} (dots: seeds; red: mean, 95 % interval)", fontsize="medium")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", nargs="*", default=[], help="CELL=DIR of a tag's runs/ folder")
@@ -48,6 +77,7 @@ def main() -> None:
     parser.add_argument("--b", required=True)
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--plot", type=Path, default=None, help="PNG of the paired differences")
     args = parser.parse_args()
     folders = run_folders(args.runs, args.runs_glob)
     b_folders = folders | run_folders(args.b_runs, args.b_runs_glob)
@@ -65,6 +95,8 @@ def main() -> None:
     table = pd.DataFrame(rows)
     if args.out:
         table.to_csv(args.out, index=False)
+    if args.plot:
+        plot_paired(table, args.a, args.b, args.plot)
     print(f"a = {args.a}, b = {args.b}; pairs per cell line: {table.groupby('cell_line').size().to_dict()}")
     print(table.groupby("cell_line").mean(numeric_only=True).drop(columns="seed").round(3).to_string())
     for key in ("d_top1", "d_top5"):

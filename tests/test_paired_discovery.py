@@ -46,3 +46,11 @@ def test_run_folders_from_items_and_a_glob(paired, tmp_path: Path) -> None:
         "KM12": str(tmp_path / "tag/KM12/runs"),
     }
     assert paired.run_folders([], None) == {}
+
+
+def test_plot_paired_draws_a_png(paired, tmp_path: Path) -> None:
+    table = pd.DataFrame(
+        {"cell_line": ["MCF7", "MCF7", "KM12", "KM12"], "d_top1": [0.1, -0.1, 0.2, 0.0], "d_top5": [0.0, 0.1, 0.1, 0.0]}
+    )
+    path = paired.plot_paired(table, "a", "b", tmp_path / "p.png")
+    assert path.stat().st_size > 1000
