@@ -16,7 +16,8 @@ residuals, Gaussian below 100 validation experiments; a single predictor has no 
 
 ``--rescore`` re-scores finished fits from their checkpoints (:func:`recover_pyro.train.rescore`: the noise
 re-estimated on the validation split by today's convention, every metric recomputed; the fit is not repeated,
-and does not depend on the noise convention) and re-runs ``gbt``.
+and does not depend on the noise convention) and re-runs ``gbt``. It redoes the requested rows that lack a
+metric of :data:`RESCORED_METRICS` (rows written before the metric existed).
 
 Writes, after every run (so a killed benchmark keeps what it finished): ``<out>_runs.csv`` (one row per
 run) and ``<out>.csv`` (mean and sd over seeds per experiment, sd with ddof = 1), and prints the table as
@@ -45,6 +46,8 @@ from recover_pyro.train import rescore, train
 
 BNN_EXPERIMENTS = ["normal", "laplace", "scale_mixture", "sparse_dropout"]
 BASELINES = ["deterministic", "ensemble", "recover_ensemble", "mc_dropout", "gbt"]
+# Metrics added after the first tables were written: --rescore fills them in for rows that lack them.
+RESCORED_METRICS = ["noise_df", "sd_error_spearman"]
 METRICS = [
     "r2",
     "spearman",
@@ -53,6 +56,7 @@ METRICS = [
     "coverage_90",
     "epistemic_sd",
     "aleatoric_sd",
+    "sd_error_spearman",
     "noise_df",
     "fit_seconds",
     "pruned_fraction",
@@ -178,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
         action="store_true",
         help="re-score finished fits from the checkpoints in their run directories instead of fitting again "
         "(recover_pyro.train.rescore; gbt, which keeps no checkpoint, is re-run); redoes the rows of "
-        "<out>_runs.csv written before the noise convention had degrees of freedom (no noise_df)",
+        "<out>_runs.csv that lack a metric added since (RESCORED_METRICS: noise_df, sd_error_spearman)",
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -194,9 +198,9 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
         print(to_markdown(table))
         return table
     if args.rescore:
-        # Requested rows from before the noise convention had degrees of freedom are redone; all others are kept.
+        # Requested rows written before a metric existed are redone; all others are kept.
         requested = done["experiment"].isin(args.experiments) & done["seed"].isin(args.seeds)
-        stale = done["noise_df"].isna() if "noise_df" in done.columns else pd.Series(True, index=done.index)
+        stale = done.reindex(columns=RESCORED_METRICS).isna().any(axis=1)
         done = done[~(requested & stale)]
     rows = done.to_dict("records")
     finished = {(str(r["experiment"]), int(r["seed"])) for r in rows}

@@ -10,7 +10,8 @@ single test set of a small screen (148 experiments for ALMANAC MCF7's pair split
 has a sampling sd of ~0.025 and every model is scored on the same draw, so a hard test set moves all models
 together. Writes ``<out>.csv`` (per model: mean and standard error over the (test set, seed) runs, and the
 lowest and highest test-set mean of the 90 % coverage) and
-``<out>_paired.csv`` (``a - b`` per (test set, seed) for Spearman, NLL, r2 and 90 % coverage) and prints both
+``<out>_paired.csv`` (``a - b`` per (test set, seed) for Spearman, NLL, r2, 90 % coverage and the rank
+correlation of predictive sd and error, ``sd_error_spearman``) and prints both
 with Student-t 95 % intervals of the mean paired difference: over all pairs, and over the test-set means (the
 conservative one: the seeds of one test set share it). ``--plot`` adds ``<out>_coverage.png``: each model's
 90 % coverage per test set against the range a calibrated model shows on a test set of that size (central 95 %
@@ -31,8 +32,18 @@ from matplotlib.figure import Figure
 from recover_pyro.metrics import t_interval
 from scipy import stats
 
-METRICS = ["r2", "spearman", "nll", "crps", "coverage_90", "coverage_50", "epistemic_sd", "aleatoric_sd"]
-PAIRED = ["spearman", "nll", "r2", "coverage_90"]
+METRICS = [
+    "r2",
+    "spearman",
+    "nll",
+    "crps",
+    "coverage_90",
+    "coverage_50",
+    "epistemic_sd",
+    "aleatoric_sd",
+    "sd_error_spearman",
+]
+PAIRED = ["spearman", "nll", "r2", "coverage_90", "sd_error_spearman"]
 
 
 def test_seed_of(overrides: object) -> int:
@@ -96,8 +107,9 @@ def plot_coverage(runs: pd.DataFrame, path: Path) -> Path:
 def paired(runs: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
     """``a - b`` per (test seed, seed) present for both models."""
     key = ["test_seed", "seed"]
-    left = runs[runs["experiment"] == a].set_index(key)[PAIRED]
-    right = runs[runs["experiment"] == b].set_index(key)[PAIRED]
+    columns = [m for m in PAIRED if m in runs]
+    left = runs[runs["experiment"] == a].set_index(key)[columns]
+    right = runs[runs["experiment"] == b].set_index(key)[columns]
     both = left.index.intersection(right.index)
     return (left.loc[both] - right.loc[both]).reset_index()
 
@@ -129,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]
     if args.plot:
         plot_coverage(runs, args.out.parent / f"{args.out.name}_coverage.png")
     print(table.round(3).to_string(index=False))
-    for metric in PAIRED:
+    for metric in [m for m in PAIRED if m in diff]:
         mean, low, high = interval(diff[metric].to_numpy())
         _, set_low, set_high = interval(diff.groupby("test_seed")[metric].mean().to_numpy())
         print(

@@ -41,8 +41,9 @@ def test_merge_command_combines_parallel_runs_and_keeps_the_last_duplicate(bench
     assert pd.read_csv(tmp_path / "x.csv").set_index("experiment").at["a", "n_runs"] == 3
 
 
-def test_rescore_redoes_rows_from_before_the_noise_degrees_of_freedom(bench, tmp_path: Path) -> None:
-    """``--rescore`` redoes the rows written without ``noise_df`` (here gbt, which has no checkpoint and is re-run)
+def test_rescore_redoes_rows_that_lack_a_metric_added_since(bench, tmp_path: Path) -> None:
+    """``--rescore`` redoes the rows written without ``noise_df`` or ``sd_error_spearman`` (here gbt, which has no
+    checkpoint and is re-run)
     and keeps the others; without ``--rescore`` finished rows are skipped."""
     stale = pd.concat([runs("gbt", [0], [0.123]), runs("other", [0], [0.5])])  # other: not asked for, kept
     stale.to_csv(tmp_path / "x_runs.csv", index=False)
@@ -53,6 +54,19 @@ def test_rescore_redoes_rows_from_before_the_noise_degrees_of_freedom(bench, tmp
     redone = pd.read_csv(tmp_path / "x_runs.csv").set_index("experiment")
     assert sorted(redone.index) == ["gbt", "other"] and redone.at["other", "r2"] == 0.5
     assert redone.at["gbt", "r2"] != 0.123 and redone.at["gbt", "noise_df"] > 2
+    assert redone.at["gbt", "sd_error_spearman"] == 0.0  # a point prediction's sd ranks nothing
     redone = redone.reset_index()
     bench.main([*args, "--rescore"])  # nothing stale any more
     assert pd.read_csv(tmp_path / "x_runs.csv").equals(redone)
+    # A row written before sd_error_spearman existed (noise_df present) is redone too.
+    old = redone.set_index("experiment")
+    old.loc["gbt", ["r2", "sd_error_spearman"]] = [0.123, None]
+    old.loc["other", "sd_error_spearman"] = 0.7
+    old.reset_index().to_csv(tmp_path / "x_runs.csv", index=False)
+    bench.main([*args, "--rescore"])
+    again = pd.read_csv(tmp_path / "x_runs.csv").set_index("experiment")
+    assert (
+        again.at["gbt", "r2"] != 0.123
+        and again.at["gbt", "sd_error_spearman"] == 0.0
+        and again.at["other", "r2"] == 0.5
+    )

@@ -153,6 +153,7 @@ def test_evaluate_on_calibrated_predictive(rng):
         "epistemic_sd",
         "aleatoric_sd",
         "epistemic_ratio",
+        "sd_error_spearman",
         "noise_df",
         "coverage_50",
         "coverage_90",
@@ -226,3 +227,17 @@ def test_constant_inputs_give_nan_without_library_warnings() -> None:
         assert math.isnan(metrics.pearson(y, flat)) and math.isnan(metrics.spearman(flat, y))
         assert math.isnan(metrics.r2_score(flat, y)) and math.isnan(metrics.r2_score(flat, flat))
         assert np.array_equal(metrics.gaussian_nll([1.0, 2.0], [1.0, 0.0], 0.0), [-np.inf, np.inf])
+
+
+def test_sd_error_spearman_ranks_errors_by_the_predictive_sd(rng):
+    n = 5000
+    sd = rng.uniform(0.1, 3.0, size=n)
+    mean = rng.normal(size=n)
+    y = mean + sd * rng.normal(size=n)  # each error drawn with the sd the model states: an informative sd
+    informative = metrics.sd_error_spearman(y, mean, sd)
+    # |e| = sd |z|: the rank correlation of sd with sd |z|, z standard normal; by simulation with 10^6 draws 0.573
+    assert 0.5 < informative < 0.6
+    shuffled = metrics.sd_error_spearman(y, mean, rng.permutation(sd))  # the same sds, unrelated to the errors
+    assert abs(shuffled) < 0.05
+    assert metrics.sd_error_spearman(y, mean, 2.0) == 0.0  # a constant sd ranks nothing
+    assert math.isnan(metrics.sd_error_spearman(np.ones(3), np.zeros(3), [1.0, 2.0, 3.0]))  # equal errors

@@ -88,6 +88,20 @@ def spearman(y: ArrayLike, pred: ArrayLike) -> float:
     return float(stats.spearmanr(y, pred).statistic)
 
 
+def sd_error_spearman(y: ArrayLike, mean: ArrayLike, std: ArrayLike) -> float:
+    """Spearman rank correlation between the predictive standard deviation ``std`` and the absolute error
+    :math:`|y_n - \bar f_n|` of the predictive mean: does the model know where it is wrong? (a ranking measure
+    of uncertainty quality, as in Hirschfeld et al. 2020, J. Chem. Inf. Model. 60, 3770). Near 0 for an
+    uninformative uncertainty, and exactly 0 when ``std`` is constant (a single network with a fixed noise
+    ranks nothing: the expected value of an uninformative ranking, so models stay comparable); NaN only when
+    every error is the same."""
+    y, mean = _pair(y, mean)
+    std = np.broadcast_to(_np(std), y.shape)
+    if _constant(std) and not _constant(np.abs(y - mean)):
+        return 0.0
+    return spearman(std, np.abs(y - mean))
+
+
 def mse(y: ArrayLike, pred: ArrayLike) -> float:
     """Mean squared error :math:`\\tfrac1N \\sum_n (y_n - \\hat y_n)^2`."""
     y, pred = _pair(y, pred)
@@ -254,6 +268,7 @@ def evaluate(predictive: PredictiveSamples, y: ArrayLike, *, seed: int = 0, min_
     * ``crps``, ``coverage_50/90/95``: from :func:`measurement_draws` (``seed``, ``min_samples``);
     * ``epistemic_sd``, ``aleatoric_sd``: means over candidates of the two parts of the predictive standard
       deviation, and ``epistemic_ratio`` = their ratio (how much of the uncertainty is the model's own);
+    * ``sd_error_spearman``: :func:`sd_error_spearman` of the predictive sd (0 without an epistemic part);
     * ``noise_df``: the noise's degrees of freedom (``inf``, written as ``null`` in JSON: Gaussian).
     """
     y_np = _np(y)
@@ -273,6 +288,7 @@ def evaluate(predictive: PredictiveSamples, y: ArrayLike, *, seed: int = 0, min_
         "epistemic_sd": epistemic,
         "aleatoric_sd": aleatoric,
         "epistemic_ratio": epistemic / aleatoric if aleatoric > 0 else math.inf,
+        "sd_error_spearman": sd_error_spearman(y_np, mean, predictive.std),
         "noise_df": float(predictive.noise_df),
     }
     for level, cover in central_interval_coverage(y_np, draws, COVERAGE_LEVELS).items():
