@@ -90,7 +90,7 @@ def spearman(y: ArrayLike, pred: ArrayLike) -> float:
 
 def sd_error_spearman(y: ArrayLike, mean: ArrayLike, std: ArrayLike) -> float:
     """Spearman rank correlation between the predictive standard deviation ``std`` and the absolute error
-    :math:`|y_n - \bar f_n|` of the predictive mean: does the model know where it is wrong? (a ranking measure
+    :math:`|y_n - \\bar f_n|` of the predictive mean: does the model know where it is wrong? (a ranking measure
     of uncertainty quality, as in Hirschfeld et al. 2020, J. Chem. Inf. Model. 60, 3770). Near 0 for an
     uninformative uncertainty, and exactly 0 when ``std`` is constant (a single network with a fixed noise
     ranks nothing: the expected value of an uninformative ranking, so models stay comparable); NaN only when
