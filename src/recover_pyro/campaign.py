@@ -27,8 +27,9 @@ Per-round bookkeeping (one row each; round 0 describes the initial random reveal
   ``regret_min`` is 0 exactly when the batch holds the best remaining candidate, ``regret_median`` is its
   median over the batch. ``unique_drugs`` counts distinct drugs in the batch, ``best_found`` the best
   score revealed so far.
-* model quality on the unrevealed pool before acquisition: ``r2`` (squared Pearson), ``spearman`` and
-  ``nll`` (:func:`recover_pyro.metrics.evaluate`); NaN in round 0 unless a pretrained model exists, and
+* model quality on the unrevealed pool before acquisition: ``r2`` (squared Pearson), ``spearman``,
+  ``nll`` and ``sd_error_spearman`` (does the uncertainty acquisition uses rank the model's errors?;
+  :func:`recover_pyro.metrics.evaluate`); NaN in round 0 unless a pretrained model exists, and
   NaN in every round of a ``random`` campaign, which fits no model (its picks do not depend on one) unless
   ``random_fits_model`` asks for these metrics.
 * wall time ``train_s`` / ``score_s`` / ``acquire_s``.
@@ -126,7 +127,7 @@ TRANSFER_CHOICES = ("weights", "posterior")
 # Independent random streams derived from the campaign seed.
 GENERATOR_STREAM, MODEL_STREAM, GLOBAL_STREAM = 0, 1, 2
 TIME_COLUMNS = ("train_s", "score_s", "acquire_s")
-MODEL_METRICS = ("r2", "spearman", "nll")
+MODEL_METRICS = ("r2", "spearman", "nll", "sd_error_spearman")
 # What a campaign checkpoint must hold, with the type of each entry.
 CHECKPOINT_KEYS = {
     "version": int,
@@ -163,7 +164,7 @@ class CampaignConfig:
             stopping (0: fit on all of them).
         progress: show a tqdm bar over rounds (and, from the command line, over the pretraining fit's epochs).
         random_fits_model: with ``random`` acquisition, still fit (and pretrain) the model every round, only
-            for the pool metrics ``r2`` / ``spearman`` / ``nll`` (otherwise NaN): it costs as much as a
+            for the pool metrics ``r2`` / ``spearman`` / ``nll`` / ``sd_error_spearman`` (otherwise NaN): it costs as much as a
             model-guided campaign and changes no pick.
         top_fractions: pool fractions whose recall is recorded (``recall_top{100 p}pct`` columns).
     """
