@@ -125,10 +125,12 @@ def compose_config(
     ]
     if pretrain:
         overrides.append(f"pretrain_overrides={json.dumps(list(pretrain))}")
-    if is_bnn(experiment):
-        # kappa is a UCB setting: greedy / Thompson / random configs have no such key.
-        overrides += [o for o in bnn if experiment.endswith("_ucb") or not o.startswith("acquisition.kappa")]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        if is_bnn(experiment):
+            # kappa is a UCB setting: greedy / Thompson / random configs have no such key. Decided by the
+            # composed acquisition, not the preset's name (scale_mixture_ucb_pretrained is a UCB preset too).
+            ucb = "kappa" in compose(config_name="campaign", overrides=overrides).acquisition
+            overrides += [o for o in bnn if ucb or not o.startswith("acquisition.kappa")]
         return compose(config_name="campaign", overrides=overrides)
 
 

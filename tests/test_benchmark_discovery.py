@@ -93,3 +93,14 @@ def test_a_killed_campaign_resumes_from_its_run_folder(bench, data_root: Path, t
     longer = run(2)  # as if the first run had been killed after round 1 of 2
     assert longer["n_measured"].tolist() == [10, 15, 20]
     pd.testing.assert_frame_equal(longer.iloc[:2], first)  # rounds 0-1 read back, not recomputed
+
+
+def test_kappa_overrides_reach_every_ucb_preset_and_skip_the_others(bench):
+    """A UCB setting applies to every preset whose acquisition is UCB, whatever its name (a pilot once
+    compared scale_mixture_ucb_pretrained with itself because only names ending in _ucb got it)."""
+    bnn = ["acquisition.kappa=2", "acquisition.kappa_decay=0.8", "inference.epochs=7"]
+    for preset in ("normal_ucb", "scale_mixture_ucb_pretrained"):
+        cfg = bench.compose_config("mcf7", preset, 0, [], bnn)
+        assert (cfg.acquisition.kappa, cfg.acquisition.kappa_decay, cfg.inference.epochs) == (2, 0.8, 7)
+    thompson = bench.compose_config("mcf7", "normal_thompson", 0, [], bnn)
+    assert "kappa" not in thompson.acquisition and thompson.inference.epochs == 7
