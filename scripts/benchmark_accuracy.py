@@ -17,7 +17,8 @@ residuals, Gaussian below 100 validation experiments; a single predictor has no 
 ``--rescore`` re-scores finished fits from their checkpoints (:func:`recover_pyro.train.rescore`: the noise
 re-estimated on the validation split by today's convention, every metric recomputed; the fit is not repeated,
 and does not depend on the noise convention) and re-runs ``gbt``. It redoes the requested rows that lack a
-metric of :data:`RESCORED_METRICS` (rows written before the metric existed).
+metric of :data:`RESCORED_METRICS` (rows written before the metric existed, or where it came out NaN), with the
+same ``--override`` they were made with (it refuses others: a fit is scored on its own split).
 
 Writes, after every run (so a killed benchmark keeps what it finished): ``<out>_runs.csv`` (one row per
 run) and ``<out>.csv`` (mean and sd over seeds per experiment, sd with ddof = 1), and prints the table as
@@ -201,6 +202,14 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
         # Requested rows written before a metric existed are redone; all others are kept.
         requested = done["experiment"].isin(args.experiments) & done["seed"].isin(args.seeds)
         stale = done.reindex(columns=RESCORED_METRICS).isna().any(axis=1)
+        # A fit must be re-scored on the split it was made with: the overrides (e.g. split.test_seed) must match.
+        stored = done.reindex(columns=["overrides"])["overrides"].astype(object).fillna("").astype(str)
+        other = stored[requested & stale & (stored != " ".join(args.override))]
+        if len(other):
+            parser.error(
+                f"--rescore: rows of {runs_csv} were fitted with --override {other.iloc[0]!r}, not "
+                f"{' '.join(args.override)!r}; re-score them with the overrides they were made with"
+            )
         done = done[~(requested & stale)]
     rows = done.to_dict("records")
     finished = {(str(r["experiment"]), int(r["seed"])) for r in rows}

@@ -12,8 +12,8 @@ together. Writes ``<out>.csv`` (per model: mean and standard error over the (tes
 lowest and highest test-set mean of the 90 % coverage) and
 ``<out>_paired.csv`` (``a - b`` per (test set, seed) for Spearman, NLL, r2, 90 % coverage and the rank
 correlation of predictive sd and error, ``sd_error_spearman``) and prints both
-with Student-t 95 % intervals of the mean paired difference: over all pairs, and over the test-set means (the
-conservative one: the seeds of one test set share it). ``--plot`` adds ``<out>_coverage.png``: each model's
+with Student-t 95 % intervals of the mean paired difference: over all pairs, and over the test-set means (which
+allows for the seeds of one test set sharing it; not necessarily the wider one). ``--plot`` adds ``<out>_coverage.png``: each model's
 90 % coverage per test set against the range a calibrated model shows on a test set of that size (central 95 %
 of Binomial(n_test, 0.9) / n_test).
 """
@@ -82,6 +82,12 @@ def calibrated_range(n_test: int, level: float = 0.9) -> tuple[float, float]:
 
 
 def plot_coverage(runs: pd.DataFrame, path: Path) -> Path:
+    """Save :func:`coverage_figure` of ``runs`` as PNG to ``path``."""
+    coverage_figure(runs).savefig(path, dpi=100)
+    return path
+
+
+def coverage_figure(runs: pd.DataFrame) -> Figure:
     """Per model (x), each test set's 90 % coverage (mean over seeds; dots) and the pooled mean (bar), with the
     calibrated range of :func:`calibrated_range` at the median test-set size (grey band)."""
     models = list(dict.fromkeys(runs["experiment"]))
@@ -100,8 +106,7 @@ def plot_coverage(runs: pd.DataFrame, path: Path) -> Path:
     ax.set(ylabel="90 % coverage per test set", title="dots: test sets (mean over seeds); bar: mean")
     ax.legend(loc="lower left", fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
+    return fig
 
 
 def paired(runs: pd.DataFrame, a: str, b: str) -> pd.DataFrame:

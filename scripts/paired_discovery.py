@@ -8,7 +8,7 @@ Reads each campaign's ``<experiment>_s<seed>.csv`` (``scripts/benchmark_discover
 top 1 % / 5 % after its last round, and pairs ``a`` with ``b`` by cell line and seed (``b``'s runs may lie in other
 folders: ``--b-runs`` / ``--b-runs-glob``). Prints per-cell-line means
 and the mean difference ``a - b`` with two Student-t 95 % intervals: over all (cell line, seed) pairs, and over the
-cell-line means (the conservative one: seeds within a cell line share its pool). ``--plot PNG`` draws every
+cell-line means (which allows for seeds of a cell line sharing its pool; not necessarily the wider one). ``--plot PNG`` draws every
 pair's difference per cell line with the mean and its interval over all pairs.
 """
 
@@ -42,6 +42,12 @@ def run_folders(items: list[str], pattern: str | None) -> dict[str, str]:
 
 
 def plot_paired(table: pd.DataFrame, a: str, b: str, path: Path) -> Path:
+    """Save :func:`paired_figure` as PNG to ``path``."""
+    paired_figure(table, a, b).savefig(path, dpi=100)
+    return path
+
+
+def paired_figure(table: pd.DataFrame, a: str, b: str) -> Figure:
     """Per top fraction (panel) and cell line (x): each seed's ``a - b`` (dots), the cell line's mean (bar);
     at the right the mean over all pairs with its Student-t 95 % interval."""
     cells = list(dict.fromkeys(table["cell_line"]))
@@ -63,8 +69,7 @@ def plot_paired(table: pd.DataFrame, a: str, b: str, path: Path) -> Path:
     axes[0].set(ylabel="paired difference after the last round")
     fig.suptitle(f"{a} - {b} (dots: seeds; red: mean, 95 % interval)", fontsize="medium")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
+    return fig
 
 
 def main() -> None:

@@ -61,12 +61,23 @@ def test_rescore_redoes_rows_that_lack_a_metric_added_since(bench, tmp_path: Pat
     # A row written before sd_error_spearman existed (noise_df present) is redone too.
     old = redone.set_index("experiment")
     old.loc["gbt", ["r2", "sd_error_spearman"]] = [0.123, None]
-    old.loc["other", "sd_error_spearman"] = 0.7
     old.reset_index().to_csv(tmp_path / "x_runs.csv", index=False)
     bench.main([*args, "--rescore"])
     again = pd.read_csv(tmp_path / "x_runs.csv").set_index("experiment")
-    assert (
-        again.at["gbt", "r2"] != 0.123
-        and again.at["gbt", "sd_error_spearman"] == 0.0
-        and again.at["other", "r2"] == 0.5
-    )
+    assert again.at["gbt", "r2"] != 0.123 and again.at["gbt", "sd_error_spearman"] == 0.0
+    assert again.at["other", "r2"] == 0.5
+    # A requested row that has every metric is kept as it is (not redone).
+    kept = again.copy()
+    kept.loc["gbt", "r2"] = 0.321
+    kept.reset_index().to_csv(tmp_path / "x_runs.csv", index=False)
+    bench.main([*args, "--rescore"])
+    assert pd.read_csv(tmp_path / "x_runs.csv").set_index("experiment").at["gbt", "r2"] == 0.321
+
+
+def test_rescore_refuses_rows_made_with_other_overrides(bench, tmp_path: Path) -> None:
+    """A fit is re-scored on its own split: a stale row made with split.test_seed=3 is not redone without it."""
+    runs("gbt", [0], [0.1]).assign(overrides="split.test_seed=3").to_csv(tmp_path / "x_runs.csv", index=False)
+    args = ["--data", "synthetic", "--experiments", "gbt", "--seeds", "0", "--out", str(tmp_path / "x"), "--rescore"]
+    with pytest.raises(SystemExit):
+        bench.main(args)
+    assert pd.read_csv(tmp_path / "x_runs.csv")["r2"].tolist() == [0.1]

@@ -62,3 +62,9 @@ def test_coverage_range_over_test_sets_and_plot(script, tmp_path: Path) -> None:
     assert (row["coverage_90_set_min"], row["coverage_90_set_max"]) == pytest.approx((0.82, 0.94))
     assert row["coverage_90_mean"] == pytest.approx(0.88)
     assert (tmp_path / "s_coverage.png").stat().st_size > 1000
+    ax = script.coverage_figure(script.load_runs([tmp_path / "x_runs.csv"], [0, 1])).axes[0]
+    dots, mean_bar = ax.lines[1], ax.lines[2]  # lines[0]: the nominal 0.9 line
+    assert sorted(dots.get_ydata()) == pytest.approx([0.82, 0.94])
+    assert list(mean_bar.get_ydata()) == pytest.approx([0.88, 0.88])
+    band = ax.patches[0]  # the calibrated range at 148 experiments
+    assert (band.get_y(), band.get_y() + band.get_height()) == pytest.approx(script.calibrated_range(148))

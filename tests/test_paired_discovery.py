@@ -54,3 +54,9 @@ def test_plot_paired_draws_a_png(paired, tmp_path: Path) -> None:
     )
     path = paired.plot_paired(table, "a", "b", tmp_path / "p.png")
     assert path.stat().st_size > 1000
+    top1 = paired.paired_figure(table, "a", "b").axes[0]
+    mcf7_dots, mcf7_mean = top1.lines[0], top1.lines[1]
+    assert list(mcf7_dots.get_ydata()) == pytest.approx([0.1, -0.1]) and list(mcf7_mean.get_ydata()) == [0.0, 0.0]
+    # the "all" marker: mean 0.05 of the four pairs, at x = number of cell lines
+    marker = next(line for line in top1.lines if list(line.get_xdata()) == [2])
+    assert list(marker.get_ydata()) == pytest.approx([0.05])
