@@ -8,7 +8,8 @@ Reads each campaign's ``<experiment>_s<seed>.csv`` (``scripts/benchmark_discover
 top 1 % / 5 % after its last round, and pairs ``a`` with ``b`` by cell line and seed (``b``'s runs may lie in other
 folders: ``--b-runs`` / ``--b-runs-glob``). Prints per-cell-line means
 and the mean difference ``a - b`` with two Student-t 95 % intervals: over all (cell line, seed) pairs, and over the
-cell-line means (which allows for seeds of a cell line sharing its pool; not necessarily the wider one). ``--plot PNG`` draws every
+cell-line means (which allows for seeds of a cell line sharing its pool; not necessarily the wider one); and, where
+the campaigns recorded it, the same for the pool's ``sd_error_spearman`` averaged over the rounds. ``--plot PNG`` draws every
 pair's difference per cell line with the mean and its interval over all pairs.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import math
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +26,16 @@ from matplotlib.figure import Figure
 from recover_pyro.metrics import t_interval
 
 
-def final_recalls(path: Path) -> tuple[float, float, float] | None:
-    """(top-1 % recall, top-5 % recall, training seconds) after the last round, None if the file is missing."""
+def final_recalls(path: Path) -> tuple[float, float, float, float] | None:
+    """(top-1 % recall, top-5 % recall after the last round, training seconds, mean over the rounds of the
+    pool's ``sd_error_spearman``: how well the uncertainty acquisition used ranked the model's errors on the
+    unrevealed pool; NaN where the campaign did not record it), None if the file is missing."""
     if not path.exists():
         return None
     table = pd.read_csv(path)
     last = table[table["round"] == table["round"].max()].iloc[0]
-    return float(last["recall_top1pct"]), float(last["recall_top5pct"]), float(table["train_s"].sum())
+    sd_error = float(table["sd_error_spearman"].mean()) if "sd_error_spearman" in table else math.nan
+    return float(last["recall_top1pct"]), float(last["recall_top5pct"]), float(table["train_s"].sum()), sd_error
 
 
 def run_folders(items: list[str], pattern: str | None) -> dict[str, str]:
@@ -96,6 +101,7 @@ def main() -> None:
             rows.append(
                 {"cell_line": cell, "seed": seed, "a_top1": a[0], "b_top1": b[0], "a_top5": a[1], "b_top5": b[1]}
                 | {"a_train_s": a[2], "b_train_s": b[2], "d_top1": a[0] - b[0], "d_top5": a[1] - b[1]}
+                | {"a_sd_error": a[3], "b_sd_error": b[3], "d_sd_error": a[3] - b[3]}
             )
     table = pd.DataFrame(rows)
     if args.out:
@@ -104,7 +110,7 @@ def main() -> None:
         plot_paired(table, args.a, args.b, args.plot)
     print(f"a = {args.a}, b = {args.b}; pairs per cell line: {table.groupby('cell_line').size().to_dict()}")
     print(table.groupby("cell_line").mean(numeric_only=True).drop(columns="seed").round(3).to_string())
-    for key in ("d_top1", "d_top5"):
+    for key in [k for k in ("d_top1", "d_top5", "d_sd_error") if table[k].notna().all()]:
         x = table[key].to_numpy()
         per_cell = table.groupby("cell_line")[key].mean().to_numpy()
         lo, hi = t_interval(x)

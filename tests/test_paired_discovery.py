@@ -24,7 +24,10 @@ def write_run(path: Path, top1: float, top5: float) -> None:
 
 def test_final_recalls_read_the_last_round(paired, tmp_path: Path) -> None:
     write_run(tmp_path / "a_s0.csv", 0.5, 0.25)
-    assert paired.final_recalls(tmp_path / "a_s0.csv") == (0.5, 0.25, 3.0)
+    top1, top5, train_s, sd_error = paired.final_recalls(tmp_path / "a_s0.csv")
+    assert (top1, top5, train_s) == (0.5, 0.25, 3.0) and np.isnan(sd_error)  # not recorded by older campaigns
+    pd.read_csv(tmp_path / "a_s0.csv").assign(sd_error_spearman=[np.nan, 0.3]).to_csv(tmp_path / "b_s0.csv")
+    assert paired.final_recalls(tmp_path / "b_s0.csv")[3] == pytest.approx(0.3)  # round 0 (no model) skipped
     assert paired.final_recalls(tmp_path / "missing.csv") is None
 
 
