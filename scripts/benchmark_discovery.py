@@ -130,7 +130,10 @@ def compose_config(
             # kappa is a UCB setting: greedy / Thompson / random configs have no such key. Decided by the
             # composed acquisition, not the preset's name (scale_mixture_ucb_pretrained is a UCB preset too).
             ucb = "kappa" in compose(config_name="campaign", overrides=overrides).acquisition
-            overrides += [o for o in bnn if ucb or not o.startswith("acquisition.kappa")]
+            dropped = [o for o in bnn if not ucb and o.startswith("acquisition.kappa")]
+            if dropped:
+                log.info("%s: not a UCB preset, %s not applied", experiment, " ".join(dropped))
+            overrides += [o for o in bnn if o not in dropped]
         return compose(config_name="campaign", overrides=overrides)
 
 
