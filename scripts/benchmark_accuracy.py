@@ -40,29 +40,16 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from recover_pyro.builders import CONFIG_DIR, build_features, build_screen, build_split
-from recover_pyro.metrics import evaluate
+from recover_pyro.metrics import SUMMARY_METRICS, evaluate
 from recover_pyro.models.base import PredictiveSamples
-from recover_pyro.models.noise import Noise, heldout_noise
+from recover_pyro.models.noise import residual_noise
 from recover_pyro.train import rescore, train
 
 BNN_EXPERIMENTS = ["normal", "laplace", "scale_mixture", "sparse_dropout"]
 BASELINES = ["deterministic", "ensemble", "recover_ensemble", "mc_dropout", "gbt"]
 # Metrics added after the first tables were written: --rescore fills them in for rows that lack them.
 RESCORED_METRICS = ["noise_df", "sd_error_spearman"]
-METRICS = [
-    "r2",
-    "spearman",
-    "nll",
-    "crps",
-    "coverage_90",
-    "epistemic_sd",
-    "aleatoric_sd",
-    "sd_error_spearman",
-    "noise_df",
-    "fit_seconds",
-    "pruned_fraction",
-    "best_epoch",
-]
+METRICS = [*SUMMARY_METRICS, "noise_df", "fit_seconds", "pruned_fraction", "best_epoch"]
 
 
 def compose_config(
@@ -105,11 +92,12 @@ def run_gbt(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     model = HistGradientBoostingRegressor(random_state=cfg.seed).fit(x_train, y_train)
     fit_seconds = time.perf_counter() - start
-    train_var = float(np.mean((model.predict(x_train) - y_train) ** 2))
-    noise = Noise(train_var**0.5)
+    f_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
     if len(split.val):
-        x_val, y_val = xy(split.val)
-        noise = heldout_noise(torch.as_tensor(model.predict(x_val)).unsqueeze(0), torch.as_tensor(y_val), train_var)
+        x_val, y_val_np = xy(split.val)
+        f_val, y_val = torch.as_tensor(model.predict(x_val)).unsqueeze(0), torch.as_tensor(y_val_np)
+    noise = residual_noise(torch.as_tensor(model.predict(x_train)), torch.as_tensor(y_train), f_val, y_val)
     mean = torch.as_tensor(model.predict(x_test), dtype=torch.float64).unsqueeze(0)
     predictive = PredictiveSamples(mean, torch.tensor(noise.scale, dtype=torch.float64), noise.df)
     metrics: dict[str, Any] = evaluate(predictive, torch.as_tensor(y_test), seed=cfg.seed)

@@ -29,20 +29,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from recover_pyro.metrics import t_interval
+from recover_pyro.metrics import SUMMARY_METRICS, t_interval
 from scipy import stats
 
-METRICS = [
-    "r2",
-    "spearman",
-    "nll",
-    "crps",
-    "coverage_90",
-    "coverage_50",
-    "epistemic_sd",
-    "aleatoric_sd",
-    "sd_error_spearman",
-]
+METRICS = [*SUMMARY_METRICS, "coverage_50"]
 PAIRED = ["spearman", "nll", "r2", "coverage_90", "sd_error_spearman"]
 
 

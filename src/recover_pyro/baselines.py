@@ -37,7 +37,7 @@ from recover_pyro.data.screen import Pairs
 from recover_pyro.data.targets import TargetScaler
 from recover_pyro.logging_utils import announce_early_stop, epoch_postfix
 from recover_pyro.models.base import FitReport, PredictiveSamples
-from recover_pyro.models.noise import Noise, heldout_noise, holdout_split
+from recover_pyro.models.noise import Noise, holdout_split, residual_noise
 from recover_pyro.models.predictor import RecoverPredictor
 from recover_pyro.training import EarlyStopping, adam, checked_targets, forked_rng, minibatches
 
@@ -199,12 +199,10 @@ class DeterministicModel:
         self._check_fitted()
         train = train.to(self.device)
         assert train.y is not None
-        train_var = float((self.predict_mean(train) - train.y.float()).pow(2).mean())
-        noise = Noise(train_var**0.5)
-        if val is not None:
-            val = val.to(self.device)
-            assert val.y is not None
-            noise = heldout_noise(self._spread_samples(val), val.y.float(), train_var)
+        val = None if val is None else val.to(self.device)
+        f_val = None if val is None else self._spread_samples(val)
+        y_val = None if val is None or val.y is None else val.y.float()
+        noise = residual_noise(self.predict_mean(train), train.y.float(), f_val, y_val)
         self.noise_scale, self.noise_df = noise.scale, noise.df
         return noise
 
@@ -425,12 +423,9 @@ class DeepEnsemble:
             m._check_fitted()
         assert train.y is not None
         mean_train = torch.stack([m.predict_mean(train) for m in self.members]).mean(0)
-        train_var = float((mean_train - train.y.to(mean_train.device).float()).pow(2).mean())
-        noise = Noise(train_var**0.5)
-        if val is not None:
-            assert val.y is not None
-            f_val = torch.stack([m.predict_mean(val) for m in self.members])
-            noise = heldout_noise(f_val, val.y.to(f_val.device).float(), train_var)
+        f_val = None if val is None else torch.stack([m.predict_mean(val) for m in self.members])
+        y_val = None if f_val is None or val is None or val.y is None else val.y.to(f_val.device).float()
+        noise = residual_noise(mean_train, train.y.to(mean_train.device).float(), f_val, y_val)
         self.noise_scale, self.noise_df = noise.scale, noise.df
         return noise
 

@@ -32,6 +32,20 @@ COVERAGE_LEVELS = (0.5, 0.9, 0.95)
 CALIBRATION_LEVELS = tuple(np.round(np.linspace(0.05, 0.95, 19), 2))
 
 
+# What an accuracy / calibration table summarises of :func:`evaluate` (scripts/benchmark_accuracy.py,
+# scripts/paired_accuracy.py).
+SUMMARY_METRICS = (
+    "r2",
+    "spearman",
+    "nll",
+    "crps",
+    "coverage_90",
+    "epistemic_sd",
+    "aleatoric_sd",
+    "sd_error_spearman",
+)
+
+
 def _np(x: ArrayLike | float) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().double().numpy()

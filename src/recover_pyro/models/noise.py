@@ -100,6 +100,17 @@ def heldout_noise_variance(f: Tensor, y: Tensor, train_variance: float) -> float
     return max(excess, float(train_variance))
 
 
+def residual_noise(train_mean: Tensor, y_train: Tensor, f_val: Tensor | None, y_val: Tensor | None) -> Noise:
+    """The convention for a model whose own training estimate is its training residual variance (a network, an
+    ensemble, gradient-boosted trees): :func:`heldout_noise` of the held-out samples ``f_val`` ``(S, M)``
+    against ``y_val`` ``(M,)``, with the residual variance of ``train_mean`` ``(N,)`` against ``y_train`` as
+    the Gaussian floor; without held-out data (``f_val`` None) a Gaussian of that residual variance."""
+    train_var = float((train_mean - y_train).pow(2).mean())
+    if f_val is None or y_val is None:
+        return Noise(train_var**0.5)
+    return heldout_noise(f_val, y_val, train_var)
+
+
 def student_t_logpdf(y: np.ndarray, mean: np.ndarray, var: np.ndarray, df: float) -> np.ndarray:
     """``(M,)`` log density of ``y`` under the Student-t with ``df`` (> 2; ``inf``: Gaussian) degrees of freedom,
     location ``mean`` and variance ``var`` (scale :math:`\\sqrt{var\\,(\\nu - 2)/\\nu}`)."""
