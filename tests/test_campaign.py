@@ -275,6 +275,7 @@ def test_outputs_are_written(tmp_path: Path) -> None:
         "r2",
         "spearman",
         "nll",
+        "sd_error_spearman",
         *TIME_COLUMNS,
     }
     assert expected <= set(csv.columns)
@@ -529,7 +530,7 @@ def test_bnn_with_ucb_beats_random_on_top1_recall_over_seeds(tmp_path: Path) -> 
             cfg,
             tmp_path / f"bnn{seed}",
         ).rounds
-        assert rounds["r2"].iloc[1:].notna().all()
+        assert rounds[["r2", "sd_error_spearman"]].iloc[1:].notna().all().all()  # pool metrics every round
         bnn.append(rounds.iloc[-1][[TOP1, TOP5]].to_numpy(dtype=float))
         rounds = run_campaign(
             screen,
