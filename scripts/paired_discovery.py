@@ -38,12 +38,19 @@ def final_recalls(path: Path) -> tuple[float, float, float, float] | None:
     return float(last["recall_top1pct"]), float(last["recall_top5pct"]), float(table["train_s"].sum()), sd_error
 
 
-def run_folders(items: list[str], pattern: str | None) -> dict[str, str]:
-    """``{cell line: runs folder}`` from ``CELL=DIR`` items and folders matching ``<tag>/<CELL>/runs``."""
-    folders = dict(item.split("=", 1) for item in items)
+def run_folders(items: list[str], pattern: str | None) -> dict[str, list[Path]]:
+    """``{cell line: runs folders}`` from ``CELL=DIR[,DIR...]`` items (a campaign is read from the first folder
+    that has it: seeds run at different times may lie in different tags) and folders matching
+    ``<tag>/<CELL>/runs``."""
+    folders = {cell: [Path(d) for d in dirs.split(",")] for cell, dirs in (item.split("=", 1) for item in items)}
     if pattern:
-        folders |= {Path(d).parent.name: d for d in sorted(glob.glob(pattern))}
+        folders |= {Path(d).parent.name: [Path(d)] for d in sorted(glob.glob(pattern))}
     return folders
+
+
+def find_run(folders: list[Path], name: str) -> Path:
+    """``name`` in the first of ``folders`` that has it (else in the first: a missing file)."""
+    return next((f / name for f in folders if (f / name).exists()), folders[0] / name)
 
 
 def plot_paired(table: pd.DataFrame, a: str, b: str, path: Path) -> Path:
@@ -79,9 +86,11 @@ def paired_figure(table: pd.DataFrame, a: str, b: str) -> Figure:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", nargs="*", default=[], help="CELL=DIR of a tag's runs/ folder")
+    parser.add_argument("--runs", nargs="*", default=[], help="CELL=DIR[,DIR...] of tags' runs/ folders")
     parser.add_argument("--runs-glob", default=None, help="runs/ folders named <tag>/<CELL>/runs")
-    parser.add_argument("--b-runs", nargs="*", default=[], help="CELL=DIR where b's runs are, if not in --runs")
+    parser.add_argument(
+        "--b-runs", nargs="*", default=[], help="CELL=DIR[,DIR...] where b's runs are, if not in --runs"
+    )
     parser.add_argument("--b-runs-glob", default=None, help="b's runs/ folders named <tag>/<CELL>/runs")
     parser.add_argument("--a", required=True)
     parser.add_argument("--b", required=True)
@@ -94,8 +103,8 @@ def main() -> None:
     rows = []
     for cell, folder in folders.items():
         for seed in args.seeds:
-            a = final_recalls(Path(folder) / f"{args.a}_s{seed}.csv")
-            b = final_recalls(Path(b_folders[cell]) / f"{args.b}_s{seed}.csv")
+            a = final_recalls(find_run(folder, f"{args.a}_s{seed}.csv"))
+            b = final_recalls(find_run(b_folders[cell], f"{args.b}_s{seed}.csv"))
             if a is None or b is None:
                 continue
             rows.append(

@@ -44,11 +44,24 @@ def test_run_folders_from_items_and_a_glob(paired, tmp_path: Path) -> None:
         (tmp_path / "tag" / cell / "runs").mkdir(parents=True)
     folders = paired.run_folders(["MCF7=x/runs"], str(tmp_path / "tag" / "*" / "runs"))
     assert folders == {
-        "MCF7": "x/runs",
-        "A498": str(tmp_path / "tag/A498/runs"),
-        "KM12": str(tmp_path / "tag/KM12/runs"),
+        "MCF7": [Path("x/runs")],
+        "A498": [tmp_path / "tag/A498/runs"],
+        "KM12": [tmp_path / "tag/KM12/runs"],
     }
     assert paired.run_folders([], None) == {}
+    assert paired.run_folders(["ONEIL=a/runs,b/runs"], None) == {"ONEIL": [Path("a/runs"), Path("b/runs")]}
+
+
+def test_a_campaign_is_read_from_the_first_folder_that_has_it(paired, tmp_path: Path) -> None:
+    old, new = tmp_path / "old" / "runs", tmp_path / "new" / "runs"
+    old.mkdir(parents=True)
+    new.mkdir(parents=True)
+    write_run(old / "x_s0.csv", 0.5, 0.25)  # seeds 0-1 ran first, in another tag
+    write_run(new / "x_s0.csv", 0.9, 0.9)
+    write_run(new / "x_s3.csv", 0.7, 0.5)
+    assert paired.find_run([old, new], "x_s0.csv") == old / "x_s0.csv"
+    assert paired.find_run([old, new], "x_s3.csv") == new / "x_s3.csv"
+    assert paired.final_recalls(paired.find_run([old, new], "x_s4.csv")) is None
 
 
 def test_plot_paired_draws_a_png(paired, tmp_path: Path) -> None:
