@@ -974,7 +974,7 @@ def test_pretrained_preset_runs_rounds_to_convergence_with_its_own_kappa() -> No
     kappa 0.5 and the pretraining fit's own settings stay."""
     cfg = compose_campaign(["+experiment=scale_mixture_ucb_pretrained"])
     assert (cfg.inference.epochs, cfg.inference.lr, cfg.acquisition.kappa) == (SVIConfig().epochs, SVIConfig().lr, 0.5)
-    assert list(cfg.pretrain_overrides) == ["inference.epochs=10", "inference.lr=0.003"]
+    assert list(cfg.pretrain_overrides) == ["inference.epochs=30", "inference.lr=0.003"]
 
 
 def test_model_label_of_a_random_campaign_says_no_model() -> None:
