@@ -146,3 +146,18 @@ def test_without_film_exactly_symmetric_in_drug_order(monkeypatch, ratio):
     a, b, c = all_pairs()
     with torch.no_grad():
         assert torch.equal(model(a, b, c), model(b, a, c))
+
+
+@pytest.mark.parametrize("film", [True, False])
+def test_normalize_pair_rescales_every_pair_to_norm_sqrt_k_and_only_that(film):
+    torch.manual_seed(0)
+    kwargs = dict(drug_hidden=(16, 8), merge_dim=6, merge_rank=3, head_hidden=(5,), film=film)
+    plain = RecoverPredictor(torch.rand(D, 20).round(), torch.eye(C), **kwargs).double()
+    scaled = RecoverPredictor(plain.drug_features, plain.cell_features, normalize_pair=True, **kwargs).double()
+    scaled.load_state_dict(plain.state_dict())
+    a, b, c = all_pairs()
+    with torch.no_grad():
+        z, z_scaled = plain.trunk(a, b, c), scaled.trunk(a, b, c)
+        assert torch.allclose(z_scaled.norm(dim=-1), torch.full((len(a),), 6**0.5, dtype=torch.float64))
+        assert torch.allclose(z_scaled, z / z.norm(dim=-1, keepdim=True) * 6**0.5)  # same direction
+        assert torch.equal(scaled(a, b, c), scaled.head(z_scaled, c)) and torch.equal(scaled(a, b, c), scaled(b, a, c))

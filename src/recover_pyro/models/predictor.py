@@ -227,6 +227,8 @@ class RecoverPredictor(nn.Module):
         film: condition on the cell line by FiLM; without it the cell line enters only the head input.
         dropout: dropout rate on hidden activations (used by the MC-dropout baseline).
         allow_neg_eigval: learn the bilinear diagonal (indefinite forms).
+        normalize_pair: rescale every pair representation (the trunk's output) to norm ``sqrt(K)``, so that a
+            Bayesian head's uncertainty cannot follow its size (off by default; a pilot in docs/benchmarks.md).
     """
 
     # Buffers (register_buffer in __init__), declared for the type checker.
@@ -244,8 +246,10 @@ class RecoverPredictor(nn.Module):
         film: bool = True,
         dropout: float = 0.0,
         allow_neg_eigval: bool = True,
+        normalize_pair: bool = False,
     ) -> None:
         super().__init__()
+        self.normalize_pair = normalize_pair
         self.register_buffer("drug_features", drug_features.float())
         self.register_buffer("cell_features", cell_features.float())
         self.dropout = dropout
@@ -306,17 +310,23 @@ class RecoverPredictor(nn.Module):
         if self.film is None:
             drugs, inverse = torch.unique(torch.cat([drug_a, drug_b]), return_inverse=True)
             proj = self.merge.project(self.embed(drugs, None))
-            return self.merge.merge_pairs(proj, inverse[:n], inverse[n:], torch.zeros_like(drugs))
+            return self._pair_out(self.merge.merge_pairs(proj, inverse[:n], inverse[n:], torch.zeros_like(drugs)))
         n_drugs = self.drug_features.shape[0]
         keys = torch.cat([cell * n_drugs + drug_a, cell * n_drugs + drug_b])
         unique, inverse = torch.unique(keys, return_inverse=True)  # sorted, so grouped by cell line
         cells = unique // n_drugs
         proj = self.merge.project(self.embed(unique % n_drugs, cells))
-        return self.merge.merge_pairs(proj, inverse[:n], inverse[n:], cells)
+        return self._pair_out(self.merge.merge_pairs(proj, inverse[:n], inverse[n:], cells))
 
     def forward(self, drug_a: Tensor, drug_b: Tensor, cell: Tensor) -> Tensor:
         """Predicted (standardised) synergy ``(*S, N)`` for index tensors of shape ``(N,)``."""
         return self.head(self.trunk(drug_a, drug_b, cell), cell)
+
+    def _pair_out(self, z: Tensor) -> Tensor:
+        """``z`` ``(*S, N, K)``, rescaled to norm ``sqrt(K)`` per pair with ``normalize_pair``."""
+        if self.normalize_pair:
+            return F.normalize(z, dim=-1) * z.shape[-1] ** 0.5
+        return z
 
 
 class DeepSynergyPredictor(nn.Module):
