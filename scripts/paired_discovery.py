@@ -9,8 +9,10 @@ top 1 % / 5 % after its last round, and pairs ``a`` with ``b`` by cell line and 
 folders: ``--b-runs`` / ``--b-runs-glob``). Prints per-cell-line means
 and the mean difference ``a - b`` with two Student-t 95 % intervals: over all (cell line, seed) pairs, and over the
 cell-line means (which allows for seeds of a cell line sharing its pool; not necessarily the wider one); and, where
-the campaigns recorded it, the same for the pool's ``sd_error_spearman`` averaged over the rounds. ``--plot PNG`` draws every
-pair's difference per cell line with the mean and its interval over all pairs.
+the campaigns recorded them, the same for the pool metrics averaged over the rounds (:data:`POOL_METRICS`: how well
+the model's mean predicts the unrevealed pool, and how well its uncertainty ranks its errors there), over the
+pairs that have them. ``--plot PNG`` draws every pair's difference per cell line with the mean and its interval
+over all pairs.
 """
 
 from __future__ import annotations
@@ -26,16 +28,20 @@ from matplotlib.figure import Figure
 from recover_pyro.metrics import t_interval
 
 
-def final_recalls(path: Path) -> tuple[float, float, float, float] | None:
-    """(top-1 % recall, top-5 % recall after the last round, training seconds, mean over the rounds of the
-    pool's ``sd_error_spearman``: how well the uncertainty acquisition used ranked the model's errors on the
-    unrevealed pool; NaN where the campaign did not record it), None if the file is missing."""
+# Pool metrics a campaign records each round (recover_pyro.campaign.MODEL_METRICS): the model's mean
+# prediction of the unrevealed pool (spearman, r2, nll) and how its uncertainty ranks its errors there.
+POOL_METRICS = {"sd_error": "sd_error_spearman", "pool_spearman": "spearman", "pool_r2": "r2", "pool_nll": "nll"}
+
+
+def final_recalls(path: Path) -> tuple[float, float, float, dict[str, float]] | None:
+    """(top-1 % recall, top-5 % recall after the last round, training seconds, ``{name: mean over the rounds}`` of
+    :data:`POOL_METRICS`: NaN where the campaign did not record one), None if the file is missing."""
     if not path.exists():
         return None
     table = pd.read_csv(path)
     last = table[table["round"] == table["round"].max()].iloc[0]
-    sd_error = float(table["sd_error_spearman"].mean()) if "sd_error_spearman" in table else math.nan
-    return float(last["recall_top1pct"]), float(last["recall_top5pct"]), float(table["train_s"].sum()), sd_error
+    pool = {name: float(table[col].mean()) if col in table else math.nan for name, col in POOL_METRICS.items()}
+    return float(last["recall_top1pct"]), float(last["recall_top5pct"]), float(table["train_s"].sum()), pool
 
 
 def run_folders(items: list[str], pattern: str | None) -> dict[str, list[Path]]:
@@ -84,7 +90,7 @@ def paired_figure(table: pd.DataFrame, a: str, b: str) -> Figure:
     return fig
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", nargs="*", default=[], help="CELL=DIR[,DIR...] of tags' runs/ folders")
     parser.add_argument("--runs-glob", default=None, help="runs/ folders named <tag>/<CELL>/runs")
@@ -97,7 +103,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None, help="PNG of the paired differences")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     folders = run_folders(args.runs, args.runs_glob)
     b_folders = folders | run_folders(args.b_runs, args.b_runs_glob)
     rows = []
@@ -110,7 +116,8 @@ def main() -> None:
             rows.append(
                 {"cell_line": cell, "seed": seed, "a_top1": a[0], "b_top1": b[0], "a_top5": a[1], "b_top5": b[1]}
                 | {"a_train_s": a[2], "b_train_s": b[2], "d_top1": a[0] - b[0], "d_top5": a[1] - b[1]}
-                | {"a_sd_error": a[3], "b_sd_error": b[3], "d_sd_error": a[3] - b[3]}
+                | {f"{side}_{name}": run[3][name] for name in POOL_METRICS for side, run in (("a", a), ("b", b))}
+                | {f"d_{name}": a[3][name] - b[3][name] for name in POOL_METRICS}
             )
     table = pd.DataFrame(rows)
     if args.out:
@@ -119,15 +126,19 @@ def main() -> None:
         plot_paired(table, args.a, args.b, args.plot)
     print(f"a = {args.a}, b = {args.b}; pairs per cell line: {table.groupby('cell_line').size().to_dict()}")
     print(table.groupby("cell_line").mean(numeric_only=True).drop(columns="seed").round(3).to_string())
-    for key in [k for k in ("d_top1", "d_top5", "d_sd_error") if table[k].notna().all()]:
-        x = table[key].to_numpy()
-        per_cell = table.groupby("cell_line")[key].mean().to_numpy()
+    for key in ["d_top1", "d_top5", *(f"d_{name}" for name in POOL_METRICS)]:
+        recorded = table[table[key].notna()]  # older campaigns lack some pool metrics
+        if len(recorded) < 2:
+            continue
+        x = recorded[key].to_numpy()
+        per_cell = recorded.groupby("cell_line")[key].mean().to_numpy()
         lo, hi = t_interval(x)
-        clo, chi = t_interval(per_cell)
-        print(
-            f"{key}: mean {x.mean():+.3f}; 95 % interval over {len(x)} pairs [{lo:+.3f}, {hi:+.3f}], "
-            f"over {len(per_cell)} cell-line means [{clo:+.3f}, {chi:+.3f}]"
-        )
+        line = f"{key}: mean {x.mean():+.3f}; 95 % interval over {len(x)} pairs [{lo:+.3f}, {hi:+.3f}]"
+        if len(per_cell) > 1:
+            clo, chi = t_interval(per_cell)
+            line += f", over {len(per_cell)} cell-line means [{clo:+.3f}, {chi:+.3f}]"
+        print(line)
+    return table
 
 
 if __name__ == "__main__":

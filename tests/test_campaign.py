@@ -276,6 +276,9 @@ def test_outputs_are_written(tmp_path: Path) -> None:
         "spearman",
         "nll",
         "sd_error_spearman",
+        "coverage_90",
+        "epistemic_sd",
+        "aleatoric_sd",
         *TIME_COLUMNS,
     }
     assert expected <= set(csv.columns)
@@ -530,7 +533,10 @@ def test_bnn_with_ucb_beats_random_on_top1_recall_over_seeds(tmp_path: Path) -> 
             cfg,
             tmp_path / f"bnn{seed}",
         ).rounds
-        assert rounds[["r2", "sd_error_spearman"]].iloc[1:].notna().all().all()  # pool metrics every round
+        assert (
+            rounds[["r2", "sd_error_spearman", "coverage_90"]].iloc[1:].notna().all().all()
+        )  # pool metrics every round
+        assert (rounds["epistemic_sd"].iloc[1:] > 0).all() and rounds["coverage_90"].iloc[1:].between(0, 1).all()
         bnn.append(rounds.iloc[-1][[TOP1, TOP5]].to_numpy(dtype=float))
         rounds = run_campaign(
             screen,

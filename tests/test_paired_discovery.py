@@ -24,10 +24,13 @@ def write_run(path: Path, top1: float, top5: float) -> None:
 
 def test_final_recalls_read_the_last_round(paired, tmp_path: Path) -> None:
     write_run(tmp_path / "a_s0.csv", 0.5, 0.25)
-    top1, top5, train_s, sd_error = paired.final_recalls(tmp_path / "a_s0.csv")
-    assert (top1, top5, train_s) == (0.5, 0.25, 3.0) and np.isnan(sd_error)  # not recorded by older campaigns
-    pd.read_csv(tmp_path / "a_s0.csv").assign(sd_error_spearman=[np.nan, 0.3]).to_csv(tmp_path / "b_s0.csv")
-    assert paired.final_recalls(tmp_path / "b_s0.csv")[3] == pytest.approx(0.3)  # round 0 (no model) skipped
+    top1, top5, train_s, pool = paired.final_recalls(tmp_path / "a_s0.csv")
+    assert (top1, top5, train_s) == (0.5, 0.25, 3.0) and np.isnan(pool["sd_error"])  # not recorded by older campaigns
+    frame = pd.read_csv(tmp_path / "a_s0.csv").assign(sd_error_spearman=[np.nan, 0.3], spearman=[0.2, 0.4])
+    frame.to_csv(tmp_path / "b_s0.csv")
+    pool = paired.final_recalls(tmp_path / "b_s0.csv")[3]
+    assert pool["sd_error"] == pytest.approx(0.3)  # round 0 (no model) skipped
+    assert pool["pool_spearman"] == pytest.approx(0.3) and np.isnan(pool["pool_r2"])
     assert paired.final_recalls(tmp_path / "missing.csv") is None
 
 
@@ -76,3 +79,22 @@ def test_plot_paired_draws_a_png(paired, tmp_path: Path) -> None:
     # the "all" marker: mean 0.05 of the four pairs, at x = number of cell lines
     marker = next(line for line in top1.lines if list(line.get_xdata()) == [2])
     assert list(marker.get_ydata()) == pytest.approx([0.05])
+
+
+def test_main_pairs_pool_metrics_where_both_campaigns_recorded_them(paired, tmp_path: Path, capsys) -> None:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for seed, (a1, b1) in enumerate([(0.6, 0.5), (0.7, 0.5), (0.8, 0.4)]):
+        write_run(runs / f"a_s{seed}.csv", a1, 0.3)
+        write_run(runs / f"b_s{seed}.csv", b1, 0.2 + 0.05 * seed)
+        if seed > 0:  # seed 0 ran before campaigns recorded pool metrics
+            for name, spearman in (("a", 0.4), ("b", 0.3 - 0.1 * seed)):
+                frame = pd.read_csv(runs / f"{name}_s{seed}.csv").assign(spearman=[np.nan, spearman])
+                frame.to_csv(runs / f"{name}_s{seed}.csv", index=False)
+    table = paired.main(["--runs", f"X={runs}", "--a", "a", "--b", "b", "--seeds", "0", "1", "2"])
+    assert table["d_top1"].to_numpy() == pytest.approx([0.1, 0.2, 0.4])
+    assert np.isnan(table["d_pool_spearman"].iloc[0]) and table["d_pool_spearman"].iloc[1:].to_numpy() == pytest.approx(
+        [0.2, 0.3]
+    )
+    out = capsys.readouterr().out
+    assert "d_pool_spearman: mean +0.250; 95 % interval over 2 pairs" in out and "d_sd_error:" not in out

@@ -28,7 +28,8 @@ Per-round bookkeeping (one row each; round 0 describes the initial random reveal
   median over the batch. ``unique_drugs`` counts distinct drugs in the batch, ``best_found`` the best
   score revealed so far.
 * model quality on the unrevealed pool before acquisition: ``r2`` (squared Pearson), ``spearman``,
-  ``nll`` and ``sd_error_spearman`` (does the uncertainty acquisition uses rank the model's errors?;
+  ``nll``, ``sd_error_spearman`` (does the uncertainty acquisition uses rank the model's errors?),
+  ``coverage_90`` and the mean ``epistemic_sd`` / ``aleatoric_sd`` (original scale;
   :func:`recover_pyro.metrics.evaluate`); NaN in round 0 unless a pretrained model exists, and
   NaN in every round of a ``random`` campaign, which fits no model (its picks do not depend on one) unless
   ``random_fits_model`` asks for these metrics.
@@ -127,7 +128,7 @@ TRANSFER_CHOICES = ("weights", "posterior")
 # Independent random streams derived from the campaign seed.
 GENERATOR_STREAM, MODEL_STREAM, GLOBAL_STREAM = 0, 1, 2
 TIME_COLUMNS = ("train_s", "score_s", "acquire_s")
-MODEL_METRICS = ("r2", "spearman", "nll", "sd_error_spearman")
+MODEL_METRICS = ("r2", "spearman", "nll", "sd_error_spearman", "coverage_90", "epistemic_sd", "aleatoric_sd")
 # What a campaign checkpoint must hold, with the type of each entry.
 CHECKPOINT_KEYS = {
     "version": int,
@@ -164,7 +165,7 @@ class CampaignConfig:
             stopping (0: fit on all of them).
         progress: show a tqdm bar over rounds (and, from the command line, over the pretraining fit's epochs).
         random_fits_model: with ``random`` acquisition, still fit (and pretrain) the model every round, only
-            for the pool metrics ``r2`` / ``spearman`` / ``nll`` / ``sd_error_spearman`` (otherwise NaN): it costs as much as a
+            for the pool metrics (``MODEL_METRICS``; otherwise NaN): it costs as much as a
             model-guided campaign and changes no pick.
         top_fractions: pool fractions whose recall is recorded (``recall_top{100 p}pct`` columns).
     """
