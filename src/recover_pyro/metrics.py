@@ -289,7 +289,7 @@ def evaluate(predictive: PredictiveSamples, y: ArrayLike, *, seed: int = 0, min_
     predictive = predictive.cpu()  # the same draws whichever device the model scored on
     if predictive.f.ndim != 2 or predictive.f.shape[1] != len(y_np):
         raise ValueError(f"predictive f {tuple(predictive.f.shape)} does not match y {y_np.shape}")
-    mean = predictive.mean
+    mean, sd = predictive.mean, predictive.std
     draws = measurement_draws(predictive, seed=seed, min_samples=min_samples)
     epistemic, aleatoric = float(predictive.epistemic_std.mean()), float(predictive.aleatoric_std.mean())
     metrics = {
@@ -297,12 +297,12 @@ def evaluate(predictive: PredictiveSamples, y: ArrayLike, *, seed: int = 0, min_
         "r2_sklearn": r2_score(y_np, mean),
         "spearman": spearman(y_np, mean),
         "mse": mse(y_np, mean),
-        "nll": float(student_t_nll(y_np, mean, predictive.std, predictive.noise_df).mean()),
+        "nll": float(student_t_nll(y_np, mean, sd, predictive.noise_df).mean()),
         "crps": float(crps_from_samples(y_np, draws).mean()),
         "epistemic_sd": epistemic,
         "aleatoric_sd": aleatoric,
         "epistemic_ratio": epistemic / aleatoric if aleatoric > 0 else math.inf,
-        "sd_error_spearman": sd_error_spearman(y_np, mean, predictive.std),
+        "sd_error_spearman": sd_error_spearman(y_np, mean, sd),
         "noise_df": float(predictive.noise_df),
     }
     for level, cover in central_interval_coverage(y_np, draws, COVERAGE_LEVELS).items():
