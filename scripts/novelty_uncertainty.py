@@ -36,13 +36,13 @@ from typing import Any, Sequence, cast
 import numpy as np
 import pandas as pd
 import torch
-from hydra import compose, initialize_config_dir
+from benchmark_accuracy import compose_config as compose_train_config
 from matplotlib.figure import Figure
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from recover_pyro.builders import CONFIG_DIR, build_features, build_screen, build_split, model_factory
+from recover_pyro.builders import build_features, build_screen, build_split, model_factory
 from recover_pyro.data.featurize import Features
-from recover_pyro.data.screen import Pairs
+from recover_pyro.data.screen import Pairs, Screen
 from recover_pyro.models.bnn import BNNSynergyModel
 from recover_pyro.predictive import bayesian_head_only
 
@@ -61,28 +61,24 @@ def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
 def compose_config(
     data: str, score: str | None, experiment: str, test_seed: int, seed: int, extra: Sequence[str] = ()
 ) -> DictConfig:
-    overrides = [
-        f"+experiment={experiment}",
-        f"data={data}",
-        "split=unseen_drug",
-        f"split.test_seed={test_seed}",
-        f"seed={seed}",
-        "inference.progress=false",
-        "fit_progress=false",
-        *extra,
-    ]
-    if score:
-        overrides.append(f"data.score={score}")
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose("config", overrides=overrides)
+    """``benchmark_accuracy``'s config of ``+experiment=<experiment>`` on the unseen-drug split ``test_seed``."""
+    overrides = [f"split.test_seed={test_seed}", "fit_progress=false", *extra]
+    return compose_train_config(experiment, data, score, "unseen_drug", seed, overrides)
 
 
-def novelty_sets(cfg: DictConfig, seen_frac: float) -> tuple[Features, dict[str, Pairs]]:
+def novelty_sets(
+    cfg: DictConfig, seen_frac: float, screens: dict[str, tuple[Screen, Features]] | None = None
+) -> tuple[Features, dict[str, Pairs]]:
     """The drug features and the experiments of one fit: ``fit`` (the unseen-drug split's training experiments
     minus a random ``seen_frac``), ``seen`` (those held out: only drugs of ``fit``), ``new`` (the test split:
-    each has a drug no fit experiment has) and ``val`` (the split's validation experiments)."""
-    screen = build_screen(cfg)
-    features = build_features(cfg, screen)
+    each has a drug no fit experiment has) and ``val`` (the split's validation experiments). ``screens`` keeps
+    the loaded screen and its features across calls, keyed by the data and features configs."""
+    screens = {} if screens is None else screens
+    key = OmegaConf.to_yaml(cfg.data) + OmegaConf.to_yaml(cfg.features)
+    if key not in screens:
+        screen = build_screen(cfg)
+        screens[key] = (screen, build_features(cfg, screen))
+    screen, features = screens[key]
     split = build_split(cfg, screen)
     pairs = screen.to_pairs(cfg.data.score)
     rng = np.random.default_rng([cfg.seed, cfg.split.test_seed, 7])
@@ -108,10 +104,12 @@ def embedding_norms(model: Any, sets: dict[str, Pairs]) -> dict[str, np.ndarray]
         return {k: predictor.trunk(p.drug_a, p.drug_b, p.cell).norm(dim=-1).cpu().numpy() for k, p in sets.items()}
 
 
-def run_one(cfg: DictConfig, seen_frac: float, num_samples: int) -> dict[str, Any]:
+def run_one(
+    cfg: DictConfig, seen_frac: float, num_samples: int, screens: dict[str, tuple[Screen, Features]] | None = None
+) -> dict[str, Any]:
     """Fit ``cfg``'s model on :func:`novelty_sets`' ``fit`` experiments; score the ``new`` and ``seen`` ones."""
     torch.manual_seed(cfg.seed)
-    features, sets = novelty_sets(cfg, seen_frac)
+    features, sets = novelty_sets(cfg, seen_frac, screens)
     model = model_factory(cfg, features)()
     start = time.perf_counter()
     model.fit(sets["fit"], sets["val"])
@@ -212,6 +210,7 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame | None:
     runs_csv = args.out.with_name(args.out.name + "_runs.csv")
     runs_csv.parent.mkdir(parents=True, exist_ok=True)
     runs = pd.read_csv(runs_csv) if runs_csv.exists() else pd.DataFrame()
+    screens: dict[str, tuple[Screen, Features]] = {}  # one load per data set, not per fit
     done = set()
     if len(runs):
         done = set(zip(runs.experiment, runs.test_seed, runs.seed))
@@ -223,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame | None:
                     continue
                 cfg = compose_config(args.data, args.score, experiment, test_seed, seed, args.override)
                 row = {"experiment": name, "test_seed": test_seed, "seed": seed, "overrides": " ".join(args.override)}
-                row.update(run_one(cfg, args.seen_frac, args.num_samples))
+                row.update(run_one(cfg, args.seen_frac, args.num_samples, screens))
                 print(", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
                 runs = pd.concat([runs, pd.DataFrame([row])], ignore_index=True)
                 runs.to_csv(runs_csv, index=False)
