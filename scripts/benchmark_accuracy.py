@@ -5,7 +5,7 @@
     python scripts/benchmark_accuracy.py --data oneil --score bliss --split unseen_drug --seeds 0 1 2 \
         --experiments normal laplace deterministic ensemble gbt --out benchmarks/results/accuracy/oneil_bliss_unseen
 
-Each (experiment, seed) is one call of :func:`recover_pyro.train.train` on the config that
+Each (experiment, seed) is one call of :func:`recover_pyro.cli.train.train` on the config that
 ``python -m recover_pyro.train +experiment=<e> data=<data> split=<split> seed=<s>`` composes (same defaults,
 same metrics), with its run directory (checkpoint, predictions) under ``--runs-dir`` (default ``/tmp``).
 ``gbt`` is sklearn's :class:`~sklearn.ensemble.HistGradientBoostingRegressor` (default settings) on
@@ -14,7 +14,7 @@ order-invariant pair features built from the same drug features as the networks 
 convention of every model (:mod:`recover_pyro.models.noise`: a Student-t fitted to the validation
 residuals, Gaussian below 100 validation experiments; a single predictor has no epistemic part).
 
-``--rescore`` re-scores finished fits from their checkpoints (:func:`recover_pyro.train.rescore`: the noise
+``--rescore`` re-scores finished fits from their checkpoints (:func:`recover_pyro.cli.train.rescore`: the noise
 re-estimated on the validation split by today's convention, every metric recomputed; the fit is not repeated,
 and does not depend on the noise convention) and re-runs ``gbt``. It redoes the requested rows that lack a
 metric of :data:`RESCORED_METRICS` (rows written before the metric existed, or where it came out NaN), with the
@@ -24,11 +24,14 @@ Writes, after every run (so a killed benchmark keeps what it finished): ``<out>_
 run) and ``<out>.csv`` (mean and sd over seeds per experiment, sd with ddof = 1), and prints the table as
 markdown. Runs already in ``<out>_runs.csv`` are skipped, so re-running resumes. Benchmarks run as parallel
 processes (each with its own ``--out``) are combined with ``--merge A_runs.csv B_runs.csv --out <out>``.
+Every call leaves ``manifest.json`` in ``<out>``'s folder (:func:`recover_pyro.records.manifest.recording`:
+commit, command, machine, times, files written; an earlier manifest there is kept under ``earlier``).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -39,11 +42,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from recover_pyro.builders import CONFIG_DIR, build_features, build_screen, build_split
+from recover_pyro.cli.builders import CONFIG_DIR, build_features, build_screen, build_split
+from recover_pyro.cli.train import rescore, train
 from recover_pyro.metrics import SUMMARY_METRICS, evaluate
 from recover_pyro.models.base import PredictiveSamples
 from recover_pyro.models.noise import residual_noise
-from recover_pyro.train import rescore, train
+from recover_pyro.records.manifest import command_line, recording
 
 BNN_EXPERIMENTS = ["normal", "laplace", "scale_mixture", "sparse_dropout"]
 BASELINES = ["deterministic", "ensemble", "recover_ensemble", "mc_dropout", "gbt"]
@@ -170,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
         "--rescore",
         action="store_true",
         help="re-score finished fits from the checkpoints in their run directories instead of fitting again "
-        "(recover_pyro.train.rescore; gbt, which keeps no checkpoint, is re-run); redoes the rows of "
+        "(recover_pyro.cli.train.rescore; gbt, which keeps no checkpoint, is re-run); redoes the rows of "
         "<out>_runs.csv that lack a metric added since (RESCORED_METRICS: noise_df, sd_error_spearman)",
     )
     args = parser.parse_args(argv)
@@ -179,14 +183,7 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     runs_csv = args.out.parent / f"{args.out.name}_runs.csv"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     done = pd.read_csv(runs_csv) if runs_csv.is_file() else pd.DataFrame(columns=["experiment", "seed"])
-    if args.merge:
-        runs = merge_runs([done, *(pd.read_csv(p) for p in args.merge)])
-        runs.to_csv(runs_csv, index=False)
-        table = summarize(runs)
-        table.to_csv(args.out.parent / f"{args.out.name}.csv", index=False)
-        print(to_markdown(table))
-        return table
-    if args.rescore:
+    if args.rescore and not args.merge:
         # Requested rows written before a metric existed are redone; all others are kept.
         requested = done["experiment"].isin(args.experiments) & done["seed"].isin(args.seeds)
         stale = done.reindex(columns=RESCORED_METRICS).isna().any(axis=1)
@@ -199,6 +196,25 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
                 f"{' '.join(args.override)!r}; re-score them with the overrides they were made with"
             )
         done = done[~(requested & stale)]
+    what = "merged" if args.merge else "re-scored" if args.rescore else "fitted"
+    with recording(
+        args.out.parent,
+        command=command_line(__file__, sys.argv[1:] if argv is None else argv),
+        description=f"accuracy / calibration tables ({args.out.name}: {what})",
+        out=args.out.name,
+    ):
+        if args.merge:
+            runs = merge_runs([done, *(pd.read_csv(p) for p in args.merge)])
+            runs.to_csv(runs_csv, index=False)
+            table = summarize(runs)
+            table.to_csv(args.out.parent / f"{args.out.name}.csv", index=False)
+            print(to_markdown(table))
+            return table
+        return run_all(args, done, runs_csv)
+
+
+def run_all(args: argparse.Namespace, done: pd.DataFrame, runs_csv: Path) -> pd.DataFrame:
+    """Fit (or re-score) every requested (experiment, seed) not in ``done``; tables rewritten after each."""
     rows = done.to_dict("records")
     finished = {(str(r["experiment"]), int(r["seed"])) for r in rows}
     # Seed-major order: a benchmark cut short still has every experiment at the first seeds.

@@ -7,14 +7,18 @@ Protocols (``--protocol``):
   rounds of q = 1 % (227).
 
 Runs ``recover_pyro.campaign.run_campaign`` in-process for every (experiment, seed), one at a time and
-single-threaded, keeps each campaign's ``rounds.csv`` under ``<results>/<tag>/runs/`` (finished runs are
-skipped when the script is rerun, so a killed benchmark continues where it stopped) and aggregates:
+single-threaded, keeps each campaign's ``rounds.csv`` under ``<results>/<tag>/runs/<experiment>_s<seed>.csv``
+and its ``rounds.json`` (the campaign's settings, acquisition, resolved config fingerprint and rows) beside it
+as ``<experiment>_s<seed>.rounds.json`` (finished runs are skipped when the script is rerun, so a killed
+benchmark continues where it stopped) and aggregates:
 
 * ``<results>/<tag>/per_round.csv``: per experiment and round, mean and sd over seeds of top-1 % / top-5 %
   recall, ``n_measured`` and wall time (train / score / acquire);
 * ``<results>/<tag>/final.csv``: recall after 5 and after the last round (mean, sd, seeds), enrichment over
   random at 5 % and 10 % of the pool explored, and mean wall time per round;
-* a recall-vs-experiments plot (mean +/- sd band per experiment, random for reference).
+* a recall-vs-experiments plot (mean +/- sd band per experiment, random for reference);
+* ``<results>/<tag>/manifest.json``: commit, command, machine, times and files written
+  (:func:`recover_pyro.records.manifest.recording`; an earlier manifest of the tag is kept under ``earlier``).
 
 Enrichment at a fraction ``x`` explored = top-1 % recall (linearly interpolated at ``n_measured = x N``) / ``x``,
 the recall random acquisition has in expectation; 1 = no better than random
@@ -50,11 +54,11 @@ import hashlib
 import json
 import logging
 import os
-import platform
-import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch: the benchmark machine's cores are shared
 
@@ -62,14 +66,18 @@ import numpy as np
 import pandas as pd
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
-from recover_pyro.acquisition import Acquisition
-from recover_pyro.builders import CONFIG_DIR, build_features, build_screen, model_factory
-from recover_pyro.campaign import TIME_COLUMNS, CampaignConfig, pretrain_model_factory, run_campaign
+from recover_pyro.acquisition import UCB
+from recover_pyro.campaign import TIME_COLUMNS, CampaignConfig, run_campaign
+from recover_pyro.cli.builders import CONFIG_DIR, build_acquisition, build_features, build_screen, model_factory
+from recover_pyro.cli.campaign import model_label, pretrain_model_factory
+from recover_pyro.cli.run_config import config_fingerprint
 from recover_pyro.metrics import enrichment_over_random
+from recover_pyro.records.files import atomic_write_csv, atomic_write_text
+from recover_pyro.records.manifest import command_line, machine_description, recording
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "discovery"
@@ -90,15 +98,20 @@ log = logging.getLogger("benchmark_discovery")
 
 
 def machine() -> str:
-    """``<CPU model name>, <n> cores, <date>`` for the report."""
-    model = platform.processor() or "unknown CPU"
+    """``<CPU model name>, <n> cores, torch <version>[, <GPU>], <date>`` for the report."""
+    m = machine_description()
+    gpu = f", {m['gpu']}" if m["gpu"] else ""
+    return f"{m['cpu']}, {m['cores']} cores, torch {m['torch']}{gpu}, {time.strftime('%Y-%m-%d %H:%M %Z')}"
+
+
+def is_ucb(acquisition_cfg) -> bool:
+    """Whether a composed ``acquisition`` config builds a UCB rule (its ``_target_`` is :class:`UCB` or a
+    subclass; a target that cannot be imported here counts by its name)."""
+    target = str(acquisition_cfg.get("_target_", ""))
     try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                model = line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return f"{model}, {os.cpu_count()} cores, torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M %Z')}"
+        return issubclass(get_class(target), UCB)
+    except Exception:  # not importable (yet): judge by name
+        return target.endswith(".UCB")
 
 
 def is_bnn(experiment: str) -> bool:
@@ -128,8 +141,8 @@ def compose_config(
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         if is_bnn(experiment):
             # kappa is a UCB setting: greedy / Thompson / random configs have no such key. Decided by the
-            # composed acquisition, not the preset's name (scale_mixture_ucb_pretrained is a UCB preset too).
-            ucb = "kappa" in compose(config_name="campaign", overrides=overrides).acquisition
+            # composed acquisition's class, not the preset's name (scale_mixture_ucb_pretrained is UCB too).
+            ucb = is_ucb(compose(config_name="campaign", overrides=overrides).acquisition)
             dropped = [o for o in bnn if not ucb and o.startswith("acquisition.kappa")]
             if dropped:
                 log.info("%s: not a UCB preset, %s not applied", experiment, " ".join(dropped))
@@ -182,7 +195,7 @@ def run_one(
     written to ``out_csv`` (with experiment and seed columns)."""
     cfg = compose_config(protocol, experiment, seed, common, bnn, pretrain)
     screen, features = cache.get(cfg)
-    acquisition: Acquisition = instantiate(cfg.acquisition, _convert_="all")
+    acquisition = build_acquisition(cfg)
     config: CampaignConfig = instantiate(cfg.campaign, _convert_="all")
     cached, pretrained = None, None
     if config.pretrain != "none":
@@ -200,6 +213,8 @@ def run_one(
         resume=True,
         pretrain_factory=pretrain_model_factory(cfg, features),
         pretrained=pretrained,
+        fingerprint=config_fingerprint(cfg),
+        model_name=model_label(cfg),
     )
     if cached is not None and pretrained is None:
         cached.parent.mkdir(parents=True, exist_ok=True)
@@ -207,9 +222,16 @@ def run_one(
         torch.save(result.pretrained, tmp)
         tmp.replace(cached)  # atomic: parallel benchmark processes may share the cache
     rounds = result.rounds.assign(experiment=experiment, seed=seed)
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    rounds.to_csv(out_csv, index=False)
+    # The campaign's rounds.json (settings, acquisition, config fingerprint, rows) is kept beside its rows: the
+    # run folder lives outside the repository. The CSV comes last: its existence marks the campaign done.
+    atomic_write_text(rounds_json_path(out_csv), result.rounds_json.read_text(encoding="utf-8"))
+    atomic_write_csv(out_csv, rounds)
     return rounds
+
+
+def rounds_json_path(out_csv: Path) -> Path:
+    """Where a campaign's ``rounds.json`` is kept: ``<experiment>_s<seed>.rounds.json`` beside its CSV."""
+    return out_csv.with_suffix(".rounds.json")
 
 
 def load_runs(tag_dir: Path) -> pd.DataFrame:
@@ -338,7 +360,7 @@ def markdown_table(final: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tag", required=True, help="results sub-folder, e.g. mcf7 or mcf7_pretrain")
     parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="mcf7")
@@ -378,7 +400,7 @@ def main() -> None:
         "its pretraining, so they are the same campaigns)",
     )
     parser.add_argument("--plot", type=Path, default=None, help="PNG path (default: none)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
@@ -387,6 +409,19 @@ def main() -> None:
         parser.error(f"--bnn-override only takes {BNN_PREFIXES} settings, got {bad}")
 
     tag_dir = args.results / args.tag
+    if args.aggregate_only and not (tag_dir / "runs").is_dir():
+        parser.error(f"--aggregate-only: no campaigns under {tag_dir / 'runs'}")
+    with recording(
+        tag_dir,
+        command=command_line(__file__, sys.argv[1:] if argv is None else argv),
+        description=f"discovery campaigns ({args.protocol} protocol, tag {args.tag})",
+        plot=None if args.plot is None else str(args.plot),
+    ):
+        run_and_aggregate(args, tag_dir)
+
+
+def run_and_aggregate(args: argparse.Namespace, tag_dir: Path) -> None:
+    """Run the missing campaigns of ``args`` into ``tag_dir/runs`` and write the aggregate tables (and plot)."""
     print(f"machine: {machine()}")
     if not args.aggregate_only:
         cache = ScreenCache()

@@ -51,6 +51,9 @@ the peak GPU memory, ``torch.cuda.max_memory_allocated``) and adds ``score_to_cp
 
 Scoring cost does not depend on the fitted weights, so the scoring measurements fit the model for one
 epoch only (the guide must be fitted before ``predict``).
+
+A measuring run leaves ``manifest.json`` in ``--out``'s folder (:func:`recover_pyro.records.manifest.recording`:
+commit, command, machine, times, files written; an earlier manifest there is kept under ``earlier``).
 """
 
 from __future__ import annotations
@@ -71,10 +74,19 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from recover_pyro.acquisition import Acquisition
-from recover_pyro.builders import CONFIG_DIR, build_features, build_screen, model_factory
 from recover_pyro.data.featurize import Features
 from recover_pyro.data.screen import Pairs
+
+# ``--src`` may name a source tree from before the package layout of issue 23 (recover_pyro.builders,
+# recover_pyro.inference, Acquisition(kind=...)): the measuring child then imports the old names.
+try:
+    from recover_pyro.cli.builders import CONFIG_DIR, build_features, build_screen, model_factory
+except ImportError:  # a tree from before the layout
+    from recover_pyro.builders import CONFIG_DIR, build_features, build_screen, model_factory
+try:
+    from recover_pyro.records.manifest import command_line, git_state, recording
+except ImportError:  # only the measuring parent writes a manifest, and it runs on the current tree
+    pass
 
 # Training throughput: model name in the table -> experiment preset; data name -> data overrides.
 TRAIN_MODELS = {
@@ -169,7 +181,7 @@ def measure_round(
         predictive = model.predict(candidates, num_samples=NUM_SAMPLES)
         _sync()
         t_score = time.perf_counter()
-        Acquisition(kind="ucb", q=q, kappa=1.0).select(predictive.f)
+        ucb(q).select(predictive.f)
         _sync()
         t_acquire = time.perf_counter()
         times["train_s"].append(t_train - start)
@@ -177,6 +189,18 @@ def measure_round(
         times["acquire_s"].append(t_acquire - t_score)
         times["round_s"].append(t_acquire - start)
     return {"n_train": n_initial, "n_candidates": len(candidates), "repeats": repeats, "times": times}
+
+
+def ucb(q: int) -> Any:
+    """A UCB rule with ``kappa = 1`` and batch size ``q`` (in a source tree of either layout)."""
+    try:
+        from recover_pyro.acquisition import UCB
+
+        return UCB(q=q, kappa=1.0)
+    except ImportError:  # before the acquisition package: one class with a kind
+        from recover_pyro.acquisition import Acquisition
+
+        return Acquisition(kind="ucb", q=q, kappa=1.0)
 
 
 def gemm_gflops(n: int = 1024, repeats: int = 20) -> float:
@@ -197,7 +221,10 @@ def measure_train(model: str, data: str, epochs: int | None) -> dict[str, Any]:
     """Fit ``model`` for exactly ``epochs`` (``None``: as configured, with its early stopping) on 80 % of
     ``data`` (10 % validation); examples per second and per GFLOP of the single-thread GEMM rate (see the
     module docstring)."""
-    import recover_pyro.inference as inference
+    try:
+        import recover_pyro.bnn.inference as inference
+    except ImportError:  # a --src tree from before the package layout of issue 23
+        import recover_pyro.inference as inference
 
     data_name, data_overrides = TRAIN_DATA[data]
     if epochs is None:
@@ -450,8 +477,21 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame | None:
         return None
 
     names = [m for name in args.only for m in GROUPS.get(name, [name])]
-    rows: list[dict[str, Any]] = []
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    with recording(
+        args.out.parent,
+        command=command_line(__file__, sys.argv[1:] if argv is None else argv),
+        description=f"speed / memory measurements ({args.out.name}, code label {args.label!r})",
+        out=args.out.name,
+        device=args.device,
+        src=None if args.src is None else {"path": str(args.src), "commit": git_state(args.src)[0]},
+    ):
+        return measure_all(args, names)
+
+
+def measure_all(args: argparse.Namespace, names: list[str]) -> pd.DataFrame:
+    """Run each measurement of ``names`` in its own subprocess, appending its rows to ``args.out``."""
+    rows: list[dict[str, Any]] = []
     if args.out.exists():  # resume: keep earlier rows, skip what this label already measured
         rows = pd.read_csv(args.out).to_dict("records")
     done = {(r.get("code", "current"), r["measurement"]) for r in rows}

@@ -2,7 +2,7 @@
 # Start a throwaway single-machine Ray cluster on loopback, run the Ray sweep test against it (through
 # hydra-ray-launcher joining that cluster), and always stop the cluster afterwards.
 #
-#   bash scripts/ci_ray.sh                         # the Ray tests of tests/test_sweeps.py
+#   bash scripts/ci_ray.sh                         # the Ray tests of tests/cli/test_sweeps.py
 #   bash scripts/ci_ray.sh python -m pytest        # any command, here the whole suite, with the cluster up
 #
 # Needs the project's environment active with the `sweep-ray` (or `sweep`) extra installed. The command's
@@ -47,6 +47,6 @@ echo "ci_ray.sh: Ray head on 127.0.0.1:$port (started in $((SECONDS - start)) s)
 
 export RECOVER_PYRO_RAY_ADDRESS="127.0.0.1:$port"
 if [ "$#" -eq 0 ]; then
-    set -- python -m pytest tests/test_sweeps.py -k ray
+    set -- python -m pytest tests/cli/test_sweeps.py -k ray
 fi
 "$@"

@@ -22,13 +22,15 @@ and the mean absolute error of the predictive mean, both on the original scale, 
 Every fit is the experiment as shipped (``+experiment=<e>``), unless a pilot passes ``--override`` (its rows are
 then named ``<e>[<variant>]``). Rows are appended to
 ``<out>_runs.csv`` after every fit; finished (experiment, test seed, seed) rows are skipped, so re-running
-resumes; ``<out>.csv`` holds the mean and standard error per experiment. ``--plot PNG --panels TITLE=RUNS_CSV ...``
-draws finished runs (:func:`novelty_figure`).
+resumes; ``<out>.csv`` holds the mean and standard error per experiment, and ``manifest.json`` in ``<out>``'s
+folder how they were made (:func:`recover_pyro.records.manifest.recording`). ``--plot PNG --panels
+TITLE=RUNS_CSV ...`` draws finished runs (:func:`novelty_figure`).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence, cast
@@ -40,11 +42,12 @@ from benchmark_accuracy import compose_config as compose_train_config
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
-from recover_pyro.builders import build_features, build_screen, build_split, model_factory
+from recover_pyro.bnn.model import BNNSynergyModel
+from recover_pyro.bnn.predictive import bayesian_head_only
+from recover_pyro.cli.builders import build_features, build_screen, build_split, model_factory
 from recover_pyro.data.featurize import Features
 from recover_pyro.data.screen import Pairs, Screen
-from recover_pyro.models.bnn import BNNSynergyModel
-from recover_pyro.predictive import bayesian_head_only
+from recover_pyro.records.manifest import command_line, recording
 
 COLUMNS = ["sd_new", "sd_seen", "sd_ratio", "error_new", "error_seen", "error_ratio", "novelty_auroc"]
 # Only for a Bayesian head on a point-estimated trunk (NaN for the other models).
@@ -95,7 +98,7 @@ def novelty_sets(
 
 def embedding_norms(model: Any, sets: dict[str, Pairs]) -> dict[str, np.ndarray]:
     """``{"new", "seen"}`` -> ``(N,)`` Euclidean norms of the pair representation a Bayesian head sees (the
-    output of a :class:`~recover_pyro.models.bnn.BNNSynergyModel`'s point-estimated trunk); ``{}`` for models
+    output of a :class:`~recover_pyro.bnn.model.BNNSynergyModel`'s point-estimated trunk); ``{}`` for models
     without one (ensembles, a BNN with Bayesian layers before its head)."""
     if not isinstance(model, BNNSynergyModel) or not bayesian_head_only(model.model):
         return {}
@@ -209,6 +212,17 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame | None:
         parser.error("--override and --variant go together: rows fitted with overrides need their own name")
     runs_csv = args.out.with_name(args.out.name + "_runs.csv")
     runs_csv.parent.mkdir(parents=True, exist_ok=True)
+    with recording(
+        args.out.parent,
+        command=command_line(__file__, sys.argv[1:] if argv is None else argv),
+        description=f"novelty: epistemic sd on new vs seen drugs ({args.out.name})",
+        out=args.out.name,
+    ):
+        return run_all(args, runs_csv)
+
+
+def run_all(args: argparse.Namespace, runs_csv: Path) -> pd.DataFrame:
+    """Fit every (test seed, seed, experiment) not yet in ``runs_csv``; write the runs and the summary."""
     runs = pd.read_csv(runs_csv) if runs_csv.exists() else pd.DataFrame()
     screens: dict[str, tuple[Screen, Features]] = {}  # one load per data set, not per fit
     done = set()

@@ -15,7 +15,7 @@ correlation of predictive sd and error, ``sd_error_spearman``) and prints both
 with Student-t 95 % intervals of the mean paired difference: over all pairs, and over the test-set means (which
 allows for the seeds of one test set sharing it; not necessarily the wider one). ``--plot`` adds ``<out>_coverage.png``: each model's
 90 % coverage per test set against the range a calibrated model shows on a test set of that size (central 95 %
-of Binomial(n_test, 0.9) / n_test).
+of Binomial(n_test, 0.9) / n_test). ``manifest.json`` in ``<out>``'s folder records how the tables were made.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import glob
 import re
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -30,6 +31,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from recover_pyro.metrics import SUMMARY_METRICS, t_interval
+from recover_pyro.records.manifest import command_line, recording
 from scipy import stats
 
 METRICS = [*SUMMARY_METRICS, "coverage_50"]
@@ -128,9 +130,21 @@ def main(argv: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]
     parser.add_argument("--plot", action="store_true", help="also write <out>_coverage.png")
     args = parser.parse_args(argv)
     paths = [*args.runs, *(Path(p) for p in sorted(glob.glob(args.runs_glob or "")))]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with recording(
+        args.out.parent,
+        command=command_line(__file__, sys.argv[1:] if argv is None else argv),
+        description=f"paired accuracy over test sets ({args.out.name}: {args.a} - {args.b})",
+        out=args.out.name,
+        inputs=[str(p) for p in paths],
+    ):
+        return paired_tables(args, paths)
+
+
+def paired_tables(args: argparse.Namespace, paths: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Summary and paired tables of the runs in ``paths`` (written next to ``args.out``; intervals printed)."""
     runs = load_runs(paths, args.seeds)
     table, diff = summarize(runs), paired(runs, args.a, args.b)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out.parent / f"{args.out.name}.csv", index=False)
     diff.to_csv(args.out.parent / f"{args.out.name}_paired.csv", index=False)
     if args.plot:

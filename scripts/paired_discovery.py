@@ -12,7 +12,7 @@ cell-line means (which allows for seeds of a cell line sharing its pool; not nec
 the campaigns recorded them, the same for the pool metrics averaged over the rounds (:data:`POOL_METRICS`: how well
 the model's mean predicts the unrevealed pool, and how well its uncertainty ranks its errors there), over the
 pairs that have them. ``--plot PNG`` draws every pair's difference per cell line with the mean and its interval
-over all pairs.
+over all pairs. With ``--out``, ``manifest.json`` in its folder records how the table was made.
 """
 
 from __future__ import annotations
@@ -20,12 +20,14 @@ from __future__ import annotations
 import argparse
 import glob
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from recover_pyro.metrics import t_interval
+from recover_pyro.records.manifest import command_line, recording
 
 
 # Pool metrics a campaign records each round (recover_pyro.campaign.MODEL_METRICS): the model's mean
@@ -104,6 +106,20 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None, help="PNG of the paired differences")
     args = parser.parse_args(argv)
+    if args.out is None:  # prints only: no result folder to record
+        return paired_table(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with recording(
+        args.out.parent,
+        command=command_line(__file__, sys.argv[1:] if argv is None else argv),
+        description=f"paired discovery ({args.out.name}: {args.a} - {args.b})",
+        out=args.out.name,
+    ):
+        return paired_table(args)
+
+
+def paired_table(args: argparse.Namespace) -> pd.DataFrame:
+    """Pair ``args.a`` with ``args.b`` by (cell line, seed); write / plot / print as ``args`` asks."""
     folders = run_folders(args.runs, args.runs_glob)
     b_folders = folders | run_folders(args.b_runs, args.b_runs_glob)
     rows = []

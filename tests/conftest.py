@@ -41,5 +41,6 @@ def load_script(name: str):
     path = scripts / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # as an import would: dataclasses and pickling look their module up there
     spec.loader.exec_module(module)
     return module

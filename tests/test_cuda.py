@@ -15,16 +15,16 @@ import torch
 
 from hydra import compose, initialize_config_dir
 
-from recover_pyro.baselines import DeepEnsemble, DeterministicModel, MCDropoutModel, TrainConfig
-from recover_pyro.builders import CONFIG_DIR
-from recover_pyro.campaign import campaign_from_config
+from recover_pyro.models.baselines import DeepEnsemble, DeterministicModel, MCDropoutModel, TrainConfig
+from recover_pyro.cli.builders import CONFIG_DIR
+from recover_pyro.cli.campaign import campaign_from_config
 from recover_pyro.data.featurize import featurize
 from recover_pyro.data.synthetic import make_synthetic_screen
-from recover_pyro import predictive
-from recover_pyro.inference import SVIConfig
-from recover_pyro.models.bnn import BNNSynergyModel
+from recover_pyro.bnn import predictive
+from recover_pyro.bnn.inference import SVIConfig
+from recover_pyro.bnn.model import BNNSynergyModel
 from recover_pyro.models.predictor import RecoverPredictor
-from recover_pyro.train import train as train_run
+from recover_pyro.cli.train import train as train_run
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="no CUDA device on this machine (CI has none); GPU path not tested here"

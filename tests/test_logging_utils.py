@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from recover_pyro.baselines import DeepEnsemble, MCDropoutModel, TrainConfig
+from recover_pyro.models.baselines import DeepEnsemble, MCDropoutModel, TrainConfig
 from recover_pyro.data.synthetic import make_synthetic_screen
 from recover_pyro.data.featurize import featurize
 from recover_pyro.logging_utils import announce_early_stop, cli_logging, epoch_postfix
@@ -58,7 +58,7 @@ def test_ensemble_members_and_mc_dropout_show_epoch_bars(
 ) -> None:
     features, train, val = tiny
     config = TrainConfig(epochs=3, batch_size=8, progress=progress, patience=1)
-    with caplog.at_level("INFO", logger="recover_pyro.baselines"):
+    with caplog.at_level("INFO", logger="recover_pyro.models.baselines"):
         DeepEnsemble(features.drug, features.cell, predictor=SMALL, n_members=2, training=config).fit(train, val)
         MCDropoutModel(features.drug, features.cell, predictor=SMALL, training=config).fit(train, val)
     err = capsys.readouterr().err

@@ -6,6 +6,7 @@ import torch
 from scipy import stats
 
 from recover_pyro import metrics
+from recover_pyro.records.plots import plot_calibration
 from recover_pyro.models.base import PredictiveSamples
 
 
@@ -113,7 +114,7 @@ def test_calibration_curve_near_diagonal_and_plot(rng, tmp_path):
     assert np.allclose(expected, np.linspace(0.05, 0.95, 19))
     assert np.abs(observed - expected).max() < 0.04
     assert np.all(np.diff(observed) >= 0)
-    path = metrics.plot_calibration(expected, observed, tmp_path / "plots" / "calibration.png")
+    path = plot_calibration(expected, observed, tmp_path / "plots" / "calibration.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -17,9 +17,9 @@ import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from recover_pyro.acquisition import Acquisition
-from recover_pyro.baselines import DeterministicModel, TrainConfig
-from recover_pyro.data.errors import ScreenDataError
+from recover_pyro.acquisition import UCB
+from recover_pyro.models.baselines import DeterministicModel, TrainConfig
+from recover_pyro.errors import ScreenDataError
 from recover_pyro.data.featurize import featurize
 from recover_pyro.data.loaders import load_csv, load_drugcomb
 from recover_pyro.models.predictor import RecoverPredictor
@@ -182,7 +182,7 @@ def test_recommend_returns_a_sound_plate_or_names_the_problem(body, wanted, q, o
                 wanted,
                 "synergy",
                 model=model,
-                acquisition=Acquisition("ucb", q=q),
+                acquisition=UCB(q=q),
                 featurize=functools.partial(featurize, cache_dir=None),
                 num_samples=3,
                 on_duplicate=on_duplicate,

@@ -18,14 +18,15 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from recover_pyro import io as rio
-from recover_pyro.acquisition import Acquisition
-from recover_pyro.baselines import DeterministicModel, TrainConfig
-from recover_pyro.builders import CONFIG_DIR
-from recover_pyro.campaign import CHECKPOINT, campaign_from_config, load_checkpoint
-from recover_pyro.checks import validate_config
+from recover_pyro.records import files as rio
+from recover_pyro.acquisition import UCB
+from recover_pyro.models.baselines import DeterministicModel, TrainConfig
+from recover_pyro.cli.builders import CONFIG_DIR
+from recover_pyro.campaign import CHECKPOINT, load_checkpoint
+from recover_pyro.cli.campaign import campaign_from_config
+from recover_pyro.cli.checks import validate_config
 from recover_pyro.data import featurize as fz
-from recover_pyro.data.errors import (
+from recover_pyro.errors import (
     ConfigValueError,
     ConflictingMeasurementError,
     DamagedFileError,
@@ -43,8 +44,8 @@ from recover_pyro.data.featurize import featurize, morgan_fingerprints, standard
 from recover_pyro.data.loaders import load_csv, load_drugcomb
 from recover_pyro.models.predictor import RecoverPredictor
 from recover_pyro.recommend import recommend
-from recover_pyro.run_fingerprint import preserve_hydra_config
-from recover_pyro.train import train
+from recover_pyro.cli.run_config import preserve_hydra_config
+from recover_pyro.cli.train import train
 
 DRUGS = {"A": "CCO", "B": "c1ccccc1O", "C": "CC(=O)O", "D": "CCN(CC)CC", "E": "OC1CCCCC1", "F": "CC(C)O"}
 
@@ -88,7 +89,7 @@ def tiny_recommend(paths: list[Path], smiles: Path, cell_lines: list[str], q: in
         cell_lines,
         "synergy",
         model=model,
-        acquisition=Acquisition("ucb", q=q),
+        acquisition=UCB(q=q),
         featurize=functools.partial(featurize, cache_dir=None),
         num_samples=4,
         **kw,

@@ -38,18 +38,18 @@ _EXPORTS: dict[str, str] = {
     "PredictiveSamples": "recover_pyro.models.base",
     "SynergyModel": "recover_pyro.models.base",
     "RecoverPredictor": "recover_pyro.models.predictor",
-    "BNNSynergyModel": "recover_pyro.models.bnn",
-    "DeterministicModel": "recover_pyro.baselines",
-    "MCDropoutModel": "recover_pyro.baselines",
-    "DeepEnsemble": "recover_pyro.baselines",
-    "TrainConfig": "recover_pyro.baselines",
-    "NormalPrior": "recover_pyro.priors",
-    "LaplacePrior": "recover_pyro.priors",
-    "ScaleMixtureNormalPrior": "recover_pyro.priors",
-    "LogUniformPrior": "recover_pyro.priors",
-    "MeanFieldNormalGuide": "recover_pyro.guides",
-    "SparseVariationalDropoutGuide": "recover_pyro.guides",
-    "SVIConfig": "recover_pyro.inference",
+    "BNNSynergyModel": "recover_pyro.bnn.model",
+    "DeterministicModel": "recover_pyro.models.baselines",
+    "MCDropoutModel": "recover_pyro.models.baselines",
+    "DeepEnsemble": "recover_pyro.models.baselines",
+    "TrainConfig": "recover_pyro.models.baselines",
+    "NormalPrior": "recover_pyro.bnn.priors",
+    "LaplacePrior": "recover_pyro.bnn.priors",
+    "ScaleMixtureNormalPrior": "recover_pyro.bnn.priors",
+    "LogUniformPrior": "recover_pyro.bnn.priors",
+    "MeanFieldNormalGuide": "recover_pyro.bnn.guides",
+    "SparseVariationalDropoutGuide": "recover_pyro.bnn.guides",
+    "SVIConfig": "recover_pyro.bnn.inference",
     # acquisition, campaigns, metrics (recover_pyro.recommend.recommend keeps its module path: a package
     # attribute named like the submodule would be replaced by the module once it is imported)
     "Acquisition": "recover_pyro.acquisition",
@@ -62,20 +62,20 @@ __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # static checkers and IDEs see the real objects
     from recover_pyro.acquisition import Acquisition
-    from recover_pyro.baselines import DeepEnsemble, DeterministicModel, MCDropoutModel, TrainConfig
+    from recover_pyro.bnn.guides import MeanFieldNormalGuide, SparseVariationalDropoutGuide
+    from recover_pyro.bnn.inference import SVIConfig
+    from recover_pyro.bnn.model import BNNSynergyModel
+    from recover_pyro.bnn.priors import LaplacePrior, LogUniformPrior, NormalPrior, ScaleMixtureNormalPrior
     from recover_pyro.campaign import CampaignConfig, run_campaign
     from recover_pyro.data.featurize import Features, featurize
     from recover_pyro.data.loaders import load_almanac, load_csv, load_drugcomb, load_oneil
     from recover_pyro.data.screen import Pairs, Screen
     from recover_pyro.data.splits import Split, make_split
     from recover_pyro.data.synthetic import make_synthetic_screen
-    from recover_pyro.guides import MeanFieldNormalGuide, SparseVariationalDropoutGuide
-    from recover_pyro.inference import SVIConfig
     from recover_pyro.metrics import evaluate
     from recover_pyro.models.base import PredictiveSamples, SynergyModel
-    from recover_pyro.models.bnn import BNNSynergyModel
+    from recover_pyro.models.baselines import DeepEnsemble, DeterministicModel, MCDropoutModel, TrainConfig
     from recover_pyro.models.predictor import RecoverPredictor
-    from recover_pyro.priors import LaplacePrior, LogUniformPrior, NormalPrior, ScaleMixtureNormalPrior
 
 
 def __getattr__(name: str) -> Any:

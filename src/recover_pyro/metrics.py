@@ -13,17 +13,14 @@ Scalar metrics return a ``float``; the proper scoring rules (:func:`gaussian_nll
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Sequence, Union
 
 import numpy as np
 import scoringrules
 import torch
-from matplotlib.figure import Figure
 from scipy import stats
 from sklearn import metrics as sklearn_metrics
 
-from recover_pyro.io import atomic_write
 from recover_pyro.models.base import PredictiveSamples
 from recover_pyro.models.noise import student_t_logpdf
 
@@ -190,25 +187,6 @@ def calibration_curve(
     y, samples = _samples(y, samples)
     expected = _np(levels)
     return expected, _coverage(y, samples, expected)
-
-
-def plot_calibration(expected: ArrayLike, observed: ArrayLike, path: str | Path, label: str = "model") -> Path:
-    """Write the calibration curve ``observed`` vs ``expected`` with the diagonal to a PNG at ``path``.
-
-    Uses a bare :class:`matplotlib.figure.Figure` (Agg canvas), so no pyplot state or backend changes.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig = Figure(figsize=(4, 4))
-    ax = fig.subplots()
-    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="calibrated")
-    ax.plot(_np(expected), _np(observed), marker="o", label=label)
-    ax.set(xlabel="nominal central-interval level", ylabel="observed coverage", xlim=(0, 1), ylim=(0, 1))
-    ax.legend(loc="upper left")
-    fig.tight_layout()
-    # Atomically, like every result file: a killed run leaves the previous plot or none, never half a PNG.
-    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=100))
-    return path
 
 
 # --- discovery ---------------------------------------------------------------------------------

@@ -26,9 +26,9 @@ from rdkit import Chem, rdBase
 from rdkit.Chem import rdFingerprintGenerator
 from rdkit.Chem.MolStandardize import rdMolStandardize
 
-from recover_pyro.data.errors import InvalidSmilesError, ScreenDataError
-from recover_pyro.data.validation import parse_smiles
 from recover_pyro.data.screen import Screen
+from recover_pyro.data.validation import parse_smiles
+from recover_pyro.errors import InvalidSmilesError, ScreenDataError
 
 log = logging.getLogger(__name__)
 

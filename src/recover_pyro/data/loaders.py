@@ -23,7 +23,6 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from recover_pyro.data.errors import EmptySelectionError, MissingColumnsError, ScreenDataError, closest_names
 from recover_pyro.data.paths import require_data
 from recover_pyro.data.screen import KEY_COLUMNS, Screen, aggregate_measurements, canonical_pair
 from recover_pyro.data.validation import (
@@ -42,6 +41,7 @@ from recover_pyro.data.validation import (
     require_values,
     sniff_separator,
 )
+from recover_pyro.errors import EmptySelectionError, MissingColumnsError, ScreenDataError, closest_names
 
 log = logging.getLogger(__name__)
 

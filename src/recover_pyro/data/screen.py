@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from recover_pyro.data.errors import ConflictingMeasurementError, EmptySelectionError, closest_names
+from recover_pyro.errors import ConflictingMeasurementError, EmptySelectionError, closest_names
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from typing import Any, Callable, Literal, Sequence
 import numpy as np
 import pandas as pd
 
-from recover_pyro.data.errors import EmptySelectionError, closest_names
 from recover_pyro.data.screen import Screen
+from recover_pyro.errors import EmptySelectionError, closest_names
 
 Group = Literal["pair", "experiment"]
 

@@ -4,7 +4,7 @@ Every table is read by :func:`read_table`, which sets the frame's index to the 1
 row in the file as a human sees it (header = line 1). Checks keep that index through filtering, so an error
 always names the line at fault. All checks are vectorised; only the offending rows are formatted.
 
-Problems either raise a :class:`~recover_pyro.data.errors.ScreenDataError` subclass naming file, line and
+Problems either raise a :class:`~recover_pyro.errors.ScreenDataError` subclass naming file, line and
 drug, or, under an explicit rule (``on_invalid="drop"``, ``on_unknown_drug="drop"``), drop the rows, log
 how many and record the count in a ``dropped`` dict that ends up in ``Screen.dropped``.
 """
@@ -23,7 +23,7 @@ import pandas as pd
 from rdkit import Chem
 from rdkit.rdBase import BlockLogs
 
-from recover_pyro.data.errors import (
+from recover_pyro.errors import (
     ConflictingSmilesError,
     EmptySelectionError,
     InvalidScoreError,

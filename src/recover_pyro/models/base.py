@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 import torch
 from scipy import stats
+from torch import Tensor, nn
 
 from recover_pyro.data.screen import Pairs
-from recover_pyro.models.noise import Noise, variance_factor
+from recover_pyro.data.targets import TargetScaler
+from recover_pyro.models.noise import Noise, holdout_split, variance_factor
+from recover_pyro.models.training import checked_targets
 
 
 @dataclass
@@ -129,6 +132,9 @@ class SynergyModel(Protocol):
       ``load_state_dict`` on an object built with the same constructor arguments restores predictions exactly.
     * ``estimate_noise`` sets the observation noise of a fitted model from held-out experiments by the one
       convention of :mod:`recover_pyro.models.noise` (``fit`` calls it on its validation or held-out set).
+    * Optional: ``fit_summary() -> dict[str, float]``, numbers about the fitted model worth reporting with
+      its metrics (e.g. the pruned fraction of sparse variational dropout); :class:`StandardisedModel`
+      returns none.
     """
 
     def fit(self, train: Pairs, val: Pairs | None = None) -> FitReport: ...
@@ -140,3 +146,106 @@ class SynergyModel(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class FitData:
+    """One fit's data after its single check: the experiments on the model's device, their original-scale
+    targets and the standardised copies the network is fitted to.
+
+    Attributes:
+        train, val: training and validation experiments (``val`` may be the held-out part of the training set).
+        y_train, y_val: ``(N,)`` / ``(M,)`` finite original-scale targets (``y_val`` ``None`` without ``val``).
+        z_train, z_val: the same experiments with standardised targets ``z = (y - loc) / scale``.
+    """
+
+    train: Pairs
+    val: Pairs | None
+    y_train: Tensor
+    y_val: Tensor | None
+    z_train: Pairs
+    z_val: Pairs | None
+
+
+class StandardisedModel:
+    """The bookkeeping every model of this package shares; subclass it to write a new :class:`SynergyModel`.
+
+    It holds the ``seed`` and the CPU generator drawn from it (initial weights, held-out split, per-fit
+    seeds), the ``device``, the :class:`TargetScaler` fitted on the first training set (kept for later,
+    warm-started fits so the learned function keeps its meaning), the ``fitted`` flag and the noise's degrees
+    of freedom. :meth:`fit_data` checks and standardises a fit's targets, once per fit.
+
+    Args:
+        standardize: fit standardised targets (otherwise raw ones).
+        seed: seeds everything random the model does.
+        device: where weights live and fitting / scoring run (``"cpu"``, ``"cuda"``, ...).
+    """
+
+    def __init__(self, *, standardize: bool = True, seed: int = 0, device: torch.device | str = "cpu") -> None:
+        self.seed = seed
+        self.device = torch.device(device)
+        self.scaler = TargetScaler(standardize)
+        self.fitted = False
+        self.noise_df = math.inf
+        self._generator = torch.Generator().manual_seed(seed)
+
+    def _draw_seed(self) -> int:
+        """A fresh 62-bit seed from the model's generator."""
+        return int(torch.randint(2**62, (1,), generator=self._generator))
+
+    def _build_network(self, factory: Callable[[Tensor, Tensor], nn.Module], drug: Tensor, cell: Tensor) -> nn.Module:
+        """``factory(drug, cell)`` with initial weights drawn on the CPU from the model's generator (so they
+        do not depend on the device), moved to the device; the caller's global RNG is left untouched."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self._draw_seed())
+            net = factory(drug, cell)
+        return net.to(self.device)
+
+    def fit_data(self, train: Pairs, val: Pairs | None, holdout: float) -> FitData:
+        """Move a fit's data to the device, check its targets (once), set aside ``holdout`` of ``train`` as
+        validation data when ``val`` is ``None``, fit the scaler on the first fit and standardise.
+
+        Raises:
+            ValueError: targets missing, empty or not finite (naming training or validation and the row).
+        """
+        what = type(self).__name__
+        train = train.to(self.device)
+        val = None if val is None else val.to(self.device)
+        y_train = checked_targets(train, f"{what}: training")
+        if val is None:
+            train, val = holdout_split(train, holdout, self._generator)
+            assert train.y is not None  # a subset of checked targets
+            y_train = train.y.float()
+        y_val = None if val is None else checked_targets(val, f"{what}: validation")
+        if not self.fitted:
+            self.scaler.fit(y_train)
+        z_train = Pairs(train.drug_a, train.drug_b, train.cell, self.scaler.transform(y_train))
+        z_val = (
+            None
+            if val is None or y_val is None
+            else Pairs(val.drug_a, val.drug_b, val.cell, self.scaler.transform(y_val))
+        )
+        return FitData(train, val, y_train, y_val, z_train, z_val)
+
+    def _check_fitted(self, method: str = "predict") -> None:
+        if not self.fitted:
+            raise RuntimeError(f"{type(self).__name__}.{method} called before fit (or load_state_dict)")
+
+    def fit_summary(self) -> dict[str, float]:
+        """Numbers about the fitted model worth reporting beside its metrics (none by default)."""
+        return {}
+
+    def _bookkeeping_state(self) -> dict[str, Any]:
+        """Scaler, noise degrees of freedom, fitted flag and generator state (tensors / numbers only)."""
+        return {
+            "scaler": self.scaler.state_dict(),
+            "noise_df": self.noise_df,
+            "fitted": self.fitted,
+            "generator": self._generator.get_state(),
+        }
+
+    def _load_bookkeeping_state(self, state: dict[str, Any]) -> None:
+        self.scaler = TargetScaler(**state["scaler"])
+        self.noise_df = float(state.get("noise_df", math.inf))
+        self.fitted = bool(state["fitted"])
+        self._generator.set_state(state["generator"])

@@ -1,7 +1,7 @@
 """Plain torch drug-pair predictors: RECOVER's bilinear net and a DeepSynergy-style MLP.
 
 Every layer here accepts weights with optional leading *sample* dimensions, so that a Bayesian version
-(:mod:`recover_pyro.models.bayesian`) can run ``S`` weight samples in one vectorised pass: a weight of
+(:mod:`recover_pyro.bnn.layers`) can run ``S`` weight samples in one vectorised pass: a weight of
 shape ``(S, out, in)`` applied to inputs ``(N, in)`` or ``(S, N, in)`` gives ``(S, N, out)``. With
 ordinary unbatched weights the layers behave like :class:`torch.nn.Linear`.
 
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from recover_pyro.local_reparam import local_reparam_linear, weight_moments
+from recover_pyro.models.weight_moments import local_reparam_linear, weight_moments
 
 # Merge pairs from a per-group all-pairs table when (rows in the group)^2 <= ratio x (pairs in it): the table
 # is dense matrix products, gathering (K, r) projections per pair (and scattering their gradients back) is
@@ -67,9 +67,9 @@ class Linear(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: Tensor) -> Tensor:
-        """``(*S, N, in) -> (*S, N, out)``. When an active :class:`~recover_pyro.local_reparam.LocalReparam`
-        recorded the weight as a guide's Normal sample (SVI training), the output is sampled per row from its
-        closed form instead (the bias likewise, or kept as given)."""
+        """``(*S, N, in) -> (*S, N, out)``. When an active moment lookup (:mod:`recover_pyro.models.weight_moments`,
+        e.g. the Pyro wing's ``LocalReparam`` during SVI) recorded the weight as a guide's Normal sample, the
+        output is sampled per row from its closed form instead (the bias likewise, or kept as given)."""
         weight, bias = self.weight, self.bias
         moments = weight_moments(weight)
         if moments is not None:
@@ -214,7 +214,7 @@ class RecoverPredictor(nn.Module):
 
     The per-drug part depends only on (drug, cell line, weight sample), so :meth:`forward` computes it
     once per unique (drug, cell line) in the batch and gathers. ``forward = head(trunk(...))``: with a
-    Bayesian head only, :func:`~recover_pyro.predictive.sample_predictive` runs the deterministic
+    Bayesian head only, :func:`~recover_pyro.bnn.predictive.sample_predictive` runs the deterministic
     :meth:`trunk` once and only :meth:`head` per weight sample.
 
     Args:

@@ -1,0 +1,255 @@
+"""Variational families over the Bayesian weight sites of a :class:`~recover_pyro.bnn.layers.BayesianRegression`.
+
+Both guides are fully factorised (mean-field) :class:`~pyro.nn.PyroModule` s holding their variational
+parameters, start from the deterministic predictor's initial weights, sample the sites in the model's
+order, and can draw ``S`` samples of every weight at once (:meth:`WeightGuide.sample_weights`) for
+vectorised prediction.
+
+* :class:`MeanFieldNormalGuide`: :math:`q(w) = N(\\mu, s^2)` per weight.
+* :class:`SparseVariationalDropoutGuide`: :math:`q(w) = N(\\theta, \\alpha \\theta^2)` with a learnable
+  :math:`\\log \\alpha` per weight (Molchanov, Ashukha & Vetrov 2017), learned through
+  :math:`\\log \\sigma^2 = \\log \\alpha + \\log \\theta^2`. Its distribution
+  :class:`SparseDropoutNormal` has a registered KL to :class:`~recover_pyro.bnn.priors.LogUniform` (the
+  paper's approximation), used by :class:`pyro.infer.TraceMeanField_ELBO`. Weights with
+  :math:`\\log \\alpha >` ``threshold`` (3) are pruned (set to 0) when sampling for prediction.
+
+Guides are built from the model by a factory (Hydra ``_partial_: true``), e.g.
+``functools.partial(MeanFieldNormalGuide, init_scale=0.01)(model)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from pyro.distributions import TorchDistribution, constraints
+from pyro.nn import PyroParam
+from torch import Tensor
+from torch.distributions import register_kl
+
+from recover_pyro.bnn.layers import BayesianRegression, LocalPyroModule
+from recover_pyro.bnn.priors import LogUniform
+
+# Molchanov et al. (2017), eq. 14: -KL(q || p) ~ k1 sigmoid(k2 + k3 log a) - 0.5 log(1 + 1/a) - k1.
+MOLCHANOV_K1, MOLCHANOV_K2, MOLCHANOV_K3 = 0.63576, 1.87320, 1.48695
+LOG_ALPHA_RANGE = (-10.0, 10.0)  # log-alpha is clamped to this range, as in the paper's code
+# Floor of the initial sigma: zero-initialised weights (biases, FiLM) would otherwise start at sigma ~ 0,
+# where gradients of log(sigma) overflow.
+MIN_INIT_SCALE = 1e-4
+
+
+class SparseDropoutNormal(dist.Normal):
+    r"""The sparse variational dropout posterior :math:`N(\theta, \sigma^2) = N(\theta, \alpha\theta^2)`.
+
+    A Normal with ``loc`` :math:`\theta` and ``scale`` :math:`\sigma`, read as dropout rate
+    :math:`\alpha = \sigma^2 / \theta^2` (Molchanov et al.'s additive reparameterisation: learning
+    :math:`\sigma` rather than :math:`\alpha` keeps :math:`\alpha`'s noise out of the gradient of
+    :math:`\theta`). Analytic KLs: to :class:`~recover_pyro.bnn.priors.LogUniform` the registered Molchanov
+    approximation; to a Normal the Normal-Normal closed form (inherited).
+    """
+
+    @property
+    def log_alpha(self) -> Tensor:
+        r""":math:`\log \alpha = \log \sigma^2 - \log \theta^2`, clamped to ``LOG_ALPHA_RANGE``."""
+        tiny = torch.finfo(self.loc.dtype).tiny
+        return (2.0 * (self.scale.log() - self.loc.abs().clamp_min(tiny).log())).clamp(*LOG_ALPHA_RANGE)
+
+    def expand(
+        self, batch_shape: Sequence[int], _instance: "SparseDropoutNormal | None" = None
+    ) -> "SparseDropoutNormal":
+        new = self._get_checked_instance(SparseDropoutNormal, _instance)
+        return super().expand(batch_shape, _instance=new)
+
+
+def molchanov_kl(log_alpha: Tensor) -> Tensor:
+    r"""Elementwise approximate :math:`KL(N(\theta, \alpha\theta^2) \| \text{LogUniform})`, which
+    depends on :math:`\alpha` only and tends to 0 as :math:`\alpha \to \infty`."""
+    neg_kl = (
+        MOLCHANOV_K1 * torch.sigmoid(MOLCHANOV_K2 + MOLCHANOV_K3 * log_alpha)
+        - 0.5 * F.softplus(-log_alpha)
+        - MOLCHANOV_K1
+    )
+    return -neg_kl
+
+
+@register_kl(SparseDropoutNormal, LogUniform)
+def _kl_sparse_dropout_log_uniform(q: SparseDropoutNormal, p: LogUniform) -> Tensor:
+    kl = molchanov_kl(q.log_alpha)
+    return kl.expand(torch.broadcast_shapes(kl.shape, p.batch_shape))
+
+
+def _key(site: str) -> str:
+    """Attribute name for a site name (module attribute names cannot contain dots)."""
+    return site.replace(".", "__")
+
+
+class WeightGuide(LocalPyroModule):
+    """Base class: a fully factorised guide over ``model.sites``.
+
+    Subclasses define the per-site distribution (:meth:`site_distribution`), posterior ``locs`` / ``scales``
+    and :meth:`sample_weights`.
+    """
+
+    def __init__(self, model: BayesianRegression) -> None:
+        super().__init__()
+        if not model.sites:
+            raise ValueError("the model has no Bayesian weight sites")
+        self.site_shapes: dict[str, torch.Size] = {name: s.shape for name, s in model.sites.items()}
+
+    def _param(self, site: str, what: str) -> Tensor:
+        return getattr(self, f"{_key(site)}_{what}")
+
+    def loc_parameters(self) -> list[torch.nn.Parameter]:
+        """The (unconstrained) parameters behind the per-weight means, in site order."""
+        return [self._unconstrained(site, "loc") for site in self.site_shapes]
+
+    def scale_parameters(self) -> list[torch.nn.Parameter]:
+        """The (unconstrained, log-scale) parameters behind the per-weight scales, in site order."""
+        return [self._unconstrained(site, "scale") for site in self.site_shapes]
+
+    def _unconstrained(self, site: str, what: str) -> torch.nn.Parameter:
+        name = f"{_key(site)}_{what}"
+        # PyroParam stores the free parameter as `<name>_unconstrained`, read by name (Pyro's own convention).
+        return getattr(self, f"{name}_unconstrained") if hasattr(self, f"{name}_unconstrained") else getattr(self, name)
+
+    def site_distribution(self, site: str) -> TorchDistribution:
+        """Variational distribution of one site with ``batch_shape == shape`` (no event dims)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement site_distribution")
+
+    def locs(self) -> dict[str, Tensor]:
+        """``{site: (*shape)}`` posterior means used for prediction."""
+        raise NotImplementedError(f"{type(self).__name__} must implement locs")
+
+    def scales(self) -> dict[str, Tensor]:
+        """``{site: (*shape)}`` posterior standard deviations."""
+        raise NotImplementedError(f"{type(self).__name__} must implement scales")
+
+    def sample_weights(self, num_samples: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """``{site: (S, *shape)}``: ``S`` joint samples of every Bayesian weight, for prediction."""
+        raise NotImplementedError(f"{type(self).__name__} must implement sample_weights")
+
+    def fit_summary(self) -> dict[str, float]:
+        """Numbers about the fitted posterior worth reporting with a fit's metrics (none by default)."""
+        return {}
+
+    def forward(self, *args: Any, **kwargs: Any) -> None:
+        """Sample every site (model arguments are accepted and ignored)."""
+        for site, shape in self.site_shapes.items():
+            pyro.sample(site, self.site_distribution(site).to_event(len(shape)))
+
+    def _noise(self, site: str, num_samples: int, generator: torch.Generator | None) -> Tensor:
+        loc = self._param(site, "loc")
+        return torch.randn(
+            (num_samples, *self.site_shapes[site]), generator=generator, dtype=loc.dtype, device=loc.device
+        )
+
+
+class MeanFieldNormalGuide(WeightGuide):
+    r""":math:`q(w) = \prod_i N(w_i; \mu_i, s_i^2)`, ``mu`` from the predictor's initial weights,
+    ``s = init_scale`` initially (a positive :class:`~pyro.nn.PyroParam`).
+
+    Args:
+        model: the Bayesian model whose ``sites`` this guide covers.
+        init_scale: initial posterior standard deviation of every weight.
+    """
+
+    def __init__(self, model: BayesianRegression, init_scale: float = 0.01) -> None:
+        super().__init__(model)
+        if not init_scale > 0:
+            raise ValueError(f"MeanFieldNormalGuide: init_scale must be positive, got {init_scale}")
+        for name, site in model.sites.items():
+            setattr(self, f"{_key(name)}_loc", PyroParam(site.init.clone()))
+            setattr(
+                self,
+                f"{_key(name)}_scale",
+                PyroParam(torch.full_like(site.init, float(init_scale)), constraints.positive),
+            )
+
+    def site_distribution(self, site: str) -> TorchDistribution:
+        return dist.Normal(self._param(site, "loc"), self._param(site, "scale"))
+
+    def locs(self) -> dict[str, Tensor]:
+        return {site: self._param(site, "loc") for site in self.site_shapes}
+
+    def scales(self) -> dict[str, Tensor]:
+        return {site: self._param(site, "scale") for site in self.site_shapes}
+
+    def sample_weights(self, num_samples: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """``mu + s * eps`` with ``eps`` ``(S, *shape)`` standard normal."""
+        return {
+            site: self._param(site, "loc") + self._param(site, "scale") * self._noise(site, num_samples, generator)
+            for site in self.site_shapes
+        }
+
+
+class SparseVariationalDropoutGuide(WeightGuide):
+    r"""Sparse variational dropout: :math:`q(w_i) = N(\theta_i, \alpha_i \theta_i^2)`.
+
+    Learned per weight: :math:`\theta` (starting at the predictor's initial weights) and
+    :math:`\sigma = \sqrt{\alpha}|\theta|` (a positive :class:`~pyro.nn.PyroParam`, starting at
+    :math:`\log\alpha` = ``init_log_alpha``, floored at ``MIN_INIT_SCALE``), i.e. :math:`\log\alpha` is
+    learned through :math:`\log\sigma^2` (the paper's additive reparameterisation; learning
+    :math:`\log\alpha` directly made the gradient of :math:`\theta` so noisy that almost no weight got
+    pruned on our toy problem).
+    :math:`\log\alpha` is clamped to [-10, 10] when used. At prediction time (:meth:`sample_weights`,
+    :meth:`locs`, :meth:`scales`) weights with :math:`\log\alpha >` ``threshold`` are set to 0: their
+    signal-to-noise ratio :math:`1/\sqrt{\alpha}` is below :math:`e^{-1.5} \approx 0.22`.
+
+    Pair with :class:`~recover_pyro.bnn.priors.LogUniformPrior` and ``elbo="meanfield"`` to train with the
+    registered Molchanov KL.
+    """
+
+    def __init__(self, model: BayesianRegression, init_log_alpha: float = -6.0, threshold: float = 3.0) -> None:
+        super().__init__(model)
+        self.threshold = float(threshold)
+        for name, site in model.sites.items():
+            scale = math.exp(0.5 * init_log_alpha) * site.init.abs()
+            setattr(self, f"{_key(name)}_loc", PyroParam(site.init.clone()))
+            setattr(self, f"{_key(name)}_scale", PyroParam(scale.clamp_min(MIN_INIT_SCALE), constraints.positive))
+
+    def site_distribution(self, site: str) -> SparseDropoutNormal:
+        return SparseDropoutNormal(self._param(site, "loc"), self._param(site, "scale"))
+
+    def log_alpha(self, site: str) -> Tensor:
+        r"""``(*shape)`` clamped :math:`\log\alpha` of one site."""
+        return self.site_distribution(site).log_alpha
+
+    def kept(self, site: str) -> Tensor:
+        """``(*shape)`` bool mask of the weights that survive pruning."""
+        return self.log_alpha(site) <= self.threshold
+
+    def locs(self) -> dict[str, Tensor]:
+        r"""Pruned posterior means :math:`\theta \cdot 1[\log\alpha \le \text{threshold}]`."""
+        return {site: self._param(site, "loc") * self.kept(site) for site in self.site_shapes}
+
+    def scales(self) -> dict[str, Tensor]:
+        r"""Pruned posterior standard deviations :math:`\sigma` (0 where pruned)."""
+        return {site: self._param(site, "scale") * self.kept(site) for site in self.site_shapes}
+
+    def sample_weights(self, num_samples: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """``(theta + sigma * eps) * kept`` with ``eps`` ``(S, *shape)`` standard normal."""
+        locs, scales = self.locs(), self.scales()
+        return {
+            site: locs[site] + scales[site] * self._noise(site, num_samples, generator) for site in self.site_shapes
+        }
+
+    def sparsity_by_site(self) -> dict[str, float]:
+        """Fraction of pruned weights per site."""
+        return {site: float((~self.kept(site)).float().mean()) for site in self.site_shapes}
+
+    def sparsity(self) -> float:
+        """Fraction of pruned weights over all Bayesian sites."""
+        pruned = sum(int((~self.kept(site)).sum()) for site in self.site_shapes)
+        return pruned / sum(self.site_shapes[site].numel() for site in self.site_shapes)
+
+    def fit_summary(self) -> dict[str, float]:
+        """``pruned_fraction``: the fraction of pruned Bayesian weights (:meth:`sparsity`)."""
+        return {"pruned_fraction": self.sparsity()}
+
+
+GuideFactory = Callable[[BayesianRegression], WeightGuide]
+"""Builds a guide for a model, e.g. ``MeanFieldNormalGuide`` or ``functools.partial(..., init_scale=...)``."""

@@ -1,0 +1,284 @@
+"""A plain torch predictor turned into a Bayesian regression model in Pyro.
+
+:class:`BayesianRegression` converts a predictor (e.g. :class:`~recover_pyro.models.predictor.RecoverPredictor`)
+in place into a :class:`~pyro.nn.PyroModule`, replaces the parameters of the chosen layers by
+:class:`~pyro.nn.PyroSample` sites drawn from a :class:`~recover_pyro.bnn.priors.Prior`, and adds the likelihood
+
+.. math:: p(W) \\prod_n N(z_n \\mid f_W(a_n, b_n, c_n), \\sigma^2)
+
+over standardised targets ``z``. Layers that are not Bayesian keep ordinary parameters, fitted by SVI as
+point estimates. ``sigma`` is learned (a positive :class:`~pyro.nn.PyroParam`) or fixed.
+
+Parameters never enter Pyro's global param store: every call of these modules runs with
+``module_local_params`` on (:func:`local_params`), so models built one after another share nothing.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, ContextManager, Protocol, Sequence, Union, cast
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.distributions import TorchDistribution, constraints
+from pyro.nn import PyroModule, PyroParam, PyroSample
+from pyro.nn.module import to_pyro_module_
+from torch import Tensor, nn
+
+from recover_pyro.bnn.priors import NormalPrior, Prior
+
+BayesianLayers = Union[str, Sequence[str]]
+"""``"head"``, ``"all"`` or module-name prefixes such as ``["merge", "head_layers"]``."""
+
+
+def local_params() -> ContextManager[None]:
+    """Run Pyro with module-local parameters (nothing is read from or written to the global param store)."""
+    return pyro.settings.context(module_local_params=True)
+
+
+class _TrunkHead(Protocol):
+    """A predictor split as ``forward = head(trunk(...))`` (e.g. ``RecoverPredictor``); what a Bayesian head on a
+    fixed trunk runs (see :func:`~recover_pyro.bnn.predictive.bayesian_head_only`)."""
+
+    def trunk(self, drug_a: Tensor, drug_b: Tensor, cell: Tensor) -> Tensor: ...
+
+    def head(self, z: Tensor, cell: Tensor) -> Tensor: ...
+
+
+class LocalPyroModule(PyroModule):
+    """A root :class:`PyroModule` whose parameters live only in the module (see :func:`local_params`)."""
+
+    def __init__(self, name: str = "") -> None:
+        # The module's call context must be created in local mode to be usable in local mode.
+        with local_params():
+            super().__init__(name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with local_params():
+            return super().__call__(*args, **kwargs)
+
+
+@dataclass(frozen=True)
+class WeightSite:
+    """One Bayesian weight site.
+
+    Attributes:
+        name: Pyro site name, ``"predictor." + parameter name`` (e.g. ``predictor.head_layers.0.weight``).
+        shape: the weight's shape (unbatched).
+        fan_in: inputs of the layer it belongs to (for fan-in scaled priors).
+        init: the deterministic predictor's initial value (guides start from it).
+    """
+
+    name: str
+    shape: torch.Size
+    fan_in: int
+    init: Tensor
+
+
+def _head_prefixes(predictor: nn.Module) -> list[str]:
+    """What ``"head"`` means for a predictor: its ``head_layers``, else the last of its ``layers``."""
+    if isinstance(getattr(predictor, "head_layers", None), nn.ModuleList):
+        return ["head_layers"]
+    layers = getattr(predictor, "layers", None)
+    if isinstance(layers, nn.ModuleList) and len(layers):
+        return [f"layers.{len(layers) - 1}"]
+    raise ValueError(
+        f"bayesian_layers='head': {type(predictor).__name__} has neither 'head_layers' nor "
+        "'layers'; give a list of module-name prefixes instead"
+    )
+
+
+def select_bayesian_parameters(predictor: nn.Module, bayesian_layers: BayesianLayers) -> list[str]:
+    """Names of the predictor's parameters that become Bayesian, in ``named_parameters`` order.
+
+    A prefix ``p`` selects parameter ``n`` when ``n == p`` or ``n`` starts with ``p + "."``.
+    Raises ``ValueError`` for an unknown keyword or a prefix that matches nothing.
+    """
+    names = [n for n, _ in predictor.named_parameters()]
+    if isinstance(bayesian_layers, str):
+        if bayesian_layers == "all":
+            prefixes: list[str] = []
+        elif bayesian_layers == "head":
+            prefixes = _head_prefixes(predictor)
+        else:
+            raise ValueError(
+                f"bayesian_layers={bayesian_layers!r}: use 'all', 'head' or a list of module-name "
+                f"prefixes of {type(predictor).__name__}'s parameters {names}"
+            )
+    else:
+        prefixes = [str(p) for p in bayesian_layers]
+        if not prefixes:
+            raise ValueError("bayesian_layers is an empty list; at least one layer must be Bayesian")
+
+    def hit(name: str, prefix: str) -> bool:
+        return name == prefix or name.startswith(prefix + ".")
+
+    for prefix in prefixes:
+        if not any(hit(n, prefix) for n in names):
+            raise ValueError(
+                f"bayesian_layers prefix {prefix!r} matches no parameter of "
+                f"{type(predictor).__name__}; its parameters are {names}"
+            )
+    selected = [n for n in names if not prefixes or any(hit(n, p) for p in prefixes)]
+    if not selected:
+        raise ValueError(f"{type(predictor).__name__} has no parameters to make Bayesian")
+    return selected
+
+
+def _fan_in(module: nn.Module, value: Tensor) -> int:
+    """Inputs feeding one output of the layer: the last dim of a matrix / tensor weight; for a 1-d
+    parameter (bias) the layer's ``in_features``."""
+    if value.dim() >= 2:
+        return int(value.shape[-1])
+    return int(getattr(module, "in_features", value.shape[-1]))
+
+
+class BayesianRegression(LocalPyroModule):
+    """Bayesian drug-pair regression: prior on chosen predictor weights, Gaussian likelihood.
+
+    Args:
+        predictor: plain torch module mapping index tensors ``(drug_a, drug_b, cell)`` ``(N,)`` to ``(N,)``
+            predictions, whose layers accept sample-batched weights ``(*S, ...)`` (see
+            :mod:`recover_pyro.models.predictor`). It is converted **in place**; its current parameter values
+            are the initial values handed to guides.
+        prior: prior for every Bayesian weight site.
+        bayesian_layers: ``"head"`` (default), ``"all"`` or a list of module-name prefixes.
+        noise: ``"learned"`` or a fixed observation-noise standard deviation (model scale).
+        init_noise: initial value of a learned noise standard deviation.
+
+    Attributes:
+        sites: ordered ``{site name: WeightSite}``, in the order the model samples them.
+    """
+
+    def __init__(
+        self,
+        predictor: nn.Module,
+        prior: Prior = NormalPrior(),
+        bayesian_layers: BayesianLayers = "head",
+        noise: str | float = "learned",
+        init_noise: float = 1.0,
+    ) -> None:
+        super().__init__()
+        names = select_bayesian_parameters(predictor, bayesian_layers)
+        params = dict(predictor.named_parameters())
+        with local_params():
+            to_pyro_module_(predictor)
+            self.predictor = predictor
+            sites: dict[str, WeightSite] = {}
+            for name in names:
+                module_name, _, attr = name.rpartition(".")
+                module = predictor.get_submodule(module_name)
+                init = params[name].detach().clone()
+                site = WeightSite(f"predictor.{name}", init.shape, _fan_in(module, init), init)
+                setattr(
+                    module,
+                    attr,
+                    PyroSample(prior.distribution(site.shape, site.fan_in, dtype=init.dtype, device=init.device)),
+                )
+                sites[site.name] = site
+        like = next(iter(sites.values())).init
+        self.learned_noise = noise == "learned"
+        if noise == "learned":
+            if not init_noise > 0:
+                raise ValueError(f"init_noise must be positive, got {init_noise}")
+            self.sigma = PyroParam(like.new_tensor(float(init_noise)), constraints.positive)
+        elif isinstance(noise, (int, float)) and not isinstance(noise, bool) and noise > 0:
+            self.register_buffer("sigma", like.new_tensor(float(noise)))
+        else:
+            raise ValueError(f"noise must be 'learned' or a positive number, got {noise!r}")
+        order = self._sampling_order({n: s.init for n, s in sites.items()})
+        self.sites: OrderedDict[str, WeightSite] = OrderedDict((n, sites[n]) for n in order)
+
+    def _sampling_order(self, values: dict[str, Tensor]) -> list[str]:
+        """Site names in the order one forward pass samples them (guides follow it, as mean-field
+        ELBOs check), found by tracing the predictor on one dummy pair with the sites fixed to ``values``."""
+        index = torch.zeros(1, dtype=torch.long, device=next(iter(values.values())).device)
+        with torch.no_grad(), local_params():
+            trace = poutine.trace(poutine.condition(self.predictor, data=values)).get_trace(index, index, index)
+        order = [n for n, s in trace.nodes.items() if s["type"] == "sample" and n in values]
+        missing = sorted(set(values) - set(order))
+        if missing:
+            raise ValueError(
+                f"{type(self.predictor).__name__}.forward never uses the Bayesian parameters "
+                f"{missing}; choose bayesian_layers among the layers it uses"
+            )
+        return order
+
+    def set_priors(self, priors: dict[str, TorchDistribution]) -> None:
+        """Replace the prior of the named sites (e.g. by a pretrained posterior, see
+        :meth:`~recover_pyro.bnn.model.BNNSynergyModel.posterior_as_prior`).
+
+        Args:
+            priors: ``{site name: distribution}`` whose ``batch_shape + event_shape`` is the site's shape;
+                batch dimensions are declared event dimensions, as for :meth:`Prior.distribution`.
+        """
+        for name, prior in priors.items():
+            if name not in self.sites:
+                raise KeyError(f"set_priors: {name!r} is not a Bayesian site; sites are {list(self.sites)}")
+            shape = prior.batch_shape + prior.event_shape
+            if shape != self.sites[name].shape:
+                raise ValueError(
+                    f"set_priors: prior of {name!r} has shape {tuple(shape)}, the site {tuple(self.sites[name].shape)}"
+                )
+            module_name, _, attr = name.removeprefix("predictor.").rpartition(".")
+            with local_params():
+                setattr(
+                    self.predictor.get_submodule(module_name), attr, PyroSample(prior.to_event(len(prior.batch_shape)))
+                )
+
+    def noise_scale(self) -> Tensor:
+        """Observation-noise standard deviation :math:`\\sigma` (model scale), a 0-d tensor."""
+        # PyroModule turns the PyroParam assigned in __init__ into a constrained tensor attribute.
+        return cast(Tensor, self.sigma)
+
+    def forward(
+        self, drug_a: Tensor, drug_b: Tensor, cell: Tensor, y: Tensor | None = None, subsample: Tensor | None = None
+    ) -> Tensor:
+        """Run the generative model on the experiments ``subsample`` (default: all) of ``N`` given ones.
+
+        The likelihood sits in ``pyro.plate("data", size=N, subsample=subsample)``, so a minibatch's
+        log-likelihood is scaled by ``N / len(subsample)``. The weights are sampled outside the plate.
+
+        Args:
+            drug_a, drug_b, cell: ``(N,)`` index tensors of all training experiments.
+            y: ``(N,)`` standardised targets (observed) or ``None`` (sampled).
+            subsample: ``(B,)`` indices of the minibatch.
+
+        Returns:
+            ``(B,)`` mean function ``f`` on the minibatch.
+        """
+        n = drug_a.shape[0]
+        idx = torch.arange(n, device=drug_a.device) if subsample is None else subsample
+        f = self.predictor(drug_a[idx], drug_b[idx], cell[idx])
+        with pyro.plate("data", size=n, subsample=idx):
+            pyro.sample("obs", dist.Normal(f, self.noise_scale()), obs=None if y is None else y[idx])
+        return f
+
+    def head_model(self, z: Tensor, cell: Tensor, y: Tensor | None = None, subsample: Tensor | None = None) -> Tensor:
+        """The generative model of :meth:`forward` on fixed trunk outputs ``z`` ``(N, K)`` (a Bayesian head on
+        fixed features): only the predictor's ``head`` runs. Used by SVI with a frozen trunk.
+
+        Returns:
+            ``(B,)`` mean function on the minibatch ``subsample`` (default: all).
+        """
+        n = z.shape[0]
+        idx = torch.arange(n, device=z.device) if subsample is None else subsample
+        with local_params():
+            f = cast(_TrunkHead, self.predictor).head(z[idx], cell[idx])
+            with pyro.plate("data", size=n, subsample=idx):
+                pyro.sample("obs", dist.Normal(f, self.noise_scale()), obs=None if y is None else y[idx])
+        return f
+
+    def mean_function(self, weights: dict[str, Tensor], drug_a: Tensor, drug_b: Tensor, cell: Tensor) -> Tensor:
+        """``(*S, N)`` predictor output with every Bayesian site fixed to ``weights[name]`` ``(*S, *shape)``.
+
+        Layers before the first Bayesian one run once (unbatched); batched weights broadcast from there on.
+        """
+        missing = sorted(set(self.sites) - set(weights))
+        if missing:
+            raise KeyError(f"mean_function: no values for the Bayesian sites {missing}")
+        with local_params():
+            return poutine.condition(self.predictor, data=weights)(drug_a, drug_b, cell)

@@ -1,0 +1,1 @@
+"""What a run leaves behind: files written atomically, plots, and result manifests."""
