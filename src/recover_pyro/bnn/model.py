@@ -148,13 +148,30 @@ class BNNSynergyModel(StandardisedModel):
         return noise
 
     # --- prediction ----------------------------------------------------------------------------
-    def predict(self, pairs: Pairs, num_samples: int = 100) -> PredictiveSamples:
+    def draw_posterior(self, num_samples: int = 100) -> dict[str, Tensor]:
+        """``{site: (S, *shape)}``: the ``S`` joint weight samples :meth:`predict` uses (seeded by ``seed``).
+
+        Draw them once and pass them to :meth:`predict` (``draw=``) to score a candidate space chunk by chunk,
+        or on several workers, with the very same posterior samples (:mod:`recover_pyro.acquisition.streaming`).
+        """
+        self._check_fitted("draw_posterior")
+        generator = torch.Generator(self.device).manual_seed(self.seed)
+        with torch.no_grad():
+            return self.guide.sample_weights(num_samples, generator=generator)
+
+    def predict(self, pairs: Pairs, num_samples: int = 100, draw: dict[str, Tensor] | None = None) -> PredictiveSamples:
         """``f`` ``(S, N)`` posterior samples of the mean function and scalar ``noise_scale``, original scale,
-        on ``device``."""
+        on ``device``; ``draw``: weight samples of :meth:`draw_posterior` (default: drawn here, the same)."""
         self._check_fitted()
         generator = torch.Generator(self.device).manual_seed(self.seed)
         z = sample_predictive(
-            self.model, self.guide, pairs.to(self.device), num_samples, self.inference.eval_batch_size, generator
+            self.model,
+            self.guide,
+            pairs.to(self.device),
+            num_samples,
+            self.inference.eval_batch_size,
+            generator,
+            weights=None if draw is None else {k: v.to(self.device) for k, v in draw.items()},
         )
         return PredictiveSamples(self.scaler.inverse(z), self.scaler.inverse_scale(self.noise), self.noise_df)
 
