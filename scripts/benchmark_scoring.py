@@ -21,6 +21,10 @@ Measurements:
 * ``rule_<name>``: the streaming path with each acquisition rule at ``N = --rule-n``.
 * ``ray_<W>``: :func:`~recover_pyro.acquisition.distributed.select_on_ray` with ``W`` workers on a local Ray
   head (``ray.init(num_cpus=W)``) at ``N = --ray-n``.
+* ``recommend_<D>``: the command itself, ``python -m recover_pyro.recommend`` as shipped (``+experiment=normal``,
+  UCB, ``q = 30``), over all pairs of a library of ``D`` generated molecules (distinct random heteroatom
+  chains, RDKit-canonical) in one cell line, after one measured round of 60 pairs: wall time and the peak
+  resident memory of the command's process.
 
 Throughput is candidates x samples per second of wall time (one thread unless stated; ``--threads``).
 A run leaves ``manifest.json`` in ``--out``'s folder; rows already in ``--out`` are skipped (it resumes).
@@ -87,11 +91,80 @@ def _acquisition(rule: str) -> Any:
     return Acquisition.from_kind(rule, **kwargs)
 
 
+def library_files(n_drugs: int, folder: Path, seed: int = 0) -> tuple[Path, Path]:
+    """A drug table of ``n_drugs`` distinct generated molecules and a measured round of 60 of their pairs."""
+    import numpy as np
+    from rdkit import Chem, RDLogger
+
+    RDLogger.DisableLog("rdApp.*")
+    rng = np.random.default_rng(seed)
+    seen: set[str] = set()
+    smiles: list[str] = []
+    while len(smiles) < n_drugs:
+        chain = "".join(rng.choice(list("CCCNOS"), size=int(rng.integers(6, 15))))
+        mol = Chem.MolFromSmiles(chain)
+        canonical = None if mol is None else Chem.MolToSmiles(mol)
+        if canonical and canonical not in seen:
+            seen.add(canonical)
+            smiles.append(canonical)
+    ids = [f"M{i:05d}" for i in range(n_drugs)]
+    folder.mkdir(parents=True, exist_ok=True)
+    drugs = folder / "drugs.csv"
+    pd.DataFrame({"drug_id": ids, "name": ids, "smiles": smiles}).to_csv(drugs, index=False)
+    a = rng.choice(200, size=200, replace=True)
+    b = rng.choice(200, size=200, replace=True)
+    pairs = sorted({(min(x, y), max(x, y)) for x, y in zip(a, b) if x != y})[:60]
+    round0 = folder / "round0.csv"
+    pd.DataFrame(
+        {
+            "drug_a": [ids[x] for x, _ in pairs],
+            "drug_b": [ids[y] for _, y in pairs],
+            "cell_line": "MCF7",
+            "synergy": rng.normal(0, 10, len(pairs)).round(3),
+        }
+    ).to_csv(round0, index=False)
+    return drugs, round0
+
+
+def measure_recommend(n_drugs: int, args: argparse.Namespace) -> dict[str, Any]:
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="recover_pyro_library_"))
+    drugs, round0 = library_files(n_drugs, folder)
+    cmd = [
+        sys.executable, "-m", "recover_pyro.recommend", f"measured=[{round0}]", f"smiles={drugs}",
+        "cell_lines=[MCF7]", "score=synergy", "+experiment=normal", "acquisition.q=30", "scoring.progress=false",
+        "fit_progress=false", f"out={folder / 'plate.csv'}", f"hydra.run.dir={folder / 'run'}",
+    ]  # fmt: skip
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"recover-recommend failed:\n{proc.stderr[-3000:]}")
+    plate = pd.read_csv(folder / "plate.csv", dtype=str)
+    n = n_drugs * (n_drugs - 1) // 2
+    return {
+        "measurement": f"recommend_{n_drugs}",
+        "rule": "ucb",
+        "n_drugs": n_drugs,
+        "n_candidates": n,
+        "num_samples": NUM_SAMPLES,
+        "threads": args.threads,
+        "wall_s": wall,
+        "score_cpu_s": float("nan"),
+        "cand_samples_per_s": n * NUM_SAMPLES / wall,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        "plate": json.dumps(list(zip(plate["drug_a"], plate["drug_b"]))),
+    }
+
+
 def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(args.threads)
     kind, size = name.split("_", 1)
+    if kind == "recommend":
+        return measure_recommend(int(size), args)
     n = args.rule_n if kind == "rule" else args.ray_n if kind == "ray" else SIZES[size]
     n_drugs = drugs_for(n)
     model, factory, space = _setup(n_drugs)
@@ -114,7 +187,11 @@ def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
         from recover_pyro.acquisition.distributed import select_on_ray
 
-        ray.init(num_cpus=int(size), include_dashboard=False, log_to_driver=False)
+        # A throwaway single-machine cluster on loopback only, leaving no auth token in ~/.ray (scripts/ci_ray.sh).
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        ray.init(num_cpus=int(size), include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
         cpu0, wall0 = time.process_time(), time.perf_counter()
         batch = select_on_ray(
             acquisition, model, factory, space, NUM_SAMPLES, best_f=best_f, generator=generator,
@@ -159,6 +236,7 @@ def default_names() -> list[str]:
         "ray_1",
         "ray_2",
         "stream_1e8",
+        "recommend_10000",
     ]
 
 

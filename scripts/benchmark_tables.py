@@ -613,6 +613,35 @@ def speed_scoring(results: Path) -> str:
     return markdown(header + ["candidates x samples / s"], rows)
 
 
+@table("scoring/scoring.csv")
+def scoring_library(results: Path) -> str:
+    """Whole-library scoring (``scripts/benchmark_scoring.py``): in memory against streamed, Ray workers."""
+    frame = pd.read_csv(results / "scoring/scoring.csv")
+    plates = dict(zip(frame["measurement"], frame["plate"]))
+    rows = []
+    for _, r in frame.iterrows():
+        kind = str(r["measurement"]).split("_", 1)[0]
+        label = {
+            "memory": "in memory (all (S, N) samples)",
+            "stream": "streamed",
+            "rule": f"streamed, {r['rule']}",
+            "ray": f"Ray, {str(r['measurement']).split('_')[1]} worker(s)",
+            "recommend": "`recover-recommend` as shipped",
+        }[kind]
+        twin = str(r["measurement"]).replace("stream", "memory")
+        same = (
+            "yes"
+            if kind == "stream" and plates.get(twin) == r["plate"]
+            else ("no" if twin in plates and kind == "stream" else "")
+        )
+        rows.append(
+            [label, f"{int(r['n_candidates']):,}", f"{r['wall_s']:.0f}", scientific(r["cand_samples_per_s"]),
+             f"{r['peak_rss_mb']:,.0f}", same]
+        )  # fmt: skip
+    header = ["path", "candidates", "wall s", "candidates x samples / s", "peak RSS MB", "same plate as in memory"]
+    return markdown(header, rows)
+
+
 # --- README -----------------------------------------------------------------------------------------------
 
 

@@ -21,6 +21,9 @@ fi
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 # No usage report to Ray's servers.
 export RAY_USAGE_STATS_ENABLED=0
+# A throwaway loopback cluster: no token authentication (Ray 2.5x enables it when it finds a token file in
+# ~/.ray, which a local ray.init elsewhere may have left; the clients here would then be refused).
+export RAY_AUTH_MODE=disabled
 
 free_port() {
     python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'

@@ -43,7 +43,7 @@ from recover_pyro.errors import (
 from recover_pyro.data.featurize import featurize, morgan_fingerprints, standardize_smiles
 from recover_pyro.data.loaders import load_csv, load_drugcomb
 from recover_pyro.models.predictor import RecoverPredictor
-from recover_pyro.recommend import recommend
+from recover_pyro import recommend
 from recover_pyro.cli.run_config import preserve_hydra_config
 from recover_pyro.cli.train import train
 
@@ -372,7 +372,8 @@ def test_recommend_refuses_to_overwrite_a_plate(tmp_path: Path) -> None:
         f"hydra.run.dir={tmp_path / 'run'}",
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert done.returncode != 0 and "overwrite=true" in done.stderr
+    assert done.returncode == 2 and "set overwrite=true" in done.stderr  # one named error, no traceback
+    assert "Traceback" not in done.stderr and done.stderr.startswith("Error: OutputExistsError: ")
     assert out.read_text() == "the lab's plate\n"
     bad = subprocess.run(
         [*cmd[:-3], "acquisition.q=ten", f"hydra.run.dir={tmp_path / 'run2'}"],
@@ -380,7 +381,7 @@ def test_recommend_refuses_to_overwrite_a_plate(tmp_path: Path) -> None:
         text=True,
         timeout=300,
     )
-    assert bad.returncode != 0 and "option acquisition.q" in bad.stderr
+    assert bad.returncode == 2 and "option acquisition.q" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_q_beyond_the_pool_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

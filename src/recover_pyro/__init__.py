@@ -50,12 +50,22 @@ _EXPORTS: dict[str, str] = {
     "MeanFieldNormalGuide": "recover_pyro.bnn.guides",
     "SparseVariationalDropoutGuide": "recover_pyro.bnn.guides",
     "SVIConfig": "recover_pyro.bnn.inference",
-    # acquisition, campaigns, metrics (recover_pyro.recommend.recommend keeps its module path: a package
-    # attribute named like the submodule would be replaced by the module once it is imported)
+    # acquisition, campaigns, metrics
     "Acquisition": "recover_pyro.acquisition",
     "CampaignConfig": "recover_pyro.campaign",
     "run_campaign": "recover_pyro.campaign",
     "evaluate": "recover_pyro.metrics",
+    # the wet-lab loop: measured files in, the next plate out; a loaded screen as measured files
+    "recommend": "recover_pyro.wetlab",
+    "Recommendation": "recover_pyro.wetlab",
+    "save_measurements_csv": "recover_pyro.data.loaders",
+    "save_drug_table": "recover_pyro.data.loaders",
+    # dose-response blocks -> synergy scores (SynergyFinder's rules), and a block file as a measured screen
+    "read_blocks": "recover_pyro.data.blocks",
+    "is_block_file": "recover_pyro.data.blocks",
+    "score_blocks": "recover_pyro.data.synergy",
+    "SynergyResult": "recover_pyro.data.synergy",
+    "load_block_measurements": "recover_pyro.data.synergy",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -67,15 +77,25 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real objects
     from recover_pyro.bnn.model import BNNSynergyModel
     from recover_pyro.bnn.priors import LaplacePrior, LogUniformPrior, NormalPrior, ScaleMixtureNormalPrior
     from recover_pyro.campaign import CampaignConfig, run_campaign
+    from recover_pyro.data.blocks import is_block_file, read_blocks
     from recover_pyro.data.featurize import Features, featurize
-    from recover_pyro.data.loaders import load_almanac, load_csv, load_drugcomb, load_oneil
+    from recover_pyro.data.loaders import (
+        load_almanac,
+        load_csv,
+        load_drugcomb,
+        load_oneil,
+        save_drug_table,
+        save_measurements_csv,
+    )
     from recover_pyro.data.screen import Pairs, Screen
     from recover_pyro.data.splits import Split, make_split
+    from recover_pyro.data.synergy import SynergyResult, load_block_measurements, score_blocks
     from recover_pyro.data.synthetic import make_synthetic_screen
     from recover_pyro.metrics import evaluate
     from recover_pyro.models.base import PredictiveSamples, SynergyModel
     from recover_pyro.models.baselines import DeepEnsemble, DeterministicModel, MCDropoutModel, TrainConfig
     from recover_pyro.models.predictor import RecoverPredictor
+    from recover_pyro.wetlab import Recommendation, recommend
 
 
 def __getattr__(name: str) -> Any:

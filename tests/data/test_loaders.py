@@ -12,6 +12,7 @@ import pytest
 from recover_pyro.data import paths
 from recover_pyro.errors import (
     ConflictingSmilesError,
+    DataNotFoundError,
     EmptySelectionError,
     InvalidScoreError,
     InvalidSmilesError,
@@ -57,6 +58,45 @@ def test_default_data_root_is_beside_the_checkout(monkeypatch):
     assert (repo / "src" / "recover_pyro").is_dir()
     if (repo.parent / "shared" / "data").is_dir():
         assert paths.data_root() == repo.parent / "shared" / "data"
+
+
+def test_installed_package_looks_for_data_beside_the_working_directory_only(monkeypatch, tmp_path):
+    """A wheel lives in site-packages, beside no data: only $RECOVER_PYRO_DATA or ../shared/data of the cwd."""
+    monkeypatch.delenv(paths.ENV_VAR, raising=False)
+    monkeypatch.setattr(paths, "_source_checkout", lambda: None)
+    monkeypatch.chdir(tmp_path)
+    assert paths._candidates() == [tmp_path.parent / "shared" / "data"]
+    with pytest.raises(DataNotFoundError, match=r"RECOVER_PYRO_DATA is not set; looked in") as err:
+        paths.require_data("almanac")
+    assert isinstance(err.value, FileNotFoundError) and "set root=/path/to/data" in str(err.value)
+    with pytest.raises(DataNotFoundError, match="set root=/path/to/data, or the environment variable"):
+        load_almanac(tmp_path / "nowhere")
+
+
+def test_a_loaded_screen_becomes_a_measured_round(data_root, tmp_path):
+    """The newcomer's first files: a drug table and 60 measured MCF7 pairs of ALMANAC."""
+    screen = load_almanac(data_root, cell_lines=["MCF7"], cell_features=False)
+    drugs = save_drug_table(screen, tmp_path / "drugs.csv")
+    rows = screen.experiments.sample(60, random_state=0)
+    round0 = save_measurements_csv(screen, tmp_path / "round0.csv", experiments=rows)
+    back = load_csv(round0, drugs, score_columns=["comboscore"])
+    assert len(back) == 60 and set(back.experiments["cell_line"]) == {"MCF7"}
+    assert sorted(back.experiments["comboscore"]) == sorted(rows["comboscore"])
+    with pytest.raises(ValueError, match="lack the column"):
+        save_measurements_csv(screen, tmp_path / "x.csv", experiments=rows.drop(columns="n_replicates"))
+
+
+def test_almanac_drug_table_as_is_reads_cid_measurements(data_root, tmp_path):
+    """``name, pubchemid, isosmiles``: ids in ``name`` by default, ``pubchemid`` found from the measured ids."""
+    table = data_root / "almanac" / "drug_smiles.csv"
+    raw = pd.read_csv(data_root / "almanac" / "drug_synergy.csv", dtype=str, nrows=200)
+    measured = raw[raw["cell_line"] == raw["cell_line"].iloc[0]].head(20)
+    path = tmp_path / "round0.csv"
+    measured.to_csv(path, index=False)
+    screen = load_csv(path, table, score_columns=["synergy"])
+    assert set(screen.drugs.index) <= set(pd.read_csv(table, dtype=str)["pubchemid"])
+    with pytest.raises(UnknownDrugError, match="ids from its column 'name'.*drug_id_column=<column>"):
+        load_csv(path, table, score_columns=["synergy"], drug_id_column="name")
 
 
 # --- ALMANAC ------------------------------------------------------------------------------------------

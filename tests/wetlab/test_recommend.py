@@ -1,4 +1,4 @@
-"""The wet-lab loop on files: recommend -> add measurements -> recommend again."""
+"""The wet-lab loop on real ALMANAC files: recommend -> add measurements -> recommend again."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from recover_pyro.errors import ConflictingMeasurementError, InvalidScoreError, 
 from recover_pyro.data.featurize import featurize
 from recover_pyro.data.loaders import load_almanac, save_drug_table, save_measurements_csv
 from recover_pyro.models.predictor import RecoverPredictor
-from recover_pyro.recommend import recommend
+from recover_pyro import recommend
 
 SMALL_NET = functools.partial(RecoverPredictor, drug_hidden=(32, 16), merge_dim=16, merge_rank=4, head_hidden=(16,))
 

@@ -23,6 +23,11 @@ messenger: the linear layers of :func:`local_reparam_sites` sample their pre-act
 guide's Normal (local reparameterisation) instead of sharing one weight sample over the minibatch. Same ELBO,
 a lower-variance estimate of its expected log-likelihood; the KL term and prediction are unchanged.
 
+Identity random effects (:class:`~recover_pyro.bnn.layers.IdentityEffects`, if the model has them) are fitted
+with the weights: the warm start fits their guide means with the network (their scales :math:`\\tau` stay at
+their initial value there), SVI their whole guide factors; the guide's :math:`\\log\\tau` parameters are in the
+learning-rate group of the guide scales (``scale_lr``).
+
 Minibatches enter through the model's subsampled data plate, which scales the likelihood by ``N / batch``;
 each step's loss is divided by ``N`` (a per-datum ELBO) so the learning rate does not depend on the data size.
 
@@ -39,6 +44,7 @@ into the expected negative log-likelihood (read off the model trace's observatio
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -246,7 +252,7 @@ def validation_metric(
         if trunk is None:
             f = sample_predictive(model, guide, val, config.val_samples, config.eval_batch_size, generator)
         else:
-            f = sample_head(model, guide, trunk, val.cell, config.val_samples, generator)
+            f = sample_head(model, guide, trunk, val.cell, config.val_samples, generator, val.drug_a, val.drug_b)
         mean = f.mean(0)
         if config.val_metric == "mse":
             return float((mean - y).pow(2).mean())
@@ -433,6 +439,8 @@ def _svi_stage(
                     8 * config.eval_batch_size,
                 )
         run_model: Callable[..., Any] = model.head_model
+        if model.identity is not None:
+            run_model = functools.partial(model.head_model, drug_a=train.drug_a, drug_b=train.drug_b)
         args: tuple[Tensor, ...] = (z, train.cell, y)
         trained = [p for n_, p in model.named_parameters() if n_.startswith("sigma")]
     else:

@@ -9,12 +9,18 @@ in place into a :class:`~pyro.nn.PyroModule`, replaces the parameters of the cho
 over standardised targets ``z``. Layers that are not Bayesian keep ordinary parameters, fitted by SVI as
 point estimates. ``sigma`` is learned (a positive :class:`~pyro.nn.PyroParam`) or fixed.
 
+Optionally (``identity_effects``, off by default) the mean function gains additive random effects of the
+drugs' and cell lines' identities, :class:`IdentityEffects`: ``f + u[a] + u[b] (+ v[c])`` with
+``u_d ~ N(0, tau_u^2)``, ``v_c ~ N(0, tau_v^2)`` and learned scales ``tau``. A drug without training data keeps
+its prior, so pairs with it carry the extra variance ``tau_u^2``.
+
 Parameters never enter Pyro's global param store: every call of these modules runs with
 ``module_local_params`` on (:func:`local_params`), so models built one after another share nothing.
 """
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, ContextManager, Protocol, Sequence, Union, cast
@@ -32,6 +38,15 @@ from recover_pyro.bnn.priors import NormalPrior, Prior
 
 BayesianLayers = Union[str, Sequence[str]]
 """``"head"``, ``"all"`` or module-name prefixes such as ``["merge", "head_layers"]``."""
+
+IDENTITY_GROUPS: dict[str, tuple[str, ...]] = {"none": (), "drugs": ("drug",), "drugs_and_cells": ("drug", "cell")}
+"""``identity_effects`` option -> the groups that get random effects."""
+IDENTITY_SCALES = ("empirical_bayes", "hierarchical")
+IDENTITY_PREFIX = "identity."
+# Initial tau of the guides (model scale; targets are standardised): an empirical-Bayes tau, or the median of
+# the LogNormal posterior of a hierarchical one (whose log-scale sd starts at IDENTITY_INIT_LOG_SD).
+IDENTITY_INIT_SCALE = 0.5
+IDENTITY_INIT_LOG_SD = 0.1
 
 
 def local_params() -> ContextManager[None]:
@@ -136,6 +151,131 @@ def _fan_in(module: nn.Module, value: Tensor) -> int:
     return int(getattr(module, "in_features", value.shape[-1]))
 
 
+def _table_rows(predictor: nn.Module, buffer: str, given: int | None) -> int:
+    """``given``, else the rows of the predictor's feature table ``buffer`` (how many drugs / cell lines)."""
+    if given is not None:
+        return int(given)
+    table = getattr(predictor, buffer, None)
+    if not isinstance(table, Tensor):
+        raise ValueError(f"identity effects: {type(predictor).__name__} has no {buffer}; pass num_drugs and num_cells")
+    return int(table.shape[0])
+
+
+@dataclass(frozen=True)
+class IdentitySite:
+    """One group of identity random effects: ``size`` effects and their scale ``tau``.
+
+    Attributes:
+        group: ``"drug"`` (indexed by both drugs of a pair) or ``"cell"`` (by its cell line).
+        size: number of drugs / cell lines (every one the features know, seen in training or not).
+    """
+
+    group: str
+    size: int
+
+    @property
+    def name(self) -> str:
+        """Pyro site of the effects ``(size,)``, e.g. ``identity.drug``."""
+        return f"{IDENTITY_PREFIX}{self.group}"
+
+    @property
+    def scale_name(self) -> str:
+        """Pyro site of their scale ``tau`` (0-d), e.g. ``identity.drug_scale``."""
+        return f"{IDENTITY_PREFIX}{self.group}_scale"
+
+
+class IdentityEffects(PyroModule):
+    r"""Additive random effects of drug and cell-line identity:
+
+    .. math:: f_{id}(a, b, c) = u_a + u_b + v_c, \qquad u_d \sim N(0, \tau_u^2), \quad v_c \sim N(0, \tau_v^2)
+              \text{ i.i.d.}
+
+    Per group two latent sites, sampled outside any data plate: the scale :math:`\tau` (``identity.drug_scale``,
+    0-d), then the effects (``identity.drug`` ``(D,)``, ``identity.cell`` ``(C,)``) given it. The module holds no
+    parameters; the guide holds every learned number (:class:`~recover_pyro.bnn.guides.WeightGuide`). A drug no
+    datum informs has posterior = prior :math:`N(0, \tau_u^2)`, so pairs with it carry the variance
+    :math:`\tau_u^2` that pairs of drugs seen often do not.
+
+    The scales' prior (``scale``):
+
+    * ``"empirical_bayes"``: improper uniform on :math:`(0, \infty)` (log-density 0); the guide's point mass at
+      :math:`\tau` then makes :math:`\tau` the maximiser of the ELBO, i.e. type-II maximum likelihood under the
+      variational bound (variational EM); with a Normal :math:`q(u)` its optimum is
+      :math:`\tau^2 = \frac{1}{n}\sum_d E_q[u_d^2]`.
+    * ``"hierarchical"``: :math:`\tau \sim \text{HalfNormal}(h)` (``hyperprior_scale``, weakly informative on
+      standardised targets); the guide's :math:`q(\tau)` is LogNormal.
+
+    Args:
+        groups: ``("drug",)`` or ``("drug", "cell")``.
+        num_drugs, num_cells: sizes of the effect vectors (every drug / cell line the features know).
+        scale: ``"empirical_bayes"`` or ``"hierarchical"``.
+        hyperprior_scale: ``h`` of the hierarchical hyperprior (model, i.e. standardised, scale).
+        like: a tensor whose dtype and device the priors take.
+    """
+
+    _one: Tensor  # a buffer (register_buffer in __init__), declared for the type checker
+
+    def __init__(
+        self,
+        groups: Sequence[str],
+        num_drugs: int,
+        num_cells: int,
+        scale: str = "empirical_bayes",
+        hyperprior_scale: float = 1.0,
+        like: Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        if scale not in IDENTITY_SCALES:
+            raise ValueError(f"identity_scale must be one of {IDENTITY_SCALES}, got {scale!r}")
+        if not hyperprior_scale > 0 or not math.isfinite(hyperprior_scale):
+            raise ValueError(f"identity_hyperprior must be a positive finite number, got {hyperprior_scale}")
+        sizes = {"drug": num_drugs, "cell": num_cells}
+        if not groups or any(g not in sizes for g in groups):
+            raise ValueError(f"IdentityEffects: groups must be 'drug' and / or 'cell', got {list(groups)}")
+        if any(sizes[g] < 1 for g in groups):
+            raise ValueError(f"IdentityEffects: need at least one drug and cell line, got {sizes}")
+        like = torch.zeros(()) if like is None else like
+        self.hierarchical = scale == "hierarchical"
+        self.hyperprior_scale = float(hyperprior_scale)
+        self.sites: tuple[IdentitySite, ...] = tuple(IdentitySite(g, sizes[g]) for g in groups)
+        # The priors' constant, as a buffer so that it follows the module's device (not saved).
+        self.register_buffer("_one", like.new_ones(()), persistent=False)
+
+    @property
+    def site_names(self) -> list[str]:
+        """The latent sites in the order :meth:`forward` samples them (per group: its scale, its effects)."""
+        return [name for site in self.sites for name in (site.scale_name, site.name)]
+
+    def prior(self, site: IdentitySite, tau: Tensor) -> TorchDistribution:
+        """N(0, ``tau``^2) over the ``(size,)`` effects of a group (one event)."""
+        return dist.Normal(torch.zeros_like(tau), tau).expand([site.size]).to_event(1)
+
+    def scale_prior(self) -> TorchDistribution:
+        """The prior of a scale :math:`\\tau`: HalfNormal(``hyperprior_scale``) (hierarchical) or the improper
+        uniform on the positive reals (empirical Bayes)."""
+        if self.hierarchical:
+            return dist.HalfNormal(self._one * self.hyperprior_scale)
+        return dist.ImproperUniform(constraints.positive, torch.Size(), torch.Size())
+
+    def forward(self, drug_a: Tensor, drug_b: Tensor, cell: Tensor) -> Tensor:
+        """Sample the sites (outside any data plate) and return the ``(N,)`` effects of the given pairs."""
+        values = {}
+        for site in self.sites:
+            tau = pyro.sample(site.scale_name, self.scale_prior())
+            values[site.name] = pyro.sample(site.name, self.prior(site, tau))
+        return self.effect(values, drug_a, drug_b, cell)
+
+    def effect(self, values: dict[str, Tensor], drug_a: Tensor, drug_b: Tensor, cell: Tensor) -> Tensor:
+        """``(*S, N)`` effects with the effect sites fixed to ``values`` ``(*S, size)`` (the scales are not needed)."""
+        out: Tensor | None = None
+        for site in self.sites:
+            u = values[site.name]
+            term = u[..., drug_a] + u[..., drug_b] if site.group == "drug" else u[..., cell]
+            out = term if out is None else out + term
+        assert out is not None  # at least one group (checked in __init__)
+        return out
+
+
 class BayesianRegression(LocalPyroModule):
     """Bayesian drug-pair regression: prior on chosen predictor weights, Gaussian likelihood.
 
@@ -148,9 +288,18 @@ class BayesianRegression(LocalPyroModule):
         bayesian_layers: ``"head"`` (default), ``"all"`` or a list of module-name prefixes.
         noise: ``"learned"`` or a fixed observation-noise standard deviation (model scale).
         init_noise: initial value of a learned noise standard deviation.
+        identity_effects: ``"none"`` (default: no sites, no parameters added), ``"drugs"`` (``u[a] + u[b]``)
+            or ``"drugs_and_cells"`` (``+ v[c]``): additive identity random effects (:class:`IdentityEffects`).
+        identity_scale: their scales' prior, ``"empirical_bayes"`` (improper uniform: the guide's point
+            estimate maximises the ELBO) or ``"hierarchical"`` (HalfNormal hyperprior).
+        identity_hyperprior: scale of the hierarchical HalfNormal hyperprior (model scale).
+        num_drugs, num_cells: sizes of the effect vectors (default: the rows of the predictor's
+            ``drug_features`` / ``cell_features``).
 
     Attributes:
-        sites: ordered ``{site name: WeightSite}``, in the order the model samples them.
+        sites: ordered ``{site name: WeightSite}``, in the order the model samples them (the predictor's
+            weights; identity effects are sampled after them, ``identity.site_names``).
+        identity: the :class:`IdentityEffects` or ``None``.
     """
 
     def __init__(
@@ -160,8 +309,16 @@ class BayesianRegression(LocalPyroModule):
         bayesian_layers: BayesianLayers = "head",
         noise: str | float = "learned",
         init_noise: float = 1.0,
+        *,
+        identity_effects: str = "none",
+        identity_scale: str = "empirical_bayes",
+        identity_hyperprior: float = 1.0,
+        num_drugs: int | None = None,
+        num_cells: int | None = None,
     ) -> None:
         super().__init__()
+        if identity_effects not in IDENTITY_GROUPS:
+            raise ValueError(f"identity_effects must be one of {list(IDENTITY_GROUPS)}, got {identity_effects!r}")
         names = select_bayesian_parameters(predictor, bayesian_layers)
         params = dict(predictor.named_parameters())
         with local_params():
@@ -191,6 +348,22 @@ class BayesianRegression(LocalPyroModule):
             raise ValueError(f"noise must be 'learned' or a positive number, got {noise!r}")
         order = self._sampling_order({n: s.init for n, s in sites.items()})
         self.sites: OrderedDict[str, WeightSite] = OrderedDict((n, sites[n]) for n in order)
+        self.identity: IdentityEffects | None = None
+        if IDENTITY_GROUPS[identity_effects]:
+            with local_params():
+                self.identity = IdentityEffects(
+                    IDENTITY_GROUPS[identity_effects],
+                    _table_rows(predictor, "drug_features", num_drugs),
+                    _table_rows(predictor, "cell_features", num_cells),
+                    identity_scale,
+                    identity_hyperprior,
+                    like,
+                )
+
+    @property
+    def latent_sites(self) -> list[str]:
+        """Every latent site in sampling order: the Bayesian weights, then the identity effects (if any)."""
+        return [*self.sites, *(self.identity.site_names if self.identity is not None else [])]
 
     def _sampling_order(self, values: dict[str, Tensor]) -> list[str]:
         """Site names in the order one forward pass samples them (guides follow it, as mean-field
@@ -253,13 +426,25 @@ class BayesianRegression(LocalPyroModule):
         n = drug_a.shape[0]
         idx = torch.arange(n, device=drug_a.device) if subsample is None else subsample
         f = self.predictor(drug_a[idx], drug_b[idx], cell[idx])
+        if self.identity is not None:
+            f = f + self.identity(drug_a[idx], drug_b[idx], cell[idx])
         with pyro.plate("data", size=n, subsample=idx):
             pyro.sample("obs", dist.Normal(f, self.noise_scale()), obs=None if y is None else y[idx])
         return f
 
-    def head_model(self, z: Tensor, cell: Tensor, y: Tensor | None = None, subsample: Tensor | None = None) -> Tensor:
+    def head_model(
+        self,
+        z: Tensor,
+        cell: Tensor,
+        y: Tensor | None = None,
+        subsample: Tensor | None = None,
+        *,
+        drug_a: Tensor | None = None,
+        drug_b: Tensor | None = None,
+    ) -> Tensor:
         """The generative model of :meth:`forward` on fixed trunk outputs ``z`` ``(N, K)`` (a Bayesian head on
-        fixed features): only the predictor's ``head`` runs. Used by SVI with a frozen trunk.
+        fixed features): only the predictor's ``head`` runs (and the identity effects, which need the ``(N,)``
+        drug indices ``drug_a``, ``drug_b``). Used by SVI with a frozen trunk.
 
         Returns:
             ``(B,)`` mean function on the minibatch ``subsample`` (default: all).
@@ -268,17 +453,25 @@ class BayesianRegression(LocalPyroModule):
         idx = torch.arange(n, device=z.device) if subsample is None else subsample
         with local_params():
             f = cast(_TrunkHead, self.predictor).head(z[idx], cell[idx])
+            if self.identity is not None:
+                if drug_a is None or drug_b is None:
+                    raise ValueError("head_model: identity effects need the drug indices drug_a and drug_b")
+                f = f + self.identity(drug_a[idx], drug_b[idx], cell[idx])
             with pyro.plate("data", size=n, subsample=idx):
                 pyro.sample("obs", dist.Normal(f, self.noise_scale()), obs=None if y is None else y[idx])
         return f
 
     def mean_function(self, weights: dict[str, Tensor], drug_a: Tensor, drug_b: Tensor, cell: Tensor) -> Tensor:
-        """``(*S, N)`` predictor output with every Bayesian site fixed to ``weights[name]`` ``(*S, *shape)``.
+        """``(*S, N)`` mean function with every latent site fixed to ``weights[name]`` ``(*S, *shape)``: the
+        predictor's output plus the identity effects (if any).
 
         Layers before the first Bayesian one run once (unbatched); batched weights broadcast from there on.
         """
-        missing = sorted(set(self.sites) - set(weights))
+        missing = sorted(set(self.latent_sites) - set(weights))
         if missing:
-            raise KeyError(f"mean_function: no values for the Bayesian sites {missing}")
+            raise KeyError(f"mean_function: no values for the latent sites {missing}")
         with local_params():
-            return poutine.condition(self.predictor, data=weights)(drug_a, drug_b, cell)
+            f = poutine.condition(self.predictor, data=weights)(drug_a, drug_b, cell)
+            if self.identity is not None:
+                f = f + self.identity.effect(weights, drug_a, drug_b, cell)
+            return f

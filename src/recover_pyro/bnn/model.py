@@ -4,7 +4,9 @@
 layers (:class:`~recover_pyro.bnn.layers.BayesianRegression`), a guide (default
 :class:`~recover_pyro.bnn.guides.MeanFieldNormalGuide`), SVI (:func:`~recover_pyro.bnn.inference.fit_svi`) on
 standardised targets, and the vectorised posterior predictive
-(:func:`~recover_pyro.bnn.predictive.sample_predictive`) mapped back to the original scale.
+(:func:`~recover_pyro.bnn.predictive.sample_predictive`) mapped back to the original scale. Optionally
+(``identity_effects``) the mean function gains random effects of the drugs' (and cell lines') identities
+(:class:`~recover_pyro.bnn.layers.IdentityEffects`), with learned scales.
 
 Randomness: initial weights, SVI noise, minibatch order and predictive samples derive from ``seed``; the
 global torch RNG is used only inside :func:`torch.random.fork_rng`, so equal seeds give equal results and
@@ -63,6 +65,14 @@ class BNNSynergyModel(StandardisedModel):
         guide: factory ``(BayesianRegression) -> guide`` (default :class:`MeanFieldNormalGuide`).
         bayesian_layers: ``"head"`` (default), ``"all"`` or a list of module-name prefixes.
         noise: ``"learned"`` or a fixed noise standard deviation on the model (standardised) scale.
+        identity_effects: ``"none"`` (default; the model is then exactly the one without the option),
+            ``"drugs"`` or ``"drugs_and_cells"``: add ``u[drug_a] + u[drug_b] (+ v[cell])`` to the mean function,
+            ``u_d ~ N(0, tau_u^2)``, ``v_c ~ N(0, tau_v^2)`` (:class:`~recover_pyro.bnn.layers.IdentityEffects`),
+            so that a drug without training data keeps the prior variance of its effect.
+        identity_scale: how ``tau`` is learned: ``"empirical_bayes"`` (a point estimate maximising the ELBO,
+            type-II maximum likelihood) or ``"hierarchical"`` (``tau ~ HalfNormal(identity_hyperprior)``, LogNormal
+            posterior).
+        identity_hyperprior: the hierarchical hyperprior's scale, on the standardised scale.
         inference: SVI settings; its ``seed`` is replaced by one drawn from this model's ``seed``.
         standardize: fit standardised targets (otherwise raw ones).
         holdout: fraction of ``train`` set aside as validation data when ``fit`` gets none (0: none).
@@ -82,6 +92,9 @@ class BNNSynergyModel(StandardisedModel):
         guide: GuideFactory = MeanFieldNormalGuide,
         bayesian_layers: BayesianLayers = "head",
         noise: str | float = "learned",
+        identity_effects: str = "none",
+        identity_scale: str = "empirical_bayes",
+        identity_hyperprior: float = 1.0,
         inference: SVIConfig = SVIConfig(),
         standardize: bool = True,
         holdout: float = 0.1,
@@ -95,7 +108,17 @@ class BNNSynergyModel(StandardisedModel):
         self.holdout = holdout
         net = self._build_network(predictor, drug_features, cell_features)
         # Priors and guide parameters are built from the weights, so they follow the net onto the device.
-        self.model = BayesianRegression(net, prior, bayesian_layers, noise)
+        self.model = BayesianRegression(
+            net,
+            prior,
+            bayesian_layers,
+            noise,
+            identity_effects=identity_effects,
+            identity_scale=identity_scale,
+            identity_hyperprior=identity_hyperprior,
+            num_drugs=drug_features.shape[0],
+            num_cells=cell_features.shape[0],
+        )
         self.guide = guide(self.model)
         # Predictive observation-noise scale (model scale) and Student-t degrees of freedom, set by fit (see
         # recover_pyro.models.noise).
@@ -149,7 +172,8 @@ class BNNSynergyModel(StandardisedModel):
 
     # --- prediction ----------------------------------------------------------------------------
     def draw_posterior(self, num_samples: int = 100) -> dict[str, Tensor]:
-        """``{site: (S, *shape)}``: the ``S`` joint weight samples :meth:`predict` uses (seeded by ``seed``).
+        """``{site: (S, *shape)}``: the ``S`` joint weight samples :meth:`predict` uses (seeded by ``seed``), and
+        those of the identity effects (``identity.drug`` ``(S, D)``, ...) when the model has them.
 
         Draw them once and pass them to :meth:`predict` (``draw=``) to score a candidate space chunk by chunk,
         or on several workers, with the very same posterior samples (:mod:`recover_pyro.acquisition.streaming`).
@@ -183,7 +207,8 @@ class BNNSynergyModel(StandardisedModel):
         :math:`A`, a fit on :math:`B` then approximates the posterior given :math:`A \cup B` (exactly so for a
         conjugate model whose posterior factorises); ``widen > 1`` tempers what :math:`A` says, for data
         :math:`B` from a shifted distribution (e.g. a new cell line). The guide keeps its parameters, so the
-        next fit starts at the old posterior. Priors are not part of :meth:`state_dict`.
+        next fit starts at the old posterior. Priors are not part of :meth:`state_dict`. Identity effects keep
+        their own prior (only the weight sites are updated).
         """
         if not widen > 0:
             raise ValueError(f"posterior_as_prior: widen must be positive, got {widen}")
@@ -196,8 +221,22 @@ class BNNSynergyModel(StandardisedModel):
         self.model.set_priors(priors)
 
     def fit_summary(self) -> dict[str, float]:
-        """The guide's numbers worth reporting (e.g. ``pruned_fraction`` of sparse variational dropout)."""
-        return self.guide.fit_summary()
+        """The guide's numbers worth reporting (e.g. ``pruned_fraction`` of sparse variational dropout) and,
+        with identity effects, their learned scales on the original scale (:meth:`identity_scales`)."""
+        summary = self.guide.fit_summary()
+        if self.model.identity is not None:
+            summary |= {f"identity_{group}_scale": value for group, value in self.identity_scales().items()}
+        return summary
+
+    def identity_scales(self) -> dict[str, float]:
+        """``{group: tau}``, the identity effects' scales on the original scale (``"drug"``, ``"cell"``): the
+        empirical-Bayes estimate, or the posterior mean of a hierarchical one; ``{}`` without identity effects."""
+        identity = self.model.identity
+        if identity is None:
+            return {}
+        with torch.no_grad():
+            taus = self.guide.identity_scale_means()
+            return {group: float(self.scaler.inverse_scale(tau)) for group, tau in taus.items()}
 
     def sparsity(self) -> float:
         """Fraction of pruned Bayesian weights (sparse variational dropout guide only)."""

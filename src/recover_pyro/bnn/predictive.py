@@ -10,6 +10,9 @@ When every Bayesian site is in the head of a predictor that splits as ``forward 
 (the default Bayesian-head RECOVER net), the deterministic trunk output ``z`` ``(N, K)`` is computed once,
 in chunks ``S`` times larger (it holds no sample dimension), and only the head runs per sample:
 ``(N, K) -> (S, N)``. The result is the same function, evaluated with fewer, larger matrix products.
+
+Identity random effects (if the model has them) are sampled with the weights (``guide.sample_weights``) and
+added per chunk: ``(S, D)`` effects gathered at the candidates' drugs, no pass per sample either.
 """
 
 from __future__ import annotations
@@ -52,8 +55,9 @@ def sample_predictive(
             Bayesian head only, see :func:`_head_predictive`; with Bayesian layers before it, one pass takes
             up to ``GROUPED_CHUNK_FACTOR * chunk_size`` candidates of one cell line (:func:`_cell_line_chunks`).
         generator: RNG for the weight samples, on the model's device (default: torch's global RNG).
-        weights: ``{site: (S, *shape)}`` weight samples drawn before (``guide.sample_weights``), e.g. once for
-            a whole candidate space scored chunk by chunk; then ``generator`` is not used.
+        weights: ``{site: (S, *shape)}`` weight samples drawn before (``guide.sample_weights``, with the
+            identity sites if the model has them), e.g. once for a whole candidate space scored chunk by chunk;
+            then ``generator`` is not used.
     """
     if num_samples < 1 or chunk_size < 1:
         raise ValueError(
@@ -64,6 +68,9 @@ def sample_predictive(
             weights = guide.sample_weights(num_samples, generator=generator)
         elif any(w.shape[0] != num_samples for w in weights.values()):
             raise ValueError(f"sample_predictive: the given weights hold other than num_samples={num_samples} samples")
+        missing = sorted(set(model.latent_sites) - set(weights))
+        if missing:
+            raise KeyError(f"sample_predictive: no samples of the latent sites {missing}")
         dtype = next(iter(weights.values())).dtype
         # One preallocated output, filled chunk by chunk: many small result tensors kept between large
         # freed temporaries fragment the heap (measured: 5.5 GB peak instead of 0.6 GB for 206k candidates).
@@ -124,6 +131,11 @@ def _head_predictive(
         head = poutine.condition(predictor.head, data=weights)
         for i in range(0, len(pairs), chunk_size):
             out[:, i : i + chunk_size] = head(z[i : i + chunk_size], pairs.cell[i : i + chunk_size])
+            if model.identity is not None:
+                piece = slice(i, i + chunk_size)
+                out[:, piece] += model.identity.effect(
+                    weights, pairs.drug_a[piece], pairs.drug_b[piece], pairs.cell[piece]
+                )
 
 
 def sample_head(
@@ -133,9 +145,17 @@ def sample_head(
     cell: Tensor,
     num_samples: int,
     generator: torch.Generator | None = None,
+    drug_a: Tensor | None = None,
+    drug_b: Tensor | None = None,
 ) -> Tensor:
     """``(S, N)`` samples of ``f`` from fixed trunk outputs ``z`` ``(N, K)`` of a Bayesian-head model (e.g. the
-    cached trunk of SVI with a frozen trunk): only the head runs, with ``S`` joint weight samples."""
+    cached trunk of SVI with a frozen trunk): only the head runs, with ``S`` joint weight samples, plus the
+    identity effects (if any) at the ``(N,)`` drug indices ``drug_a``, ``drug_b``."""
     with torch.no_grad(), local_params():
         weights = guide.sample_weights(num_samples, generator=generator)
-        return poutine.condition(cast(_TrunkHead, model.predictor).head, data=weights)(z, cell)
+        f = poutine.condition(cast(_TrunkHead, model.predictor).head, data=weights)(z, cell)
+        if model.identity is not None:
+            if drug_a is None or drug_b is None:
+                raise ValueError("sample_head: identity effects need the drug indices drug_a and drug_b")
+            f = f + model.identity.effect(weights, drug_a, drug_b, cell)
+        return f

@@ -109,7 +109,7 @@ from recover_pyro.campaign.records import (
 )
 from recover_pyro.data.featurize import Features
 from recover_pyro.data.screen import Pairs, Screen
-from recover_pyro.errors import ResumeMismatchError
+from recover_pyro.errors import ConfigValueError, ResumeMismatchError, option
 from recover_pyro.models.base import FitReport, PredictiveSamples, SynergyModel
 from recover_pyro.records.plots import plot_recall
 
@@ -234,11 +234,12 @@ class _Runner:
         """A model fitted on every experiment outside the pool."""
         outside = self.pool.outside
         if len(outside) == 0:
-            raise ValueError(
-                "pretrain='other_cell_lines' needs experiments outside the pool (cell lines "
-                f"{self.config.pool_cell_lines}, studies {self.config.pool_studies}), but the "
-                "screen has none; load more cell lines "
-                "(e.g. data.cell_lines=null) or set pretrain='none'"
+            none = option("pretrain", "none") or "pretrain='none'"
+            raise ConfigValueError(
+                none.split("=", 1)[0],
+                "'other_cell_lines' needs experiments outside the pool (cell lines "
+                f"{self.config.pool_cell_lines}, studies {self.config.pool_studies}), but the screen has none; "
+                f"load a screen with more cell lines or studies, or set {none}",
             )
         model = self.pretrain_factory(seed=derive_seed(self.config.seed, MODEL_STREAM, 0))
         # Drawn even when the fit is skipped, so a given pretrained state leaves the campaign draws unchanged.

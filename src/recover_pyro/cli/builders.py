@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from recover_pyro.acquisition import Acquisition
 from recover_pyro.data.featurize import Features
+from recover_pyro.errors import ConfigValueError
 from recover_pyro.data.screen import Screen
 from recover_pyro.data.splits import Split
 from recover_pyro.models.base import SynergyModel
@@ -33,9 +34,10 @@ def build_screen(cfg: DictConfig) -> Screen:
     if cfg.data.get("cell_lines") or cfg.data.get("studies"):
         screen = screen.select(cell_lines=cfg.data.get("cell_lines"), studies=cfg.data.get("studies"))
     if cfg.data.score not in screen.score_columns:
-        raise ValueError(
-            f"score {cfg.data.score!r} is not a score column of {screen.name}; "
-            f"choose one of {list(screen.score_columns)}"
+        raise ConfigValueError(
+            "data.score",
+            f"{cfg.data.score!r} is not a score column of {screen.name}; choose one of "
+            f"{list(screen.score_columns)}, e.g. data.score={screen.score_columns[0]}",
         )
     return screen
 

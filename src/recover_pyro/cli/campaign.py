@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from recover_pyro.campaign import CHECKPOINT, CampaignConfig, CampaignResult, recall_column, run_campaign
 from recover_pyro.cli.builders import CONFIG_DIR, build_acquisition, build_features, build_screen, model_factory
 from recover_pyro.cli.checks import validate_config
+from recover_pyro.cli.errors import loader_spelling, reported_errors
 from recover_pyro.cli.run_config import config_fingerprint, preserve_hydra_config
 from recover_pyro.data.featurize import Features
 from recover_pyro.logging_utils import cli_logging
@@ -84,11 +85,13 @@ def pretrain_model_factory(cfg: DictConfig, features: Features) -> Callable[...,
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="campaign")
 def main(cfg: DictConfig) -> float:
-    """``python -m recover_pyro.campaign``; returns the final top-1 % recall (for sweepers)."""
+    """``python -m recover_pyro.campaign``; returns the final top-1 % recall (for sweepers).
+
+    A named error is one message on stderr and exit status 2 (:mod:`recover_pyro.cli.errors`)."""
     log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     preserve_hydra_config(out_dir, resuming=bool(cfg.resume) and (out_dir / CHECKPOINT).is_file())
-    with cli_logging():
+    with reported_errors({**loader_spelling(cfg), "pretrain": "campaign.pretrain"}), cli_logging():
         result = campaign_from_config(cfg, out_dir)
     last = result.rounds.iloc[-1]
     recalls = ", ".join(f"{c} {last[c]:.3f}" for c in result.rounds.columns if c.startswith("recall_top"))

@@ -3,7 +3,8 @@
 :func:`validate_config` runs before any data is loaded or model fitted, so that ``inference.epochs=abc`` or
 ``acquisition.q=ten`` fail at once with a :class:`ConfigValueError` naming the option, instead of a bare
 ``TypeError`` deep inside a fit (or after it). Types come from the annotations of each node's ``_target_``
-(one mechanism for every config group), plus the root keys in :data:`ROOT_TYPES`.
+(one mechanism for every config group), plus the root keys in :data:`ROOT_TYPES`. A required option left
+unset (``???``, e.g. ``data.screen.path`` of ``data=csv``) is named with an example value.
 
 :func:`check_cell_lines` guards ``recommend``: a plate is proposed only in cell lines that have
 measurements, spelled as in the measured files.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import types
 import typing
 from pathlib import Path
@@ -27,21 +29,43 @@ from recover_pyro.errors import ConfigValueError, EmptySelectionError
 log = logging.getLogger(__name__)
 
 # Root options (no _target_) and the Python types they need.
-ROOT_TYPES: dict[str, type] = {"seed": int, "num_samples": int, "resume": bool, "device": str, "overwrite": bool}
+ROOT_TYPES: dict[str, type] = {
+    "seed": int,
+    "num_samples": int,
+    "resume": bool,
+    "device": str,
+    "overwrite": bool,
+    "check_scale": bool,
+    "max_per_drug": int,
+}
 # Root options with a fixed set of values.
-ROOT_CHOICES: dict[str, tuple[str, ...]] = {"on_duplicate": ("mean", "raise")}
+ROOT_CHOICES: dict[str, tuple[str, ...]] = {
+    "on_duplicate": ("mean", "raise"),
+    "on_invalid": ("raise", "drop"),
+    "on_unknown_drug": ("raise", "drop"),
+}
 # Options that must be >= 1 wherever they appear (checked before the fit, not after it).
-POSITIVE_INTS = ("num_samples", "q", "epochs", "batch_size", "n_members", "n_bits", "n_initial")
+POSITIVE_INTS = ("num_samples", "q", "epochs", "batch_size", "n_members", "n_bits", "n_initial", "max_per_drug")
 # Options naming input files, checked to exist before anything runs (the path is in the message).
-FILE_OPTIONS = ("path", "smiles_path", "summary_path", "measured", "smiles")
+FILE_OPTIONS = ("path", "smiles_path", "summary_path", "measured", "smiles", "candidates", "exclude")
+# Example values for required options (``???``) in the message naming them; others get ``<value>``.
+EXAMPLES = {
+    "measured": "[round0.csv]",
+    "smiles": "drugs.csv",
+    "cell_lines": "[MCF7]",
+    "path": "measurements.csv",
+    "smiles_path": "drugs.csv",
+    "summary_path": "summary.csv",
+}
 _SKIP = ("_target_", "_partial_", "_convert_", "_recursive_", "_args_")
 
 
 def validate_config(cfg: DictConfig) -> None:
     """Check types, ranges and input files of ``cfg``; :class:`ConfigValueError` names the first bad option.
 
-    Interpolated values (``${seed}``) are checked where they are defined; mandatory values (``???``) are
-    left to Hydra, whose error already names the key.
+    Interpolated values (``${seed}``) are checked where they are defined; a mandatory value (``???``) left
+    unset raises :class:`ConfigValueError` with an example (``option measured: required: set it, e.g.
+    measured=[round0.csv]``).
     """
     for key, expected in ROOT_TYPES.items():
         if key in cfg and not OmegaConf.is_missing(cfg, key):
@@ -73,9 +97,14 @@ def _walk(node: DictConfig, prefix: str) -> None:
     hints = _target_hints(node.get("_target_")) if "_target_" in node else {}
     for key in node:
         key = str(key)
+        dotted = f"{prefix}{key}"
+        if OmegaConf.is_missing(node, key) and not prefix.startswith("hydra."):
+            raise ConfigValueError(
+                dotted,
+                f"required, and not set: give it on the command line, e.g. {dotted}={EXAMPLES.get(key, '<value>')}",
+            )
         if key in _SKIP or OmegaConf.is_missing(node, key) or OmegaConf.is_interpolation(node, key):
             continue
-        dotted = f"{prefix}{key}"
         value = node[key]
         if isinstance(value, DictConfig):
             _walk(value, f"{dotted}.")
@@ -155,11 +184,34 @@ def _allowed(annotation: Any) -> set[type] | None:
 MIN_TEST_POINTS = 10
 
 
+#: Largest test fraction advised: above it too little is left to train on.
+MAX_TEST_FRACTION = 0.5
+
+
 def check_test_size(n_test: int, n_screen: int) -> None:
-    """Raise :class:`EmptySelectionError` when the test split is too small for meaningful metrics."""
-    if n_test < MIN_TEST_POINTS:
-        raise EmptySelectionError(
-            f"the test split holds {n_test} experiment(s) of {n_screen}; metrics need at least "
-            f"{MIN_TEST_POINTS} (MIN_TEST_POINTS). Use a larger screen (more cell lines / studies) or a "
-            "larger test fraction (e.g. split.test=0.2)"
+    """Raise :class:`EmptySelectionError` when the test split is too small for meaningful metrics.
+
+    The advice is computed from the numbers: the ``split.test`` fraction that would hold
+    :data:`MIN_TEST_POINTS` experiments of this screen (a random split's fraction of pairs; rounded up to 0.05),
+    or, when that would leave too little to train on, a larger screen (and ``recover-recommend``, which needs
+    no test split, for a lab's few measurements).
+    """
+    if n_test >= MIN_TEST_POINTS:
+        return
+    needed = math.ceil(20 * MIN_TEST_POINTS / n_screen - 1e-9) / 20 if n_screen else math.inf
+    if needed <= MAX_TEST_FRACTION:
+        advice = (
+            f"Set split.test={needed:.2f} (a random split's fraction of pairs; unseen_drug: of drugs), or use a "
+            "larger screen (more cell lines / studies)"
         )
+    else:
+        advice = (
+            f"The screen is too small to hold out {MIN_TEST_POINTS} experiments and still train (that would take "
+            f"split.test={needed:.2f}): use a screen of at least {math.ceil(MIN_TEST_POINTS / MAX_TEST_FRACTION)} "
+            "experiments, more for useful metrics; to choose the next plate from a few measurements, "
+            "recover-recommend needs no test split"
+        )
+    raise EmptySelectionError(
+        f"the test split holds {n_test} experiment(s) of {n_screen}; metrics need at least "
+        f"{MIN_TEST_POINTS} (MIN_TEST_POINTS). {advice}"
+    )

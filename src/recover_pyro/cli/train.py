@@ -29,6 +29,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from recover_pyro.cli.builders import CONFIG_DIR, build_features, build_screen, build_split, model_factory
 from recover_pyro.cli.checks import check_test_size, validate_config
+from recover_pyro.cli.errors import loader_spelling, reported_errors
+from recover_pyro.errors import ConfigValueError
 from recover_pyro.logging_utils import cli_logging
 from recover_pyro.metrics import calibration_curve, evaluate, measurement_draws
 from recover_pyro.records.files import atomic_torch_save, atomic_write_csv, atomic_write_json, load_torch_file
@@ -171,13 +173,17 @@ def _score(
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def main(cfg: DictConfig) -> float:
-    """``recover-train`` / ``python -m recover_pyro.train``; returns ``metrics[cfg.objective]`` (for sweepers)."""
+    """``recover-train`` / ``python -m recover_pyro.train``; returns ``metrics[cfg.objective]`` (for sweepers).
+
+    A named error is one message on stderr and exit status 2 (:mod:`recover_pyro.cli.errors`)."""
     log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
-    with cli_logging():
-        metrics = train(cfg, Path(HydraConfig.get().runtime.output_dir))
-    if cfg.objective not in metrics:
-        raise KeyError(
-            f"objective {cfg.objective!r} is not a metric of this run (no validation split?); "
-            f"choose one of {sorted(k for k, v in metrics.items() if isinstance(v, float))}"
-        )
+    with reported_errors(loader_spelling(cfg)):
+        with cli_logging():
+            metrics = train(cfg, Path(HydraConfig.get().runtime.output_dir))
+        if cfg.objective not in metrics:
+            raise ConfigValueError(
+                "objective",
+                f"{cfg.objective!r} is not a metric of this run (no validation split?); "
+                f"choose one of {sorted(k for k, v in metrics.items() if isinstance(v, float))}",
+            )
     return float(metrics[cfg.objective])

@@ -39,9 +39,19 @@ from recover_pyro.data.validation import (
     record_drop,
     require_columns,
     require_values,
+    resolve_id_column,
     sniff_separator,
 )
-from recover_pyro.errors import EmptySelectionError, MissingColumnsError, ScreenDataError, closest_names
+from recover_pyro.errors import (
+    ConflictingMeasurementError,
+    DataNotFoundError,
+    EmptySelectionError,
+    MissingColumnsError,
+    ScreenDataError,
+    closest_names,
+    option,
+    option_spelling,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +97,8 @@ CSV_COLUMNS = {
     "n_replicates": "n_replicates",
 }
 CSV_REQUIRED = ("drug_a", "drug_b", "cell_line")
+# The public screens' loaders take no on_unknown_drug: their errors must not advise it.
+NO_UNKNOWN_DRUG_RULE: dict[str, str | None] = {"on_unknown_drug": None}
 
 
 # --- public screens -----------------------------------------------------------------------------------
@@ -124,7 +136,8 @@ def load_almanac(
     dropped: dict[str, int] = {}
     rows = _clean_rows(rows, ("comboscore",), synergy, cell_lines=cell_lines, on_invalid=on_invalid, dropped=dropped)
     table = read_smiles_table(smiles, id_column="pubchemid", name_column="name", smiles_column="isosmiles")
-    rows, drugs = _drugs_for(rows, table, synergy, smiles, "raise", dropped)
+    with option_spelling(NO_UNKNOWN_DRUG_RULE):
+        rows, drugs = _drugs_for(rows, table, synergy, smiles, "raise", dropped)
     features = (
         _read_cell_features(folder / "cell_line_gene_expression.csv", index_column="Cellline")
         if cell_features
@@ -168,7 +181,8 @@ def load_oneil(
     rows["study"] = "ONEIL"
     dropped: dict[str, int] = {}
     rows = _clean_rows(rows, scores, merged, cell_lines=cell_lines, on_invalid=on_invalid, dropped=dropped)
-    rows, drugs = _drugs_for(rows, read_smiles_table(smiles), merged, smiles, "raise", dropped)
+    with option_spelling(NO_UNKNOWN_DRUG_RULE):
+        rows, drugs = _drugs_for(rows, read_smiles_table(smiles), merged, smiles, "raise", dropped)
     info = read_table(
         folder / "oneil_cells_info.txt", sep="\t", header=False, names=["cell_line", "tissue", "mutation"], dtype=str
     )
@@ -283,11 +297,13 @@ def load_csv(
     on_invalid: OnInvalid = "raise",
     on_unknown_drug: OnInvalid = "raise",
     header: bool = True,
+    drug_id_column: str | None = None,
 ) -> Screen:
     """A generic CSV/TSV of measurements; by default the format written by :func:`save_measurements_csv`.
 
     Args:
-        path: the measurements, CSV or TSV (sniffed unless ``sep``), one row per measured (pair, cell line).
+        path: the measurements, CSV, TSV or semicolon-separated (sniffed unless ``sep``), one row per measured
+            (pair, cell line).
         smiles_path: drug id -> SMILES table (see :func:`~recover_pyro.data.validation.read_smiles_table`),
             e.g. written by :func:`save_drug_table`.
         columns: our name -> file column, for ``drug_a``, ``drug_b``, ``cell_line`` (required) and
@@ -300,6 +316,10 @@ def load_csv(
         name: the screen's name (default: the file's stem).
         header: ``False`` for a file without a header line: its columns are then ``drug_a, drug_b,
             cell_line`` and the scores (``score_columns`` as a list, default one column ``score``), in order.
+        drug_id_column: the drug table's column holding the drug ids of ``path``. ``None``: the column
+            :func:`~recover_pyro.data.validation.read_smiles_table` detects, or, when that one lacks some of
+            the file's ids, the column that holds them all (e.g. ``pubchemid`` of ALMANAC's
+            ``name, pubchemid, isosmiles`` table; see :func:`~recover_pyro.data.validation.resolve_id_column`).
 
     If the file has an ``n_replicates`` column, the loaded ``n_replicates`` is its sum over the merged rows
     (the scores are still merged by ``aggregate``, unweighted), so a saved screen reads back unchanged.
@@ -341,10 +361,16 @@ def load_csv(
             close = {c: closest_names(c, header_fields, n=2) for c in missing}
             advice = f"closest present: {close}" if any(close.values()) else "name the columns in the header"
         else:
+            headerless = option("header", False)
             advice = (
                 "the first line must be a header naming the columns (e.g. drug_a,drug_b,cell_line,synergy): "
-                "add one, or load the file with header=False if its columns are drug_a, drug_b, cell_line "
-                "and the scores in that order"
+                "add one"
+                + (
+                    f", or load the file with {headerless} if its columns are drug_a, drug_b, cell_line "
+                    "and the scores in that order"
+                    if headerless
+                    else ""
+                )
             )
         raise MissingColumnsError(
             f"missing column(s) {missing or 'holding scores'}; line 1 reads {header_fields}; {advice}", file=str(path)
@@ -363,8 +389,9 @@ def load_csv(
     rows = _clean_rows(
         rows, score_names, path, studies=studies, cell_lines=cell_lines, on_invalid=on_invalid, dropped=dropped
     )
-    table = read_smiles_table(smiles_path)
-    rows, drugs = _drugs_for(rows, table, path, smiles_path, on_unknown_drug, dropped)
+    id_column = resolve_id_column(smiles_path, pd.concat([rows["drug_a"], rows["drug_b"]]).unique(), drug_id_column)
+    table = read_smiles_table(smiles_path, id_column=id_column)
+    rows, drugs = _drugs_for(rows, table, path, smiles_path, on_unknown_drug, dropped, id_option=True)
     if "drug_a_name" in rows and "drug_b_name" in rows:
         given = pd.concat(
             [
@@ -450,15 +477,28 @@ def load_screen(kind: str, **kwargs: object) -> Screen:
 
 
 # --- writers ------------------------------------------------------------------------------------------
-def save_measurements_csv(screen: Screen, path: PathLike) -> Path:
+def save_measurements_csv(screen: Screen, path: PathLike, experiments: pd.DataFrame | None = None) -> Path:
     """Write ``screen.experiments`` in the project's CSV format (tab-separated if ``path`` ends in .tsv).
 
     Columns: ``drug_a, drug_b, drug_a_name, drug_b_name, cell_line, study, n_replicates`` and one column per
     score. :func:`load_csv` with its default mapping reads it back (with a drug table from
-    :func:`save_drug_table`).
+    :func:`save_drug_table`), and so does ``recover-recommend measured=[...]``: this is how a loaded screen
+    becomes a measured round, e.g. 60 random MCF7 rows of ALMANAC::
+
+        screen = load_almanac(cell_lines=["MCF7"])
+        save_drug_table(screen, "drugs.csv")
+        save_measurements_csv(screen, "round0.csv", experiments=screen.experiments.sample(60, random_state=0))
+
+    Args:
+        screen: the screen whose drug names and score columns are written.
+        path: the output file.
+        experiments: rows of ``screen.experiments`` to write (default: all of them).
     """
     path = Path(path)
-    exp = screen.experiments
+    exp = screen.experiments if experiments is None else experiments
+    missing = [c for c in (*KEY_COLUMNS, "n_replicates", *screen.score_columns) if c not in exp.columns]
+    if missing:
+        raise ValueError(f"experiments lack the column(s) {missing}; pass rows of screen.experiments")
     names = screen.drugs["name"]
     out = pd.DataFrame(
         {
@@ -491,9 +531,11 @@ def _folder(root: PathLike | None, name: str) -> Path:
         return require_data(name)
     folder = Path(root) / name
     if not folder.is_dir():
-        raise FileNotFoundError(
-            f"screen data folder not found: {folder} (set data_root, or the environment "
-            f"variable RECOVER_PYRO_DATA, to the folder holding {name}/)"
+        spelled = option("root", "/path/to/data")
+        raise DataNotFoundError(
+            f"screen data folder not found: {folder}; set "
+            + (f"{spelled}, or " if spelled else "")
+            + f"the environment variable RECOVER_PYRO_DATA, to the folder that holds {name}/"
         )
     return folder
 
@@ -536,9 +578,13 @@ def _drugs_for(
     smiles_file: PathLike,
     on_unknown: OnInvalid,
     dropped: dict[str, int],
+    id_option: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Rows whose drugs all have SMILES, and the validated drug table of the drugs they use."""
-    rows = check_known_drugs(rows, table["drug_id"], file, smiles_file, on_unknown, dropped)
+    """Rows whose drugs all have SMILES, and the validated drug table of the drugs they use (``id_option``:
+    the loader takes ``drug_id_column``, which an unknown-drug error then names)."""
+    rows = check_known_drugs(
+        rows, table["drug_id"], file, smiles_file, on_unknown, dropped, table.attrs.get("id_column"), id_option
+    )
     if rows.empty:
         raise EmptySelectionError(f"no rows left after dropping: {dropped}", file=str(file))
     used = set(rows["drug_a"]) | set(rows["drug_b"])
@@ -558,9 +604,12 @@ def _finish(
     features: pd.DataFrame | None = None,
 ) -> Screen:
     """Aggregate the clean rows and wrap everything in a :class:`Screen`."""
-    experiments = aggregate_measurements(
-        rows[[*KEY_COLUMNS, *score_columns]], score_columns, how=aggregate, file=str(source)
-    )
+    try:
+        experiments = aggregate_measurements(
+            rows[[*KEY_COLUMNS, *score_columns]], score_columns, how=aggregate, file=str(source)
+        )
+    except ConflictingMeasurementError as err:
+        raise _respelled(err) from err
     cells = pd.Index(sorted(experiments["cell_line"].unique()), name="cell_line")
     cell_lines = pd.DataFrame(index=cells)
     info = cell_info if cell_info is not None else pd.DataFrame(columns=["tissue"])
@@ -588,6 +637,20 @@ def _finish(
         name=name,
         source=str(source),
         dropped=dropped,
+    )
+
+
+def _respelled(err: ConflictingMeasurementError) -> ConflictingMeasurementError:
+    """``err`` with its advice spelled as the running command takes it (:func:`recover_pyro.errors.option`)."""
+    head, found, _ = str(err.args[0]).partition("; set on_duplicate=mean (or aggregate=mean)")
+    if not found:
+        return err
+    spelled = option("aggregate", "mean")
+    return ConflictingMeasurementError(
+        head + (f"; set {spelled} to average replicates" if spelled else "; remove the repeated rows"),
+        file=err.file,
+        row=err.row,
+        drug=err.drug,
     )
 
 
@@ -641,8 +704,16 @@ def _numeric_columns(raw: pd.DataFrame, scores: dict[str, str], file: PathLike) 
             ignored,
         )
     if not kept:
+        commas = [
+            c for c in ignored if raw[c].astype(str).str.fullmatch(r"\s*[+-]?\d+,\d+\s*").any()
+        ]  # "1,5": a spreadsheet's decimal comma
+        hint = (
+            f"; column(s) {commas} hold decimal commas (1,5): write numbers with a decimal point (1.5)"
+            if commas
+            else ""
+        )
         raise MissingColumnsError(
-            f"no column besides {list(CSV_COLUMNS)} holds a number; nothing to use as a score", file=str(file)
+            f"no column besides {list(CSV_COLUMNS)} holds a number; nothing to use as a score{hint}", file=str(file)
         )
     return kept
 

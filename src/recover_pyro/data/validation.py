@@ -6,7 +6,8 @@ always names the line at fault. All checks are vectorised; only the offending ro
 
 Problems either raise a :class:`~recover_pyro.errors.ScreenDataError` subclass naming file, line and
 drug, or, under an explicit rule (``on_invalid="drop"``, ``on_unknown_drug="drop"``), drop the rows, log
-how many and record the count in a ``dropped`` dict that ends up in ``Screen.dropped``.
+how many and record the count in a ``dropped`` dict that ends up in ``Screen.dropped``. Advice naming an
+option is spelled by :func:`recover_pyro.errors.option`, i.e. as the running command takes it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import csv
 import functools
 import logging
 import os
+import re
 from typing import Iterable, Literal, Mapping, Sequence
 
 import numpy as np
@@ -34,6 +36,7 @@ from recover_pyro.errors import (
     UnknownDrugError,
     UnreadableTextError,
     closest_names,
+    option,
 )
 
 log = logging.getLogger(__name__)
@@ -100,10 +103,13 @@ def _encoding_of(path: str, mtime_ns: int, size: int) -> str:
 
 
 def sniff_separator(path: PathLike) -> str:
-    """``"\\t"`` if the first line of ``path`` holds a tab, else ``","``."""
+    """``"\\t"`` if the first line of ``path`` holds a tab, ``";"`` if it holds more semicolons than commas
+    (a spreadsheet's CSV export in a locale with decimal commas), else ``","``."""
     with open(path, encoding=text_encoding(path)) as handle:
         first = handle.readline()
-    return "\t" if "\t" in first else ","
+    if "\t" in first:
+        return "\t"
+    return ";" if first.count(";") > first.count(",") else ","
 
 
 def first_fields(path: PathLike, sep: str) -> list[str]:
@@ -151,7 +157,7 @@ def read_table(
             encoding=text_encoding(path),
         )
     except (pd.errors.ParserError, ValueError) as err:
-        raise ScreenDataError(f"cannot read table: {err}", file=str(path)) from err
+        raise _read_error(err, path, sep) from err
     first = 2 if header else 1
     frame.index = pd.RangeIndex(first, first + len(frame), name="line")
     blank = frame.isna().all(axis=1)
@@ -159,6 +165,24 @@ def read_table(
         log.debug("%s: skipped %d blank lines", path, int(blank.sum()))
         frame = frame[~blank]
     return frame
+
+
+def _read_error(err: Exception, path: PathLike, sep: str) -> ScreenDataError:
+    """pandas' parser error in words: which line, how many fields, what to do."""
+    text = str(err).strip()
+    ragged = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text)
+    shown = {"\t": "tab", ",": "comma", ";": "semicolon"}.get(sep, repr(sep))
+    if ragged:
+        expected, line, saw = (int(g) for g in ragged.groups())
+        return ScreenDataError(
+            f"line {line} has {saw} fields but the lines above have {expected} ({shown}-separated); a text cell "
+            f"holding a {shown} must be in double quotes, or the line has a stray separator: correct that line",
+            file=str(path),
+            row=line,
+        )
+    if isinstance(err, pd.errors.EmptyDataError):
+        return ScreenDataError("the file is empty; it needs a header line and one row per measurement", file=str(path))
+    return ScreenDataError(f"cannot read the table ({shown}-separated): {text.splitlines()[-1]}", file=str(path))
 
 
 def read_smiles_table(
@@ -176,7 +200,8 @@ def read_smiles_table(
     then the first column is the drug id and the second its SMILES (a first line whose second field is not a
     SMILES is taken for a header lacking a SMILES column, and raises). ``name`` is the ``name``/``drug_name``
     column when the table has one besides the id, else the id. Explicit ``*_column`` arguments override the
-    detection (they imply a header).
+    detection (they imply a header). ``attrs["id_column"]`` of the result names the column the ids came from
+    (``None``: the first column of a header-less table) and ``attrs["columns"]`` the header's columns.
     """
     sep = sep or sniff_separator(path)
     fields = first_fields(path, sep)
@@ -201,6 +226,7 @@ def read_smiles_table(
         table = read_table(path, sep=sep, dtype={id_column: str, name_column: str, smiles_column: str})
         require_columns(table, [id_column, name_column, smiles_column], path)
         out = pd.DataFrame({"drug_id": table[id_column], "name": table[name_column], "smiles": table[smiles_column]})
+        attrs: dict[str, object] = {"id_column": id_column, "columns": list(fields)}
     else:
         if len(fields) < 2:
             raise MissingColumnsError(
@@ -218,10 +244,60 @@ def read_smiles_table(
             )
         table = read_table(path, sep=sep, header=False, dtype=str)
         out = pd.DataFrame({"drug_id": table[0], "name": table[0], "smiles": table[1]})
+        attrs = {"id_column": None, "columns": []}
     out["drug_id"] = out["drug_id"].str.strip()
     out["name"] = out["name"].str.strip().fillna(out["drug_id"])
     out["smiles"] = out["smiles"].str.strip()
+    out.attrs.update(attrs)
     return out
+
+
+def resolve_id_column(path: PathLike, ids: Iterable[str], id_column: str | None = None) -> str | None:
+    """The column of the drug table ``path`` that holds the drug ids ``ids`` (e.g. of measured files).
+
+    ``id_column`` given: checked to be a column, then returned. Otherwise the column that
+    :func:`read_smiles_table` would pick is kept when it holds every id; else the first other column that holds
+    them all is returned with a log line (ALMANAC's ``name, pubchemid, isosmiles`` table read with PubChem ids:
+    ``pubchemid``). ``None``: the detected column (which may lack some ids; the loaders then name them).
+
+    Raises:
+        MissingColumnsError: ``id_column`` is not a column of the table.
+    """
+    if id_column is not None:
+        columns = first_fields(path, sniff_separator(path))
+        if id_column not in columns:
+            close = closest_names(id_column, columns)
+            spelled = option("drug_id_column", close[0] if close else "<column>")
+            raise MissingColumnsError(
+                f"the drug table has no column {id_column!r} to read drug ids from; columns present: {columns}"
+                + (f"; set {spelled}" if spelled else ""),
+                file=str(path),
+            )
+        return id_column
+    default = read_smiles_table(path)
+    columns = [str(c) for c in default.attrs.get("columns", [])]
+    wanted = {str(i).strip() for i in ids}
+    if not columns or wanted <= set(default["drug_id"]):
+        return None
+    smiles_like = {c for c in columns if c.lower() in SMILES_HEADERS}
+    for col in columns:
+        if col == default.attrs["id_column"] or col in smiles_like:
+            continue
+        values = set(read_table(path, dtype=str)[col].dropna().astype(str).str.strip())
+        if wanted <= values:
+            log.info(
+                "%s: drug ids read from column %r (it holds every measured drug id; column %r does not)",
+                path,
+                col,
+                default.attrs["id_column"],
+            )
+            return col
+    return None
+
+
+def _sentence(text: str) -> str:
+    """``text`` with its first letter in upper case (the rest untouched, unlike ``str.capitalize``)."""
+    return text[:1].upper() + text[1:]
 
 
 def _first_present(candidates: Iterable[str], by_lower: Mapping[str, str]) -> str | None:
@@ -313,11 +389,15 @@ def check_scores(
         line = frame.index[bad][0]
         row = frame.loc[line]
         col = next(c for c in score_columns if not abs(numeric.at[line, c]) <= MAX_ABS_SCORE)
+        decimal_comma = bool(re.fullmatch(r"\s*[+-]?\d+,\d+\s*", str(row[col])))
+        hint = "; a decimal comma? write numbers with a decimal point (1.5, not 1,5)" if decimal_comma else ""
+        drop = option("on_invalid", "drop")
         raise InvalidScoreError(
             f"score {col}={str(row[col])!r} is missing, non-numeric, infinite or beyond float32's range "
             f"(|score| <= {MAX_ABS_SCORE:.3g}) for drugs {row['drug_a']!r} and "
-            f"{row['drug_b']!r} in cell line {row['cell_line']!r} ({int(bad.sum())} such row(s); "
-            f"on_invalid='drop' drops them)",
+            f"{row['drug_b']!r} in cell line {row['cell_line']!r} ({int(bad.sum())} such row(s)"
+            + (f"; set {drop} to drop them" if drop else "")
+            + f"){hint}",
             file=str(file),
             row=int(line),
             drug=str(row["drug_a"]),
@@ -345,11 +425,15 @@ def check_known_drugs(
     smiles_file: PathLike,
     on_unknown: OnInvalid = "raise",
     dropped: dict[str, int] | None = None,
+    id_column: str | None = None,
+    id_option: bool = False,
 ) -> pd.DataFrame:
     """Experiments whose drugs are all in ``known`` (the drug table of ``smiles_file``).
 
-    ``on_unknown="raise"`` -> :class:`UnknownDrugError` naming the first unknown drug, its line, and the
-    closest known names; ``"drop"`` -> drop those rows, counted under ``"unknown_drug"``.
+    ``on_unknown="raise"`` -> :class:`UnknownDrugError` naming the first unknown drug, its line, the
+    closest known names and the drug table's column the ids were read from (``id_column``; with
+    ``id_option`` the message also names the ``drug_id_column`` option that picks another); ``"drop"`` -> drop
+    those rows, counted under ``"unknown_drug"``.
     """
     _check_rule(on_unknown)
     known = pd.Index(known)
@@ -363,11 +447,19 @@ def check_known_drugs(
         line = int(frame.index[bad][0])
         drug = str(frame.at[line, "drug_a"] if bad_a[bad][0] else frame.at[line, "drug_b"])
         close = closest_names(drug, known)
+        where = [f"ids from its column {id_column!r}"] if id_column else []
+        other = option("drug_id_column", "<column>") if id_option else None
+        drop = option("on_unknown_drug", "drop")
+        advice = [
+            "add their SMILES",
+            *([f"if the ids are in another column of the drug table, set {other}"] if other else []),
+            *([f"set {drop} to drop those rows (counted and logged)"] if drop else []),
+        ]
         raise UnknownDrugError(
             f"drug has no entry in the SMILES table {smiles_file} "
-            f"({f'closest: {close}' if close else 'no similar name there'}); "
+            f"({'; '.join([*where, f'closest: {close}' if close else 'no similar name there'])}); "
             f"{len(unknown)} unknown drug(s) in {int(bad.sum())} rows: {sorted(map(str, unknown))[:10]}. "
-            f"Add their SMILES, or set on_unknown_drug=drop to drop those rows (counted and logged)",
+            + _sentence("; or ".join(advice)),
             file=str(file),
             row=line,
             drug=drug,
@@ -491,10 +583,11 @@ def check_self_pairs(
         return frame
     line = int(frame.index[same][0])
     if on_invalid == "raise":
+        drop = option("on_invalid", "drop")
         raise SelfPairError(
             f"the drug is paired with itself ({int(same.sum())} such row(s)); a combination "
             "needs two different drugs (a single-agent response is not a synergy): remove "
-            "or correct the row, or set on_invalid=drop",
+            "or correct the row" + (f", or set {drop}" if drop else ""),
             file=str(file),
             row=line,
             drug=str(frame.at[line, "drug_a"]),

@@ -2,8 +2,11 @@
 
 * Every result file (tables, JSON, checkpoints, plates) is written by :func:`atomic_write`: into a
   temporary file in the same folder, flushed, then moved over the target with :func:`os.replace`, so a
-  crash or ``kill -9`` leaves either the old file or the new one, never a torn one.
-* :func:`refuse_overwrite` keeps a user's existing output unless they asked to replace it.
+  crash or ``kill -9`` leaves either the old file or the new one, never a torn one. The file gets the mode
+  any new file gets under the user's umask (``0o666 & ~umask``, e.g. ``0644``), not the ``0600`` of the
+  temporary file, so colleagues on a shared server read a plate as they read any other file.
+* :func:`refuse_overwrite` keeps a user's existing output unless they asked to replace it;
+  :func:`check_output_file` refuses a folder or an unwritable place before any work is done.
 * :func:`load_torch_file` reads a checkpoint with ``weights_only=True`` and turns torch's low-level
   errors (truncated zip, empty file, pickle opcode) into :class:`DamagedFileError` naming the file and what
   to do.
@@ -25,7 +28,8 @@ from typing import IO, Any, Callable
 import pandas as pd
 import torch
 
-from recover_pyro.errors import DamagedFileError
+from recover_pyro.errors import DamagedFileError, OutputExistsError, OutputPathError
+from recover_pyro.errors import option as spell
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +57,8 @@ def atomic_write(path: PathLike, write: Callable[[IO[bytes]], object]) -> Path:
     """Call ``write(handle)`` on a temporary file beside ``path``, then move it onto ``path``.
 
     The temporary file lives in the same folder so that :func:`os.replace` is an atomic rename; on any
-    error it is removed and ``path`` is left as it was.
+    error it is removed and ``path`` is left as it was. Before the rename it gets the mode of a newly
+    created file under the process's umask (``mkstemp`` creates it ``0600``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,12 +67,38 @@ def atomic_write(path: PathLike, write: Callable[[IO[bytes]], object]) -> Path:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
+            _chmod_new_file(handle.fileno())
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (``/proc/self/status``).
+
+    Elsewhere the only portable way is to set it and restore it at once (``os.umask`` returns the old one).
+    """
+    try:
+        with open("/proc/self/status", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _chmod_new_file(fd: int) -> None:
+    """Give the open file ``fd`` the mode a new file gets under the umask (``0o666 & ~umask``)."""
+    try:
+        os.fchmod(fd, 0o666 & ~umask())
+    except (AttributeError, OSError):  # no fchmod (Windows) or a file system without modes: keep mkstemp's
+        pass
 
 
 def atomic_write_text(path: PathLike, text: str) -> Path:
@@ -102,9 +133,34 @@ def json_safe(value: Any) -> Any:
 
 
 def refuse_overwrite(path: PathLike, overwrite: bool, option: str = "overwrite") -> None:
-    """Raise :class:`FileExistsError` if ``path`` exists and ``overwrite`` is false (names the option)."""
+    """Raise :class:`~recover_pyro.errors.OutputExistsError` (a :class:`FileExistsError`) if ``path`` exists
+    and ``overwrite`` is false (names the option)."""
     if Path(path).exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; choose another output file or set {option}=true to replace it")
+        spelled = spell(option, True) or f"{option}=true"
+        raise OutputExistsError(f"{path} already exists; choose another output file or set {spelled} to replace it")
+
+
+def check_output_file(path: PathLike, overwrite: bool, option_name: str = "overwrite", key: str = "out") -> Path:
+    """``path`` as a :class:`Path` once it is sure that a file can be written there; call it before the work.
+
+    Raises:
+        OutputExistsError: ``path`` exists and ``overwrite`` is false (names ``option_name``).
+        OutputPathError: ``path`` is a folder, its parent is a file, or the folder is not writable (names the
+            option ``key`` that gave the path).
+    """
+    path = Path(path)
+    spelled = spell(key, f"{path / 'plate.csv'}") if path.is_dir() else None
+    if path.is_dir():
+        raise OutputPathError(
+            f"{path} is a folder, not a file; name the file to write" + (f", e.g. {spelled}" if spelled else "")
+        )
+    refuse_overwrite(path, overwrite, option_name)
+    folder = next((p for p in [path.parent, *path.parent.parents] if p.exists()), Path.cwd())
+    if not folder.is_dir():
+        raise OutputPathError(f"cannot write {path}: {folder} is a file, not a folder; choose another path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputPathError(f"cannot write {path}: no permission to write in {folder}; choose another folder")
+    return path
 
 
 def load_torch_file(path: PathLike, what: str, advice: str) -> Any:

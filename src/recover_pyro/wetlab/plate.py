@@ -1,127 +1,170 @@
-"""The real loop a wet lab runs: measured results so far -> the next plate.
+"""The next plate: fit a model on every measured file and rank the untested candidates (:func:`recommend`).
 
-    python -m recover_pyro.recommend measured=[round0.csv] smiles=drugs.csv cell_lines=[MCF7] \\
-        out=next_batch.csv +experiment=laplace acquisition=ucb acquisition.q=30
+    recover-recommend measured=[round0.csv] smiles=drugs.csv cell_lines=[MCF7] score=comboscore \\
+        +experiment=laplace acquisition=ucb acquisition.q=30 out=plate1.csv
 
-(the command line lives in :mod:`recover_pyro.cli.recommend`; this package is the library function).
+(the command line lives in :mod:`recover_pyro.cli.recommend`; this module is the library function).
 
-Each call fits a fresh model on every measurement given (the project's CSV format, see
-:func:`~recover_pyro.data.loaders.save_measurements_csv`, or DrugComb's summary table, detected by its
-``block_id`` header), scores every untested unordered pair of the candidate drugs in the chosen cell lines
-and writes the next batch as CSV: ``rank, drug_a, drug_b, drug_a_name, drug_b_name, cell_line,
-predicted_mean, predicted_std, acquisition_score``. Adding the newly measured CSV to ``measured`` and
-running again continues the campaign (the UCB schedule's round is the number of measured files minus one).
+Each call fits a fresh model on every measurement given (:mod:`recover_pyro.wetlab.measured`), scores every
+candidate (pair, cell line) that the lab allows (:mod:`recover_pyro.wetlab.candidates`) and returns the next
+batch, ranked: ``rank, drug_a, drug_b, drug_a_name, drug_b_name, cell_line, predicted_mean, predicted_std,
+acquisition_score``. Adding the measured score as a column to the plate and passing it back with the
+earlier files continues the campaign (the UCB schedule's round is the number of measured files minus one).
 
 Bad rows (unknown drugs, NaN scores, malformed SMILES) raise the loaders' errors naming file, line and
 drug. The same (pair, cell line) measured more than once, within or across files, is merged by
 ``on_duplicate`` (``mean``, logged) or rejected (``raise``). Plates are proposed only in cell lines with
-measurements (spelled as in the measured files); the plate file is written atomically, never over an
-existing file unless ``overwrite=true``, with text cells that a spreadsheet would run as formulas
-neutralised.
+measurements (spelled as in the measured files). A measured, tried or excluded pair is never proposed: the
+plate is checked against them before it is returned.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Literal, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
 from recover_pyro.acquisition import Acquisition, unique_drugs
-from recover_pyro.data.loaders import load_csv, load_drugcomb
+from recover_pyro.data.featurize import Features
+from recover_pyro.data.featurize import featurize as morgan_features
 from recover_pyro.data.screen import KEY_COLUMNS, Screen
 from recover_pyro.data.validation import (
+    OnInvalid,
     build_drug_table,
-    check_spelling_variants,
-    first_fields,
     read_smiles_table,
-    sniff_separator,
+    resolve_id_column,
     spelling_key,
 )
-from recover_pyro.errors import ConfigValueError, ConflictingMeasurementError, EmptySelectionError, closest_names
+from recover_pyro.errors import (
+    ConfigValueError,
+    EmptySelectionError,
+    TooFewMeasurementsError,
+    closest_names,
+    option_spelling,
+)
 from recover_pyro.models.base import SynergyModel
+from recover_pyro.records.files import atomic_write_csv, check_output_file, spreadsheet_safe
+from recover_pyro.wetlab.candidates import (
+    PAIR_COLUMNS,
+    CandidateRules,
+    PairFiles,
+    as_paths,
+    build_pool,
+    check_same_molecules,
+    read_pairs,
+    resolve_drugs,
+)
+from recover_pyro.wetlab.library import Scoring, choose_from_library, library_size, library_space, model_factory_of
+from recover_pyro.wetlab.measured import (
+    OnDuplicate,
+    check_enough,
+    check_scales,
+    load_measured,
+    merge_measurements,
+    tried_pairs,
+)
 
 log = logging.getLogger(__name__)
 
-OnDuplicate = Literal["mean", "raise"]
 ModelBuilder = Callable[[torch.Tensor, torch.Tensor], SynergyModel]
+PathLike = str | Path
+
+#: How ``recommend`` spells the loaders' keywords in advice (its own keywords are its options).
+RECOMMEND_SPELLING: dict[str, str | None] = {
+    "aggregate": "on_duplicate",
+    "header": None,
+    "score_columns": None,
+    "root": None,
+}
+PLATE_COLUMNS = [
+    "rank",
+    "drug_a",
+    "drug_b",
+    "drug_a_name",
+    "drug_b_name",
+    "cell_line",
+    "predicted_mean",
+    "predicted_std",
+    "acquisition_score",
+]
 
 
 @dataclass
 class Recommendation:
-    """The next batch (``table``, ranked) and the screen of everything measured so far."""
+    """The next plate and what it was chosen from.
+
+    Attributes:
+        table: the plate, ranked (columns :data:`PLATE_COLUMNS`), ``(q, 9)``.
+        measured: the screen of everything measured so far (and every candidate drug).
+        n_candidates: how many untested (pair, cell line) candidates were scored.
+    """
 
     table: pd.DataFrame
     measured: Screen
+    n_candidates: int = 0
 
     def summary(self) -> str:
+        """One line: plate size, drugs, cell lines, candidates and predictions."""
         t = self.table
         return (
             f"{len(t)} combinations recommended from {self.measured.n_drugs} drugs in "
-            f"{t['cell_line'].nunique()} cell line(s) after {len(self.measured)} measured; "
+            f"{t['cell_line'].nunique()} cell line(s) after {len(self.measured)} measured "
+            f"({self.n_candidates} untested candidates scored); "
             f"{pd.unique(t[['drug_a', 'drug_b']].to_numpy().ravel()).size} unique drugs; "
             f"predicted mean {t['predicted_mean'].mean():.3g} (best {t['predicted_mean'].max():.3g}), "
             f"mean predicted std {t['predicted_std'].mean():.3g}"
         )
 
+    def to_text(self, rows: int | None = None, width: int = 80) -> str:
+        """The plate as a table that fits ``width`` columns (a terminal): rank, drug names, cell line,
+        predicted mean and sd; long names are cut with ``…``. ``rows``: only the first rows."""
+        t = self.table if rows is None else self.table.head(rows)
+        cells = t["cell_line"].astype(str)
+        cell_w = int(min(max(9, cells.str.len().max() if len(t) else 0), 12))
+        name_w = max(8, (width - 34 - cell_w) // 2)
 
-def load_measured(path: str | Path, smiles: str | Path, score: str, on_duplicate: OnDuplicate = "mean") -> Screen:
-    """One measured file: DrugComb summary table if its first field is ``block_id``, else our CSV.
+        def cut(text: object, w: int) -> str:
+            text = str(text)
+            return text if len(text) <= w else text[: w - 1] + "…"
 
-    Replicates within the file are averaged (``on_duplicate="mean"``) or rejected (``"raise"``).
-    """
-    fields = first_fields(path, sniff_separator(path))
-    if fields and fields[0].lower() == "block_id":
-        return load_drugcomb(path, smiles, scores=(score,), on_invalid="raise", aggregate=on_duplicate)
-    return load_csv(path, smiles, score_columns=[score], aggregate=on_duplicate)
-
-
-def merge_measurements(screens: Sequence[Screen], score: str, on_duplicate: OnDuplicate = "mean") -> pd.DataFrame:
-    """Stack measured experiments of several files into one row per unordered (pair, cell line).
-
-    Replicates within a file were already merged by its loader; across files ``on_duplicate="mean"``
-    averages (weighted by replicate count, logged) and ``"raise"`` rejects any repeat with
-    :class:`ConflictingMeasurementError` naming both files and the drugs.
-    """
-    frames = [s.experiments.assign(_file=s.source) for s in screens]
-    rows = pd.concat(frames, ignore_index=True)
-    check_spelling_variants(rows, "cell_line", "cell line", ", ".join(str(s.source) for s in screens))
-    rows["study"] = ""  # a repeat in a later round is the same experiment, whatever the file calls it
-    key = ["drug_a", "drug_b", "cell_line"]
-    dup = rows.duplicated(key, keep=False)
-    if dup.any():
-        first = rows[dup].sort_values(key).head(2)
-        files = first["_file"].tolist()
-        if on_duplicate == "raise":
-            a, b, cell = first.iloc[0][key]
-            raise ConflictingMeasurementError(
-                f"({a}, {b}) in {cell} is measured more than once ({files[0]} and {files[1]}); "
-                f"set on_duplicate=mean to average",
-                file=files[1],
-                drug=f"{a} + {b}",
+        lines = [
+            f"{'rank':>4}  {'drug A':<{name_w}}  {'drug B':<{name_w}}  {'cell line':<{cell_w}}  "
+            f"{'pred. mean':>10}  {'pred. sd':>10}"
+        ]
+        for row in t.itertuples(index=False):
+            lines.append(
+                f"{row.rank:>4}  {cut(row.drug_a_name, name_w):<{name_w}}  {cut(row.drug_b_name, name_w):<{name_w}}  "
+                f"{cut(row.cell_line, cell_w):<{cell_w}}  {row.predicted_mean:>10.3g}  {row.predicted_std:>10.3g}"
             )
-        log.warning("%d measured rows repeat a (pair, cell line); averaging them (on_duplicate=mean)", int(dup.sum()))
-    rows["_w"] = rows[score] * rows["n_replicates"]
-    grouped = rows.groupby(key, sort=True)
-    merged = grouped[["_w", "n_replicates"]].sum().reset_index()
-    merged[score] = merged["_w"] / merged["n_replicates"]
-    merged["study"] = "measured"
-    return merged[[*KEY_COLUMNS, "n_replicates", score]]
+        return "\n".join(lines)
+
+    def save(self, path: PathLike, overwrite: bool = False) -> Path:
+        """Write the plate as CSV, atomically, never over an existing file unless ``overwrite``; text cells
+        that a spreadsheet would run as formulas are neutralised. Returns the path.
+
+        The lab adds its measured score as a column (named like ``score``) and passes the file back to
+        :func:`recommend` with the earlier measured files.
+        """
+        path = check_output_file(path, overwrite, option_name="overwrite", key="path")
+        return atomic_write_csv(path, spreadsheet_safe(self.table))
 
 
 def candidate_screen(
     measured: Sequence[Screen],
-    smiles: str | Path,
+    smiles: PathLike,
     cell_lines: Sequence[str],
     score: str,
     on_duplicate: OnDuplicate = "mean",
+    drug_id_column: str | None = None,
 ) -> Screen:
     """A :class:`Screen` of every candidate drug (the SMILES table) and cell line, holding the measurements."""
-    table = read_smiles_table(smiles)
+    table = read_smiles_table(smiles, id_column=drug_id_column)
     measured_drugs = set().union(*(set(s.drugs.index) for s in measured)) if measured else set()
     drugs = build_drug_table(table, set(table["drug_id"]) | measured_drugs, smiles)
     experiments = (
@@ -130,7 +173,7 @@ def candidate_screen(
         else pd.DataFrame(columns=[*KEY_COLUMNS, "n_replicates", score])
     )
     cells = sorted(set(cell_lines) | set(experiments["cell_line"]))
-    screen = Screen(
+    return Screen(
         drugs=drugs,
         cell_lines=pd.DataFrame({"tissue": ""}, index=pd.Index(cells)),
         experiments=experiments,
@@ -138,7 +181,6 @@ def candidate_screen(
         name="measured",
         source=str(smiles),
     )
-    return screen
 
 
 def check_cell_lines(wanted: Iterable[str], experiments: pd.DataFrame, files: Sequence[str]) -> list[str]:
@@ -168,77 +210,243 @@ def check_cell_lines(wanted: Iterable[str], experiments: pd.DataFrame, files: Se
     return out
 
 
+def _as_list(paths: Sequence[PathLike] | PathLike) -> list[PathLike]:
+    return [paths] if isinstance(paths, (str, Path)) else list(paths)
+
+
 def recommend(
-    measured_paths: Sequence[str | Path],
-    smiles: str | Path,
+    measured_paths: Sequence[PathLike] | PathLike,
+    smiles: PathLike,
     cell_lines: Sequence[str],
     score: str,
     model: ModelBuilder,
     acquisition: Acquisition,
-    featurize: Callable[[Screen], object],
+    featurize: Callable[[Screen], Features] = morgan_features,
     num_samples: int = 100,
     on_duplicate: OnDuplicate = "mean",
     seed: int = 0,
+    *,
+    candidates: PairFiles = None,
+    exclude: PairFiles = None,
+    leave_out: Sequence[object] = (),
+    max_per_drug: int | None = None,
+    on_invalid: OnInvalid = "raise",
+    on_unknown_drug: OnInvalid = "raise",
+    drug_id_column: str | None = None,
+    check_scale: bool = True,
+    scoring: Scoring | None = None,
 ) -> Recommendation:
     """Fit ``model`` on all measurements and choose ``acquisition.q`` untested combinations.
 
     Args:
-        measured_paths: measurement files so far (at least one; order = campaign rounds).
+        measured_paths: measurement files so far, one per round (order = campaign rounds): the project's CSV
+            (a plate with the measured score added as a column is one) or DrugComb summary tables.
         smiles: candidate drug table (id, optional name, SMILES); measured drugs must be in it.
-        cell_lines: cell lines to propose experiments in.
+        cell_lines: cell lines to propose experiments in (each needs measurements).
         score: the score column to optimise (higher = more synergistic).
         model: ``(drug_features (D, F), cell_features (C, G)) -> SynergyModel``.
-        featurize: ``Screen -> Features`` (e.g. :func:`recover_pyro.data.featurize.featurize`).
+        acquisition: the strategy; its ``q`` is the plate size.
+        featurize: ``Screen -> Features`` (default: :func:`recover_pyro.data.featurize.featurize`).
+        num_samples: posterior samples S per candidate.
+        on_duplicate: repeats of one (pair, cell line): ``"mean"`` (logged) or ``"raise"``.
+        seed: randomness of the stochastic strategies (Thompson, random).
+        candidates: pair file(s): only their pairs may be proposed.
+        exclude: pair file(s): their pairs are never proposed (failed, infeasible, a previous plate).
+        leave_out: drugs (ids or names) never proposed (e.g. out of stock); their measurements are used.
+        max_per_drug: per-plate drug budget, at most this many wells per drug (``None``: the acquisition's
+            own ``max_per_drug``).
+        on_invalid: rows with a missing or non-numeric score: ``"raise"``, or ``"drop"`` (a failed well:
+            not fitted on, never proposed again).
+        on_unknown_drug: rows naming a drug outside the drug table: ``"raise"`` or ``"drop"``.
+        drug_id_column: the drug table's column holding the ids of the measured files (``None``: detected).
+        check_scale: refuse measured files on different score scales (:func:`~recover_pyro.wetlab.measured.check_scales`).
+        scoring: how the candidate space is scored: listed at once, streamed in chunks above
+            ``scoring.stream_above`` candidates, or on a Ray cluster (:class:`~recover_pyro.wetlab.library.Scoring`;
+            default ``Scoring()``). The plate is the same either way where both fit.
+
+    Raises:
+        ScreenDataError: a subclass naming the file, line, drug or option at fault (see
+            :mod:`recover_pyro.errors`), before anything is fitted.
     """
-    if not measured_paths:
-        raise ValueError("recommend needs at least one measured file (a first plate chosen by design)")
+    with option_spelling(RECOMMEND_SPELLING):
+        return _recommend(
+            _as_list(measured_paths),
+            smiles,
+            cell_lines,
+            score,
+            model,
+            acquisition,
+            featurize,
+            num_samples,
+            on_duplicate,
+            seed,
+            CandidateRules(candidates=candidates, exclude=exclude, leave_out=list(leave_out)),
+            max_per_drug,
+            on_invalid,
+            on_unknown_drug,
+            drug_id_column,
+            check_scale,
+            scoring,
+        )
+
+
+def _recommend(
+    paths: list[PathLike],
+    smiles: PathLike,
+    cell_lines: Sequence[str],
+    score: str,
+    model: ModelBuilder,
+    acquisition: Acquisition,
+    featurize: Callable[[Screen], Features],
+    num_samples: int,
+    on_duplicate: OnDuplicate,
+    seed: int,
+    rules: CandidateRules,
+    max_per_drug: int | None,
+    on_invalid: OnInvalid,
+    on_unknown_drug: OnInvalid,
+    drug_id_column: str | None,
+    check_scale: bool,
+    scoring: Scoring | None = None,
+) -> Recommendation:
+    """:func:`recommend` with the candidate rules gathered (advice spelled as recommend's options)."""
+    if not paths:
+        raise TooFewMeasurementsError(
+            "recommend needs at least one measured file (a first plate chosen by design) in measured"
+        )
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ConfigValueError("num_samples", f"must be an integer >= 1, got {num_samples!r}")  # before the fit
-    screens = [load_measured(p, smiles, score, on_duplicate) for p in measured_paths]
+    if max_per_drug is not None:
+        acquisition = dataclasses.replace(acquisition, max_per_drug=max_per_drug)
+    files = [str(p) for p in paths]
+    tried = pd.concat([tried_pairs(p) for p in paths], ignore_index=True)
+    id_column = resolve_id_column(smiles, pd.concat([tried["drug_a"], tried["drug_b"]]).unique(), drug_id_column)
+    screens = [
+        load_measured(p, smiles, score, on_duplicate, on_invalid, on_unknown_drug, drug_id_column=id_column)
+        for p in paths
+    ]
+    check_scales(screens, score, check_scale)
     merged = pd.concat([s.experiments for s in screens], ignore_index=True)
-    cell_lines = check_cell_lines(cell_lines, merged, [str(p) for p in measured_paths])
-    screen = candidate_screen(screens, smiles, cell_lines, score, on_duplicate)
-    features = featurize(screen)
-    pool = screen.all_candidates(cell_lines=list(cell_lines))
-    tested = pool.merge(screen.experiments[["drug_a", "drug_b", "cell_line"]], how="left", indicator=True)
-    pool = pool[(tested["_merge"] == "left_only").to_numpy()].reset_index(drop=True)
-    if pool.empty:
-        raise EmptySelectionError("every candidate combination has been measured already", file=str(smiles))
+    cell_lines = check_cell_lines(cell_lines, merged, files)
+    screen = candidate_screen(screens, smiles, cell_lines, score, on_duplicate, drug_id_column=id_column)
+    check_enough(screen.experiments, score, files)
+    scoring = scoring or Scoring()
+    best_f = float(screen.experiments[score].max())
+    generator = torch.Generator().manual_seed(seed)
+    if not as_paths(rules.candidates) and scoring.streams(library_size(screen, list(cell_lines))):
+        return _recommend_from_library(
+            screen, list(cell_lines), score, model, acquisition, featurize, num_samples, tried, rules, scoring,
+            best_f, len(paths) - 1, seed, smiles,
+        )  # fmt: skip
+    pool = build_pool(
+        screen.all_candidates(cell_lines=list(cell_lines)), screen.drugs, screen.experiments, tried, rules
+    )
+    check_same_molecules(pool.pairs, screen.drugs, smiles)
+    untested = pool.pairs
+    _warn_small_pool(acquisition.q, len(untested))
 
-    if acquisition.q > len(pool):
-        log.warning(
-            "acquisition.q=%d exceeds the %d untested candidate combinations; the plate holds %d rows",
-            acquisition.q,
-            len(pool),
-            len(pool),
-        )
-    fitted = model(features.drug, features.cell)  # type: ignore[attr-defined]
+    features = featurize(screen)
+    fitted = model(features.drug, features.cell)
     fitted.fit(screen.to_pairs(score))
-    candidates = screen.to_pairs(score, experiments=pool)
+    candidates = screen.to_pairs(score, experiments=untested)
     predictive = fitted.predict(candidates, num_samples=num_samples).cpu()
     drugs = torch.stack([candidates.drug_a, candidates.drug_b], 1)
     batch = acquisition.select(
-        predictive.f,
-        candidate_drugs=drugs,
-        best_f=float(screen.experiments[score].max()),
-        round=len(measured_paths) - 1,
-        generator=torch.Generator().manual_seed(seed),
+        predictive.f, candidate_drugs=drugs, best_f=best_f, round=len(paths) - 1, generator=generator
     )
     idx = batch.indices.numpy()
-    names = screen.drugs["name"]
-    chosen = pool.iloc[idx]
-    table = pd.DataFrame(
+    chosen = untested.iloc[idx]
+    _check_untested(chosen, screen.experiments, pool.forbidden)
+    log.info("batch holds %d unique drugs", unique_drugs(batch.indices, drugs))
+    table = _plate_table(chosen, screen, predictive.mean[idx], predictive.std[idx], batch.scores)
+    return Recommendation(table=table, measured=screen, n_candidates=len(untested))
+
+
+def _recommend_from_library(
+    screen: Screen,
+    cell_lines: list[str],
+    score: str,
+    model: ModelBuilder,
+    acquisition: Acquisition,
+    featurize: Callable[[Screen], Features],
+    num_samples: int,
+    tried: pd.DataFrame,
+    rules: CandidateRules,
+    scoring: Scoring,
+    best_f: float,
+    round: int,
+    seed: int,
+    smiles: PathLike,
+) -> Recommendation:
+    """:func:`recommend` over a numbered, streamed candidate space (:mod:`recover_pyro.wetlab.library`)."""
+    excluded = [read_pairs(p, screen.drugs, "exclude") for p in as_paths(rules.exclude)]
+    gone = pd.concat(
+        [screen.experiments[PAIR_COLUMNS], tried[PAIR_COLUMNS], *excluded, pd.DataFrame(columns=PAIR_COLUMNS)],
+        ignore_index=True,
+    )
+    left_out = resolve_drugs(list(rules.leave_out), screen.drugs, "leave_out")
+    space, forbidden = library_space(screen, cell_lines, gone, left_out)
+    allowed = [d for d in screen.drugs.index if d not in set(left_out)]
+    check_same_molecules(pd.DataFrame({"drug_a": allowed, "drug_b": allowed}), screen.drugs, smiles)
+    n_candidates = space.count()
+    if n_candidates == 0:
+        raise EmptySelectionError(
+            "no candidate combination is left to propose; shorten exclude or leave_out, or add drugs to the drug table"
+        )
+    _warn_small_pool(acquisition.q, n_candidates)
+    features = featurize(screen)
+    fitted = model(features.drug, features.cell)
+    fitted.fit(screen.to_pairs(score))
+    batch, pairs, draw = choose_from_library(
+        fitted, model_factory_of(model, features), space, acquisition,
+        num_samples=num_samples, best_f=best_f, round=round, seed=seed, scoring=scoring,
+    )  # fmt: skip
+    predictive = fitted.predict(pairs, num_samples=num_samples, **({} if draw is None else {"draw": draw})).cpu()
+    chosen = pd.DataFrame(
         {
-            "rank": np.arange(1, len(idx) + 1),
+            "drug_a": screen.drugs.index[pairs.drug_a.numpy()],
+            "drug_b": screen.drugs.index[pairs.drug_b.numpy()],
+            "cell_line": screen.cell_lines.index[pairs.cell.numpy()],
+        }
+    )
+    _check_untested(chosen, screen.experiments, forbidden)
+    log.info(
+        "batch holds %d unique drugs",
+        unique_drugs(torch.arange(len(chosen)), torch.stack([pairs.drug_a, pairs.drug_b], 1)),
+    )
+    table = _plate_table(chosen, screen, predictive.mean, predictive.std, batch.scores)
+    return Recommendation(table=table, measured=screen, n_candidates=n_candidates)
+
+
+def _warn_small_pool(q: int, n: int) -> None:
+    if q > n:
+        log.warning("acquisition.q=%d exceeds the %d untested candidate combinations; the plate holds %d rows", q, n, n)
+
+
+def _plate_table(
+    chosen: pd.DataFrame, screen: Screen, mean: torch.Tensor, std: torch.Tensor, scores: torch.Tensor
+) -> pd.DataFrame:
+    """The plate (:data:`PLATE_COLUMNS`) of the ``chosen`` ``drug_a, drug_b, cell_line`` rows, in pick order."""
+    names = screen.drugs["name"]
+    return pd.DataFrame(
+        {
+            "rank": np.arange(1, len(chosen) + 1),
             "drug_a": chosen["drug_a"].to_numpy(),
             "drug_b": chosen["drug_b"].to_numpy(),
             "drug_a_name": chosen["drug_a"].map(names).to_numpy(),
             "drug_b_name": chosen["drug_b"].map(names).to_numpy(),
             "cell_line": chosen["cell_line"].to_numpy(),
-            "predicted_mean": predictive.mean[idx].numpy(),
-            "predicted_std": predictive.std[idx].numpy(),
-            "acquisition_score": batch.scores.numpy(),
+            "predicted_mean": mean.numpy(),
+            "predicted_std": std.numpy(),
+            "acquisition_score": scores.numpy(),
         }
     )
-    log.info("batch holds %d unique drugs", unique_drugs(batch.indices, drugs))
-    return Recommendation(table=table, measured=screen)
+
+
+def _check_untested(chosen: pd.DataFrame, measured: pd.DataFrame, forbidden: pd.DataFrame) -> None:
+    """The last guard: no chosen (pair, cell line) is measured, tried or excluded (a bug if one is)."""
+    keys = pd.MultiIndex.from_frame(chosen[PAIR_COLUMNS])
+    for what, rows in (("measured", measured), ("measured, tried or excluded", forbidden)):
+        clash = keys.isin(pd.MultiIndex.from_frame(rows[PAIR_COLUMNS])) if len(rows) else np.zeros(len(keys), bool)
+        if clash.any():
+            raise RuntimeError(f"internal error: the plate proposes {what} pairs {list(keys[clash])[:3]}")
