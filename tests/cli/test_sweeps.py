@@ -22,7 +22,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import load_script
+from script_loader import load_script
 from recover_pyro.cli.builders import CONFIG_DIR
 
 ROOT = Path(__file__).resolve().parents[2]

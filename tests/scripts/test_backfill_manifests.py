@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import load_script
+from script_loader import load_script
 from recover_pyro.records.manifest import NOT_RECORDED, read_manifest, recording
 
 DOCS = """# Benchmarks

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import load_script
+from script_loader import load_script
 from recover_pyro.records.manifest import read_manifest
 
 

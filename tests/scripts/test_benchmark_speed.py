@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 import recover_pyro.bnn.inference as inference
-from conftest import load_script
+from script_loader import load_script
 
 
 @pytest.fixture(scope="module")

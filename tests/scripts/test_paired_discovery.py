@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import load_script
+from script_loader import load_script
 from recover_pyro.records.manifest import read_manifest
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import load_script
+from script_loader import load_script
 from recover_pyro.records.manifest import NOT_RECORDED, Manifest, recording, write_manifest
 
 
