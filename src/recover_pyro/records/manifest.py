@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from recover_pyro.errors import DamagedFileError
 from recover_pyro.records.files import atomic_write, json_safe
@@ -313,20 +313,6 @@ def collect_manifest(
 
 
 # --- files ---------------------------------------------------------------------------------------
-def _umask() -> int:
-    """The process's umask, read without changing it where Linux shows it (``/proc/self/status``)."""
-    try:
-        with open("/proc/self/status", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)  # elsewhere the only portable way to read it is to set it (and restore it)
-    os.umask(mask)
-    return mask
-
-
 def manifest_path(folder: PathLike) -> Path:
     """``<folder>/manifest.json``."""
     return Path(folder) / MANIFEST_FILE
@@ -335,23 +321,14 @@ def manifest_path(folder: PathLike) -> Path:
 def write_manifest(folder: PathLike, manifest: Manifest) -> Path:
     """Write ``manifest`` to ``<folder>/manifest.json`` atomically (the folder is created if needed).
 
-    The file gets the mode a newly created file has under the process's umask (``0o666 & ~umask``), set on
-    the temporary file before it replaces the target, so a reader never sees a file with other permissions.
+    The file gets the mode a newly created file has under the process's umask (as every file
+    :func:`~recover_pyro.records.files.atomic_write` writes).
 
     Returns:
         The path written.
     """
     text = json.dumps(json_safe(manifest.to_dict()), indent=2, allow_nan=False) + "\n"
-    mode = 0o666 & ~_umask()
-
-    def write(handle: IO[bytes]) -> None:
-        handle.write(text.encode("utf-8"))
-        try:
-            os.fchmod(handle.fileno(), mode)
-        except (AttributeError, OSError):  # no fchmod (Windows) or a file system without modes
-            pass
-
-    return atomic_write(manifest_path(folder), write)
+    return atomic_write(manifest_path(folder), lambda handle: handle.write(text.encode("utf-8")))
 
 
 def read_manifest(folder: PathLike) -> Manifest:
