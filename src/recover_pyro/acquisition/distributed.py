@@ -103,6 +103,7 @@ def select_on_ray(
     shortlist: int | None = None,
     device: str = "cpu",
     progress: bool = True,
+    draw: Any = None,
 ) -> SelectedBatch:
     """Choose ``acquisition.q`` candidates of ``space`` with ``model``, scored on the Ray cluster that
     ``ray.init`` joined (call it first, e.g. ``ray.init(address="auto")``).
@@ -120,6 +121,7 @@ def select_on_ray(
         chunk_size: candidates per forward pass on a worker.
         device: where workers score (``"cpu"`` or ``"cuda"``; one GPU per actor).
         progress: a bar with ETA over the whole space.
+        draw: the model's weight samples (``model.draw_posterior(num_samples)``) if already drawn; else drawn here.
 
     Returns:
         :class:`SelectedBatch` with global candidate ids (:meth:`PairSpace.decode` gives the pairs).
@@ -127,10 +129,13 @@ def select_on_ray(
     ray = _ray()
     if not ray.is_initialized():
         raise RuntimeError("select_on_ray needs a Ray cluster: call ray.init(address=...) first")
+    draw_posterior = getattr(model, "draw_posterior", None)
+    if draw is None and callable(draw_posterior):
+        draw = draw_posterior(num_samples)
     if isinstance(acquisition, RandomAcquisition):  # one key per candidate in id order: not shardable
         return select_streaming(
             acquisition,
-            lambda: model_chunks(model, space, num_samples, chunk_size=chunk_size),
+            lambda: model_chunks(model, space, num_samples, chunk_size=chunk_size, draw=draw),
             best_f=best_f,
             round=round,
             generator=generator,
@@ -143,8 +148,6 @@ def select_on_ray(
     plan = StreamPlan(
         acquisition, best_f=best_f, round=round, generator=generator, shortlist=shortlist, num_samples=num_samples
     )
-    draw_posterior = getattr(model, "draw_posterior", None)
-    draw = draw_posterior(num_samples) if callable(draw_posterior) else None
     state_ref = ray.put(model.state_dict())
     draw_ref = ray.put(None if draw is None else {k: v.cpu() for k, v in draw.items()})
     space_ref = ray.put(space)

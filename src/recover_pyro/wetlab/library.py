@@ -151,6 +151,7 @@ def choose_from_library(
             shortlist=scoring.shortlist,
             device=scoring.device,
             progress=scoring.progress,
+            draw=draw,
         )
     else:
         bar = tqdm(total=len(space), unit="cand", unit_scale=True, desc="scoring", disable=not scoring.progress)
