@@ -47,9 +47,20 @@ from recover_pyro.bnn.predictive import bayesian_head_only
 from recover_pyro.cli.builders import build_features, build_screen, build_split, model_factory
 from recover_pyro.data.featurize import Features
 from recover_pyro.data.screen import Pairs, Screen
+from recover_pyro.metrics import evaluate
 from recover_pyro.records.manifest import command_line, recording
 
-COLUMNS = ["sd_new", "sd_seen", "sd_ratio", "error_new", "error_seen", "error_ratio", "novelty_auroc"]
+COLUMNS = [
+    "sd_new",
+    "sd_seen",
+    "sd_ratio",
+    "error_new",
+    "error_seen",
+    "error_ratio",
+    "novelty_auroc",
+    "spearman_new",
+    "nll_new",
+]
 # Only for a Bayesian head on a point-estimated trunk (NaN for the other models).
 TRUNK_COLUMNS = ["norm_ratio", "sd_norm_spearman"]
 
@@ -108,14 +119,25 @@ def embedding_norms(model: Any, sets: dict[str, Pairs]) -> dict[str, np.ndarray]
 
 
 def run_one(
-    cfg: DictConfig, seen_frac: float, num_samples: int, screens: dict[str, tuple[Screen, Features]] | None = None
+    cfg: DictConfig,
+    seen_frac: float,
+    num_samples: int,
+    screens: dict[str, tuple[Screen, Features]] | None = None,
+    score_on: str = "test",
 ) -> dict[str, Any]:
-    """Fit ``cfg``'s model on :func:`novelty_sets`' ``fit`` experiments; score the ``new`` and ``seen`` ones."""
+    """Fit ``cfg``'s model on :func:`novelty_sets`' ``fit`` experiments; score the ``new`` and ``seen`` ones.
+
+    ``score_on="val"`` (pilots): the new-drug experiments are the split's validation drugs instead of its test
+    drugs, and the fit sets its early-stopping data aside from ``fit`` (the model's ``holdout``), so that nothing
+    about the validation drugs reaches the fit and the test drugs stay untouched.
+    """
     torch.manual_seed(cfg.seed)
     features, sets = novelty_sets(cfg, seen_frac, screens)
+    if score_on == "val":
+        sets["new"] = sets.pop("val")
     model = model_factory(cfg, features)()
     start = time.perf_counter()
-    model.fit(sets["fit"], sets["val"])
+    model.fit(sets["fit"], sets.get("val"))
     fit_seconds = time.perf_counter() - start
     out: dict[str, Any] = {f"n_{k}": len(sets[k]) for k in ("fit", "new", "seen")}
     sds = {}
@@ -126,6 +148,8 @@ def run_one(
         sds[name] = predictive.epistemic_std.numpy()
         out[f"sd_{name}"] = float(sds[name].mean())
         out[f"error_{name}"] = float((predictive.mean - held.y.cpu()).abs().mean())
+        scores = evaluate(predictive, held.y.cpu(), seed=cfg.seed)
+        out[f"spearman_{name}"], out[f"nll_{name}"] = scores["spearman"], scores["nll"]
     norms = embedding_norms(model, {k: sets[k] for k in ("new", "seen")})
     if norms:
         out["norm_ratio"] = float(norms["new"].mean() / norms["seen"].mean())
@@ -192,6 +216,13 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame | None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--seen-frac", type=float, default=0.15)
     parser.add_argument("--num-samples", type=int, default=100)
+    parser.add_argument(
+        "--score-on",
+        choices=["test", "val"],
+        default="test",
+        help="new drugs: the split's test drugs (reported) or its validation drugs (pilots; fits then hold out "
+        "their early-stopping data from the training experiments)",
+    )
     parser.add_argument("--override", nargs="*", default=[], help="Hydra overrides for every fit (pilots only)")
     parser.add_argument("--variant", default="", help="with --override: rows are named <experiment>[<variant>]")
     parser.add_argument("--out", type=Path, default=None, help="prefix of <out>_runs.csv and <out>.csv")
@@ -236,7 +267,8 @@ def run_all(args: argparse.Namespace, runs_csv: Path) -> pd.DataFrame:
                     continue
                 cfg = compose_config(args.data, args.score, experiment, test_seed, seed, args.override)
                 row = {"experiment": name, "test_seed": test_seed, "seed": seed, "overrides": " ".join(args.override)}
-                row.update(run_one(cfg, args.seen_frac, args.num_samples, screens))
+                row["score_on"] = args.score_on
+                row.update(run_one(cfg, args.seen_frac, args.num_samples, screens, args.score_on))
                 print(", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
                 runs = pd.concat([runs, pd.DataFrame([row])], ignore_index=True)
                 runs.to_csv(runs_csv, index=False)

@@ -161,3 +161,40 @@ def test_normalize_pair_rescales_every_pair_to_norm_sqrt_k_and_only_that(film):
         assert torch.allclose(z_scaled.norm(dim=-1), torch.full((len(a),), 6**0.5, dtype=torch.float64))
         assert torch.allclose(z_scaled, z / z.norm(dim=-1, keepdim=True) * 6**0.5)  # same direction
         assert torch.equal(scaled(a, b, c), scaled.head(z_scaled, c)) and torch.equal(scaled(a, b, c), scaled(b, a, c))
+
+
+@pytest.mark.parametrize("film", [True, False])
+def test_projection_cache_projects_every_drug_once_per_cell_line(film):
+    """Scoring a library in chunks: inside ``drug_projection_cache`` the per-drug layers run once per cell line
+    over every drug (not once per chunk), and the trunk's output is the one computed without the cache."""
+    torch.manual_seed(0)
+    n_drugs = 40
+    net = RecoverPredictor(
+        torch.rand(n_drugs, 12), torch.eye(3), drug_hidden=(16, 8), merge_dim=8, merge_rank=2, film=film
+    )
+    a, b = torch.triu_indices(n_drugs, n_drugs, 1)
+    cell = torch.arange(len(a)) % 3
+    order = torch.argsort(cell, stable=True)  # library chunks come cell line by cell line
+    a, b, cell = a[order], b[order], cell[order]
+    with torch.no_grad():
+        plain = net.trunk(a, b, cell)
+        calls = []
+        first = net.drug_layers[0]
+        handle = first.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[-2]))
+        with net.drug_projection_cache(max_bytes=2**20):
+            cached = torch.cat(
+                [net.trunk(a[i : i + 97], b[i : i + 97], cell[i : i + 97]) for i in range(0, len(a), 97)]
+            )
+        handle.remove()
+    assert torch.allclose(cached, plain, atol=1e-6)
+    # One pass over all drugs per cell line with FiLM (3), a single one without (the embedding ignores the cell).
+    assert calls == [n_drugs] * (3 if film else 1)
+    assert net._projection_cache is None  # gone on leaving
+
+
+def test_projection_cache_refuses_sample_batched_per_drug_layers():
+    net = RecoverPredictor(torch.rand(6, 4), torch.eye(1), drug_hidden=(5,), merge_dim=3, merge_rank=2)
+    net.drug_layers[0].weight = torch.nn.Parameter(torch.randn(2, 5, 4))  # two weight samples
+    idx = torch.tensor([0, 1])
+    with net.drug_projection_cache(), pytest.raises(ValueError, match="deterministic projections only"):
+        net.trunk(idx, idx + 2, torch.zeros(2, dtype=torch.long))

@@ -88,3 +88,26 @@ def test_on_real_almanac_mcf7_the_bnn_sd_shrinks_for_new_drugs(script, data_root
     row = script.run_one(cfg, seen_frac=0.15, num_samples=100)
     assert row["n_new"] == 308 and row["novelty_auroc"] < 0.45 and row["sd_ratio"] < 0.85
     assert row["norm_ratio"] < 0.8 and row["sd_norm_spearman"] > 0.4
+
+
+def test_pilots_score_validation_drugs_and_fit_without_them(script, tmp_path: Path, monkeypatch) -> None:
+    """``--score-on val``: the new-drug set is the validation drugs, and the fit never sees them (it sets its
+    early-stopping data aside from the training experiments)."""
+    seen_by_fit = []
+    real_fit = script.BNNSynergyModel.fit
+
+    def spy(self, train, val=None):
+        seen_by_fit.append((train, val))
+        return real_fit(self, train, val)
+
+    monkeypatch.setattr(script.BNNSynergyModel, "fit", spy)
+    cfg = script.compose_config("synthetic", None, "normal", test_seed=0, seed=0)
+    _, sets = script.novelty_sets(cfg, seen_frac=0.15)
+    row = script.run_one(cfg, seen_frac=0.15, num_samples=10, score_on="val")
+    train, val = seen_by_fit[0]
+    assert val is None and len(train) == len(sets["fit"])
+    assert row["n_new"] == len(sets["val"]) and -1 <= row["spearman_new"] <= 1 and np.isfinite(row["nll_new"])
+    runs = tmp_path / "v"
+    script.main(["--data", "synthetic", "--experiments", "normal", "--num-samples", "10", "--score-on", "val",
+                 "--out", str(runs)])  # fmt: skip
+    assert pd.read_csv(tmp_path / "v_runs.csv").score_on.tolist() == ["val"]

@@ -35,6 +35,7 @@ that normalises across candidates cannot stream).
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
@@ -385,13 +386,16 @@ def model_chunks(
     if draw is None and callable(draw_posterior):
         draw = draw_posterior(num_samples)
     covered = start
-    for chunk in space.chunks(chunk_size, start, stop):
-        kwargs = {} if draw is None else {"draw": draw}
-        f = model.predict(chunk.pairs, num_samples=num_samples, **kwargs).f.cpu()
-        yield CandidateChunk(f, chunk.ids, torch.stack([chunk.pairs.drug_a, chunk.pairs.drug_b], 1))
-        if progress is not None:
-            end = min(int(chunk.ids[-1]) + 1, stop)
-            progress(end - covered)
-            covered = end
+    session = getattr(model, "scoring_session", None)
+    # A model's scoring session keeps work across the chunks (RECOVER's net: every drug's projections, once).
+    with session() if callable(session) else contextlib.nullcontext():
+        for chunk in space.chunks(chunk_size, start, stop):
+            kwargs = {} if draw is None else {"draw": draw}
+            f = model.predict(chunk.pairs, num_samples=num_samples, **kwargs).f.cpu()
+            yield CandidateChunk(f, chunk.ids, torch.stack([chunk.pairs.drug_a, chunk.pairs.drug_b], 1))
+            if progress is not None:
+                end = min(int(chunk.ids[-1]) + 1, stop)
+                progress(end - covered)
+                covered = end
     if progress is not None and stop > covered:
         progress(stop - covered)

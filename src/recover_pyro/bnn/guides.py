@@ -29,6 +29,7 @@ from the KL term alone (exactly with ``elbo="meanfield"``'s analytic KL, up to M
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any, Callable, Sequence
 
@@ -36,6 +37,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
+from pyro import poutine
 from pyro.distributions import TorchDistribution, constraints
 from pyro.nn import PyroParam
 from torch import Tensor
@@ -116,6 +118,8 @@ class WeightGuide(LocalPyroModule):
         if not model.sites:
             raise ValueError("the model has no Bayesian weight sites")
         self.site_shapes: dict[str, torch.Size] = {name: s.shape for name, s in model.sites.items()}
+        # K > 1: every site's factors carry a leading component dimension; q is their uniform mixture.
+        self.components: int = model.components
         identity = model.identity
         self.identity_sites: tuple[IdentitySite, ...] = () if identity is None else identity.sites
         self.identity_hierarchical = identity is not None and identity.hierarchical
@@ -188,8 +192,9 @@ class WeightGuide(LocalPyroModule):
 
     def forward(self, *args: Any, **kwargs: Any) -> None:
         """Sample every site, the weights then the identity effects (model arguments are accepted and ignored)."""
-        for site, shape in self.site_shapes.items():
-            pyro.sample(site, self.site_distribution(site).to_event(len(shape)))
+        with poutine.scale(scale=1.0 / self.components) if self.components > 1 else contextlib.nullcontext():
+            for site, shape in self.site_shapes.items():
+                pyro.sample(site, self.site_distribution(site).to_event(len(shape)))
         for group in self.identity_sites:
             pyro.sample(group.scale_name, self.scale_distribution(group))
             pyro.sample(group.name, self.effect_distribution(group))
@@ -243,10 +248,17 @@ class WeightGuide(LocalPyroModule):
         return out
 
     def _noise(self, site: str, num_samples: int, generator: torch.Generator | None) -> Tensor:
+        """``(S, *shape)`` standard normal draws (``(S, *shape[1:])`` with components: one value per sample)."""
         loc = self._param(site, "loc")
-        return torch.randn(
-            (num_samples, *self.site_shapes[site]), generator=generator, dtype=loc.dtype, device=loc.device
-        )
+        shape = self.site_shapes[site][1:] if self.components > 1 else self.site_shapes[site]
+        return torch.randn((num_samples, *shape), generator=generator, dtype=loc.dtype, device=loc.device)
+
+    def _per_sample(self, value: Tensor, num_samples: int) -> Tensor:
+        """With components, sample ``s`` takes component ``s mod K`` of ``value`` ``(K, *shape)`` -> ``(S, *shape)``
+        (the uniform mixture, stratified); otherwise ``value`` as it is (it broadcasts)."""
+        if self.components == 1:
+            return value
+        return value[torch.arange(num_samples, device=value.device) % self.components]
 
 
 class MeanFieldNormalGuide(WeightGuide):
@@ -256,19 +268,29 @@ class MeanFieldNormalGuide(WeightGuide):
     Args:
         model: the Bayesian model whose ``sites`` this guide covers.
         init_scale: initial posterior standard deviation of every weight.
+        random_effect_init_scale: that of the random effects (drug codes, rank-1 factors); ``None``: their
+            prior's standard deviation.
     """
 
-    def __init__(self, model: BayesianRegression, init_scale: float = 0.01) -> None:
+    def __init__(
+        self, model: BayesianRegression, init_scale: float = 0.01, random_effect_init_scale: float | None = None
+    ) -> None:
         super().__init__(model)
-        if not init_scale > 0:
-            raise ValueError(f"MeanFieldNormalGuide: init_scale must be positive, got {init_scale}")
+        if not init_scale > 0 or not (random_effect_init_scale is None or random_effect_init_scale > 0):
+            raise ValueError(
+                f"MeanFieldNormalGuide: init_scale and random_effect_init_scale must be positive, got {init_scale}, "
+                f"{random_effect_init_scale}"
+            )
         for name, site in model.sites.items():
             setattr(self, f"{_key(name)}_loc", PyroParam(site.init.clone()))
-            setattr(
-                self,
-                f"{_key(name)}_scale",
-                PyroParam(torch.full_like(site.init, float(init_scale)), constraints.positive),
-            )
+            # A random effect starts at its prior's spread (a drug no datum informs then never moves from it), or
+            # narrow like the weights (the warm-started net is not drowned in noise when SVI starts; the KL alone
+            # then widens what no datum informs, towards the prior).
+            if site.random_effect:
+                scale = site.prior_scale if random_effect_init_scale is None else float(random_effect_init_scale)
+            else:
+                scale = float(init_scale)
+            setattr(self, f"{_key(name)}_scale", PyroParam(torch.full_like(site.init, scale), constraints.positive))
 
     def site_distribution(self, site: str) -> TorchDistribution:
         return dist.Normal(self._param(site, "loc"), self._param(site, "scale"))
@@ -282,7 +304,8 @@ class MeanFieldNormalGuide(WeightGuide):
     def sample_weights(self, num_samples: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """``mu + s * eps`` with ``eps`` ``(S, *shape)`` standard normal (then the identity sites)."""
         weights = {
-            site: self._param(site, "loc") + self._param(site, "scale") * self._noise(site, num_samples, generator)
+            site: self._per_sample(self._param(site, "loc"), num_samples)
+            + self._per_sample(self._param(site, "scale"), num_samples) * self._noise(site, num_samples, generator)
             for site in self.site_shapes
         }
         return weights | self.identity_samples(num_samples, generator)
@@ -308,8 +331,11 @@ class SparseVariationalDropoutGuide(WeightGuide):
     def __init__(self, model: BayesianRegression, init_log_alpha: float = -6.0, threshold: float = 3.0) -> None:
         super().__init__(model)
         self.threshold = float(threshold)
+        self.random_effects = {name for name, site in model.sites.items() if site.random_effect}
         for name, site in model.sites.items():
             scale = math.exp(0.5 * init_log_alpha) * site.init.abs()
+            if site.random_effect:  # starts at its prior's spread, as in MeanFieldNormalGuide
+                scale = torch.full_like(site.init, site.prior_scale)
             setattr(self, f"{_key(name)}_loc", PyroParam(site.init.clone()))
             setattr(self, f"{_key(name)}_scale", PyroParam(scale.clamp_min(MIN_INIT_SCALE), constraints.positive))
 
@@ -321,7 +347,10 @@ class SparseVariationalDropoutGuide(WeightGuide):
         return self.site_distribution(site).log_alpha
 
     def kept(self, site: str) -> Tensor:
-        """``(*shape)`` bool mask of the weights that survive pruning."""
+        """``(*shape)`` bool mask of the weights that survive pruning (all of a random effect: a code near 0 with
+        its prior's spread is a drug the data say little about, not a weight to drop)."""
+        if site in self.random_effects:
+            return torch.ones(self.site_shapes[site], dtype=torch.bool, device=self._param(site, "loc").device)
         return self.log_alpha(site) <= self.threshold
 
     def locs(self) -> dict[str, Tensor]:
@@ -337,7 +366,9 @@ class SparseVariationalDropoutGuide(WeightGuide):
         """``(theta + sigma * eps) * kept`` with ``eps`` ``(S, *shape)`` standard normal (then the identity sites)."""
         locs, scales = self.locs(), self.scales()
         weights = {
-            site: locs[site] + scales[site] * self._noise(site, num_samples, generator) for site in self.site_shapes
+            site: self._per_sample(locs[site], num_samples)
+            + self._per_sample(scales[site], num_samples) * self._noise(site, num_samples, generator)
+            for site in self.site_shapes
         }
         return weights | self.identity_samples(num_samples, generator)
 
@@ -346,9 +377,10 @@ class SparseVariationalDropoutGuide(WeightGuide):
         return {site: float((~self.kept(site)).float().mean()) for site in self.site_shapes}
 
     def sparsity(self) -> float:
-        """Fraction of pruned weights over all Bayesian sites."""
-        pruned = sum(int((~self.kept(site)).sum()) for site in self.site_shapes)
-        return pruned / sum(self.site_shapes[site].numel() for site in self.site_shapes)
+        """Fraction of pruned weights over all Bayesian weight sites (random effects are never pruned)."""
+        weights = [site for site in self.site_shapes if site not in self.random_effects]
+        pruned = sum(int((~self.kept(site)).sum()) for site in weights)
+        return pruned / sum(self.site_shapes[site].numel() for site in weights)
 
     def fit_summary(self) -> dict[str, float]:
         """``pruned_fraction``: the fraction of pruned Bayesian weights (:meth:`sparsity`)."""

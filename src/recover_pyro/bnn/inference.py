@@ -373,7 +373,8 @@ def warm_start(
             idx = idx.to(y.device)
             optimizer.zero_grad()
             f = model.mean_function(guide.locs(), train.drug_a[idx], train.drug_b[idx], train.cell[idx])
-            loss = F.mse_loss(f, y[idx])
+            # With components f is (K, B): every component is fitted to the targets.
+            loss = F.mse_loss(f, y[idx]) if f.dim() == 1 else (f - y[idx]).pow(2).mean()
             loss.backward()
             optimizer.step()
             total += float(loss.detach()) * len(idx)
@@ -384,6 +385,7 @@ def warm_start(
                     lambda s: model.mean_function(guide.locs(), val.drug_a[s], val.drug_b[s], val.cell[s]),
                     len(val),
                     config.eval_batch_size,
+                    dim=-1,
                 )
                 assert val.y is not None  # validation pairs carry targets (fit_svi checks them)
                 row["val_mse"] = float((f_val - val.y.float()).pow(2).mean())
@@ -404,8 +406,8 @@ def warm_start(
         report.warm_start_epoch = config.warm_start_epochs - 1
 
 
-def _chunked(fn: Callable[[slice], Tensor], n: int, size: int) -> Tensor:
-    return torch.cat([fn(slice(i, i + size)) for i in range(0, n, size)])
+def _chunked(fn: Callable[[slice], Tensor], n: int, size: int, dim: int = 0) -> Tensor:
+    return torch.cat([fn(slice(i, i + size)) for i in range(0, n, size)], dim=dim)
 
 
 def _svi_stage(
@@ -455,6 +457,8 @@ def _svi_stage(
     )
     all_params = [*others, *scale_params]
     reparam_sites = local_reparam_sites(model) if config.local_reparam else []
+    if config.local_reparam and model.components > 1:
+        raise ValueError("fit_svi: local_reparam takes one component; set model.components=1 or local_reparam=false")
     if config.local_reparam and not reparam_sites:
         raise ValueError(
             f"fit_svi: local_reparam needs Bayesian head layers ({HEAD_PREFIX}*) of a trunk / head predictor; "

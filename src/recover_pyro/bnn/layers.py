@@ -20,6 +20,7 @@ Parameters never enter Pyro's global param store: every call of these modules ru
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -85,12 +86,18 @@ class WeightSite:
         shape: the weight's shape (unbatched).
         fan_in: inputs of the layer it belongs to (for fan-in scaled priors).
         init: the deterministic predictor's initial value (guides start from it).
+        random_effect: a random effect of the predictor (its ``random_effects``, e.g. ``drug_codes``): prior
+            :math:`N(` ``prior_loc``, ``prior_scale`` :math:`^2)` per entry whatever the weight prior, and guides
+            start at that prior's spread.
     """
 
     name: str
     shape: torch.Size
     fan_in: int
     init: Tensor
+    random_effect: bool = False
+    prior_loc: float = 0.0
+    prior_scale: float = 1.0
 
 
 def _head_prefixes(predictor: nn.Module) -> list[str]:
@@ -149,6 +156,24 @@ def _fan_in(module: nn.Module, value: Tensor) -> int:
     if value.dim() >= 2:
         return int(value.shape[-1])
     return int(getattr(module, "in_features", value.shape[-1]))
+
+
+def _component_inits(
+    init: Tensor, components: int, effect: bool, loc: float, scale: float, generator: torch.Generator | None
+) -> Tensor:
+    """``(K, *shape)`` initial values of a site's components (see ``BayesianRegression``'s ``components``): the
+    first is ``init``; a weight's others are ``init``'s entries in a random order (i.i.d. initialisers give every
+    order the same distribution; a zero-initialised site stays zero); a random effect's are its prior mean plus
+    half its prior spread of noise."""
+    out = [init]
+    for _ in range(components - 1):
+        if effect:
+            noise = torch.randn(init.shape, generator=generator, dtype=init.dtype)
+            out.append(loc + 0.5 * scale * noise.to(init.device))
+        else:
+            order = torch.randperm(init.numel(), generator=generator).to(init.device)
+            out.append(init.flatten()[order].reshape(init.shape))
+    return torch.stack(out)
 
 
 def _table_rows(predictor: nn.Module, buffer: str, given: int | None) -> int:
@@ -295,6 +320,15 @@ class BayesianRegression(LocalPyroModule):
         identity_hyperprior: scale of the hierarchical HalfNormal hyperprior (model scale).
         num_drugs, num_cells: sizes of the effect vectors (default: the rows of the predictor's
             ``drug_features`` / ``cell_features``).
+        components: ``K > 1`` gives every latent site a leading component dimension ``(K, *shape)``, each
+            component's values a priori independent draws of the site's prior, with the point-estimated weights
+            shared: ``K`` Bayesian networks in one (with rank-1 factors, Dusenberry et al. 2020's mixture). The
+            model runs all components on every minibatch (``f`` ``(K, B)``) and scales every site by ``1 / K``:
+            with a guide that mixes its components uniformly (:attr:`WeightGuide.components`), the loss is the
+            average of the components' ELBOs, a lower bound on the mixture's ELBO. Components start apart: a
+            weight site's values in a random order per component (the same initial distribution), a random effect
+            at its prior mean plus half its prior spread of noise; ``generator`` draws them.
+        generator: RNG of those initial values (``components > 1`` only).
 
     Attributes:
         sites: ordered ``{site name: WeightSite}``, in the order the model samples them (the predictor's
@@ -315,11 +349,22 @@ class BayesianRegression(LocalPyroModule):
         identity_hyperprior: float = 1.0,
         num_drugs: int | None = None,
         num_cells: int | None = None,
+        components: int = 1,
+        generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
         if identity_effects not in IDENTITY_GROUPS:
             raise ValueError(f"identity_effects must be one of {list(IDENTITY_GROUPS)}, got {identity_effects!r}")
+        if components < 1 or (components > 1 and IDENTITY_GROUPS[identity_effects]):
+            raise ValueError(
+                f"components must be >= 1, and 1 with identity_effects; got components={components}, "
+                f"identity_effects={identity_effects!r}"
+            )
+        self.components = int(components)
         names = select_bayesian_parameters(predictor, bayesian_layers)
+        # Random effects (RecoverPredictor's drug codes, rank-1 factors) are always latent, with their own prior.
+        random_effects: dict[str, tuple[float, float]] = dict(getattr(predictor, "random_effects", {}))
+        names += [n for n, _ in predictor.named_parameters() if n in random_effects and n not in names]
         params = dict(predictor.named_parameters())
         with local_params():
             to_pyro_module_(predictor)
@@ -329,12 +374,17 @@ class BayesianRegression(LocalPyroModule):
                 module_name, _, attr = name.rpartition(".")
                 module = predictor.get_submodule(module_name)
                 init = params[name].detach().clone()
-                site = WeightSite(f"predictor.{name}", init.shape, _fan_in(module, init), init)
-                setattr(
-                    module,
-                    attr,
-                    PyroSample(prior.distribution(site.shape, site.fan_in, dtype=init.dtype, device=init.device)),
-                )
+                effect = name in random_effects
+                loc, scale = random_effects.get(name, (0.0, 1.0))
+                fan_in = _fan_in(module, init)
+                if self.components > 1:
+                    init = _component_inits(init, self.components, effect, loc, scale, generator)
+                site = WeightSite(f"predictor.{name}", init.shape, fan_in, init, effect, loc, scale)
+                if effect:
+                    site_prior = dist.Normal(torch.full_like(init, loc), scale).to_event(init.dim())
+                else:
+                    site_prior = prior.distribution(site.shape, site.fan_in, dtype=init.dtype, device=init.device)
+                setattr(module, attr, PyroSample(site_prior))
                 sites[site.name] = site
         like = next(iter(sites.values())).init
         self.learned_noise = noise == "learned"
@@ -425,12 +475,27 @@ class BayesianRegression(LocalPyroModule):
         """
         n = drug_a.shape[0]
         idx = torch.arange(n, device=drug_a.device) if subsample is None else subsample
-        f = self.predictor(drug_a[idx], drug_b[idx], cell[idx])
-        if self.identity is not None:
-            f = f + self.identity(drug_a[idx], drug_b[idx], cell[idx])
-        with pyro.plate("data", size=n, subsample=idx):
-            pyro.sample("obs", dist.Normal(f, self.noise_scale()), obs=None if y is None else y[idx])
+        with self._component_scale():
+            f = self.predictor(drug_a[idx], drug_b[idx], cell[idx])
+            if self.identity is not None:
+                f = f + self.identity(drug_a[idx], drug_b[idx], cell[idx])
+            self._likelihood(f, n, idx, y)
         return f
+
+    def _component_scale(self) -> ContextManager[Any]:
+        """Every site's log-density scaled by ``1 / components`` (nothing with one component)."""
+        return poutine.scale(scale=1.0 / self.components) if self.components > 1 else contextlib.nullcontext()
+
+    def _likelihood(self, f: Tensor, n: int, idx: Tensor, y: Tensor | None) -> None:
+        """``obs ~ N(f, sigma^2)`` in the data plate; ``f`` ``(B,)``, or ``(K, B)`` per component (then one
+        event of ``K`` values per datum, which the component scale turns into their mean)."""
+        obs = None if y is None else y[idx]
+        with pyro.plate("data", size=n, subsample=idx):
+            if f.dim() > 1:
+                obs = None if obs is None else obs.unsqueeze(-1).expand(-1, f.shape[0])
+                pyro.sample("obs", dist.Normal(f.transpose(0, 1), self.noise_scale()).to_event(1), obs=obs)
+            else:
+                pyro.sample("obs", dist.Normal(f, self.noise_scale()), obs=obs)
 
     def head_model(
         self,
@@ -451,14 +516,13 @@ class BayesianRegression(LocalPyroModule):
         """
         n = z.shape[0]
         idx = torch.arange(n, device=z.device) if subsample is None else subsample
-        with local_params():
+        with local_params(), self._component_scale():
             f = cast(_TrunkHead, self.predictor).head(z[idx], cell[idx])
             if self.identity is not None:
                 if drug_a is None or drug_b is None:
                     raise ValueError("head_model: identity effects need the drug indices drug_a and drug_b")
                 f = f + self.identity(drug_a[idx], drug_b[idx], cell[idx])
-            with pyro.plate("data", size=n, subsample=idx):
-                pyro.sample("obs", dist.Normal(f, self.noise_scale()), obs=None if y is None else y[idx])
+            self._likelihood(f, n, idx, y)
         return f
 
     def mean_function(self, weights: dict[str, Tensor], drug_a: Tensor, drug_b: Tensor, cell: Tensor) -> Tensor:

@@ -15,10 +15,11 @@ the caller's RNG state is untouched. ``predict`` on the same state returns the s
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 import pyro.distributions as dist
 import torch
@@ -27,7 +28,7 @@ from torch import Tensor, nn
 from recover_pyro.bnn.guides import GuideFactory, MeanFieldNormalGuide, SparseVariationalDropoutGuide
 from recover_pyro.bnn.inference import SVIConfig, fit_svi
 from recover_pyro.bnn.layers import BayesianLayers, BayesianRegression
-from recover_pyro.bnn.predictive import sample_predictive
+from recover_pyro.bnn.predictive import bayesian_head_only, sample_predictive
 from recover_pyro.bnn.priors import NormalPrior, Prior
 from recover_pyro.data.screen import Pairs
 from recover_pyro.models.base import FitReport, PredictiveSamples, StandardisedModel
@@ -73,6 +74,9 @@ class BNNSynergyModel(StandardisedModel):
             type-II maximum likelihood) or ``"hierarchical"`` (``tau ~ HalfNormal(identity_hyperprior)``, LogNormal
             posterior).
         identity_hyperprior: the hierarchical hyperprior's scale, on the standardised scale.
+        components: ``K > 1``: a mixture of ``K`` posteriors sharing the point-estimated weights
+            (:class:`~recover_pyro.bnn.layers.BayesianRegression`'s ``components``); sample ``s`` of ``predict``
+            comes from component ``s mod K``.
         inference: SVI settings; its ``seed`` is replaced by one drawn from this model's ``seed``.
         standardize: fit standardised targets (otherwise raw ones).
         holdout: fraction of ``train`` set aside as validation data when ``fit`` gets none (0: none).
@@ -95,6 +99,7 @@ class BNNSynergyModel(StandardisedModel):
         identity_effects: str = "none",
         identity_scale: str = "empirical_bayes",
         identity_hyperprior: float = 1.0,
+        components: int = 1,
         inference: SVIConfig = SVIConfig(),
         standardize: bool = True,
         holdout: float = 0.1,
@@ -118,6 +123,9 @@ class BNNSynergyModel(StandardisedModel):
             identity_hyperprior=identity_hyperprior,
             num_drugs=drug_features.shape[0],
             num_cells=cell_features.shape[0],
+            components=components,
+            # Drawn only with components, so that a one-component model's random stream is unchanged.
+            generator=torch.Generator().manual_seed(self._draw_seed()) if components > 1 else None,
         )
         self.guide = guide(self.model)
         # Predictive observation-noise scale (model scale) and Student-t degrees of freedom, set by fit (see
@@ -198,6 +206,14 @@ class BNNSynergyModel(StandardisedModel):
             weights=None if draw is None else {k: v.to(self.device) for k, v in draw.items()},
         )
         return PredictiveSamples(self.scaler.inverse(z), self.scaler.inverse_scale(self.noise), self.noise_df)
+
+    def scoring_session(self) -> ContextManager[None]:
+        """With a Bayesian head on a fixed trunk, the trunk's per-drug projections are computed once per cell line
+        and reused across ``predict`` calls (:meth:`RecoverPredictor.drug_projection_cache
+        <recover_pyro.models.predictor.RecoverPredictor.drug_projection_cache>`); otherwise nothing is kept."""
+        if not bayesian_head_only(self.model):
+            return contextlib.nullcontext()
+        return self._network_session(self.model.predictor)
 
     def posterior_as_prior(self, widen: float = 1.0) -> None:
         r"""Make the current posterior approximation the prior of later fits (variational continual learning).

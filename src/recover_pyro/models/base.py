@@ -7,9 +7,10 @@ and MC dropout alike. Acquisition functions only ever see :class:`PredictiveSamp
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Callable, ContextManager, Protocol, runtime_checkable
 
 import torch
 from scipy import stats
@@ -234,6 +235,18 @@ class StandardisedModel:
     def fit_summary(self) -> dict[str, float]:
         """Numbers about the fitted model worth reporting beside its metrics (none by default)."""
         return {}
+
+    def scoring_session(self) -> ContextManager[None]:
+        """A context for many ``predict`` calls on one fitted state (a library scored chunk by chunk,
+        :func:`~recover_pyro.acquisition.streaming.model_chunks`), in which a model may keep work between calls;
+        nothing by default. Do not fit inside it."""
+        return contextlib.nullcontext()
+
+    @staticmethod
+    def _network_session(net: nn.Module) -> ContextManager[None]:
+        """``net.drug_projection_cache()`` where the network has one (RECOVER's net), else nothing."""
+        cache = getattr(net, "drug_projection_cache", None)
+        return cache() if callable(cache) else contextlib.nullcontext()
 
     def _bookkeeping_state(self) -> dict[str, Any]:
         """Scaler, noise degrees of freedom, fitted flag and generator state (tensors / numbers only)."""

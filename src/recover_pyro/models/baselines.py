@@ -20,12 +20,13 @@ never changes the caller's RNG state, and equal seeds give equal results.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager, Iterator
 
 import numpy as np
 import torch
@@ -211,6 +212,10 @@ class DeterministicModel(StandardisedModel):
             ]
         return torch.cat(parts) if parts else torch.zeros(0, device=self.device)
 
+    def scoring_session(self) -> ContextManager[None]:
+        """The network's per-drug projections computed once per cell line and reused across ``predict`` calls."""
+        return self._network_session(self.net)
+
     def predict_mean(self, pairs: Pairs) -> Tensor:
         """``(N,)`` prediction of the network in eval mode (dropout off), original scale."""
         self.net.eval()
@@ -292,6 +297,10 @@ class MCDropoutModel(DeterministicModel):
         self._check_fitted()
         z = self._dropout_passes(pairs, num_samples)
         return PredictiveSamples(z, torch.tensor(self.noise_scale, device=z.device), self.noise_df)
+
+    def scoring_session(self) -> ContextManager[None]:
+        """Nothing is kept: every pass draws its own dropout masks, in the per-drug layers too."""
+        return contextlib.nullcontext()
 
     def _dropout_passes(self, pairs: Pairs, num_samples: int) -> Tensor:
         """``(S, N)`` forward passes with dropout on (original scale), masks seeded by ``seed``."""
@@ -399,6 +408,14 @@ class DeepEnsemble:
         noise = residual_noise(mean_train, train.y.to(mean_train.device).float(), f_val, y_val)
         self.noise_scale, self.noise_df = noise.scale, noise.df
         return noise
+
+    @contextlib.contextmanager
+    def scoring_session(self) -> Iterator[None]:
+        """Every member's :meth:`DeterministicModel.scoring_session` at once."""
+        with contextlib.ExitStack() as stack:
+            for m in self.members:
+                stack.enter_context(m.scoring_session())
+            yield
 
     def predict(self, pairs: Pairs, num_samples: int = 100) -> PredictiveSamples:
         """``f`` ``(K, N)`` member predictions and the scalar ensemble ``noise_scale``; ``num_samples`` is

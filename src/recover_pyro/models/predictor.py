@@ -11,8 +11,9 @@ matrices held as buffers: ``drug_features`` ``(D, F)`` and ``cell_features`` ``(
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +34,9 @@ GATHER_MAX_ELEMENTS = 2**24
 # Scoring (no gradients) gathers in cache-sized pieces: 2^18-element pieces scored 20k random candidates ~6 %
 # faster than 2^20 and ~35 % faster than 2^24 (one thread).
 GATHER_PIECE_ELEMENTS = 2**18
+# RecoverPredictor.drug_projection_cache keeps per-cell-line tables of every drug's projections up to this size
+# (a 14,000-drug table of the default net is 57 MB).
+PROJECTION_CACHE_BYTES = 2**28
 
 
 def batched_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -50,14 +54,25 @@ def batched_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 
 
 class Linear(nn.Module):
-    """Affine layer that also accepts sample-batched weights (see module docstring)."""
+    r"""Affine layer that also accepts sample-batched weights (see module docstring).
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+    With ``factors`` it carries rank-1 multiplicative factors :math:`s` (``in_factor``, ``(in,)``) and :math:`r`
+    (``out_factor``, ``(out,)``), both ones at first: :math:`y = ((x \odot s) W^T) \odot r + b`, i.e. the weight
+    :math:`W \odot r s^T` (Dusenberry et al. 2020). A plain fit learns them as a reparameterisation; a Bayesian
+    model may make them random (``RecoverPredictor.random_effects``), a posterior over the whole layer for
+    ``in + out`` numbers. Batched factors ``(*S, in)`` / ``(*S, out)`` give batched outputs.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, factors: bool = False) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
         self.reset_parameters()
+        self.factors = factors
+        if factors:
+            self.in_factor = nn.Parameter(torch.ones(in_features))
+            self.out_factor = nn.Parameter(torch.ones(out_features))
 
     def reset_parameters(self) -> None:
         # Same initialisation as torch.nn.Linear.
@@ -71,6 +86,9 @@ class Linear(nn.Module):
         e.g. the Pyro wing's ``LocalReparam`` during SVI) recorded the weight as a guide's Normal sample, the
         output is sampled per row from its closed form instead (the bias likewise, or kept as given)."""
         weight, bias = self.weight, self.bias
+        if self.factors:
+            out = batched_linear(x * self.in_factor.unsqueeze(-2), weight, None) * self.out_factor.unsqueeze(-2)
+            return out if bias is None else out + bias.unsqueeze(-2)
         moments = weight_moments(weight)
         if moments is not None:
             bias_moments = weight_moments(bias)
@@ -207,7 +225,7 @@ def _mlp_sizes(in_dim: int, hidden: Sequence[int]) -> list[tuple[int, int]]:
 
 
 class RecoverPredictor(nn.Module):
-    """RECOVER's permutation-invariant drug-pair network.
+    r"""RECOVER's permutation-invariant drug-pair network.
 
     per-drug MLP (shared by both drugs, FiLM-conditioned on the cell line after every hidden layer)
     -> :class:`SymmetricBilinear` merge -> MLP head with one output.
@@ -229,6 +247,17 @@ class RecoverPredictor(nn.Module):
         allow_neg_eigval: learn the bilinear diagonal (indefinite forms).
         normalize_pair: rescale every pair representation (the trunk's output) to norm ``sqrt(K)``, so that a
             Bayesian head's uncertainty cannot follow its size (off by default; a pilot in docs/benchmarks.md).
+        rank1_factors: give every per-drug layer rank-1 multiplicative factors (:class:`Linear` ``factors``); a
+            Bayesian model makes them random effects with prior :math:`N(1, \text{rank1\_prior\_scale}^2)` each, so
+            the whole per-drug trunk carries a posterior, and a fingerprint bit no training drug has keeps its
+            factor's prior spread (off by default).
+        rank1_prior_scale: that prior's standard deviation.
+        identity_dim: ``k > 0`` gives every drug a learned code :math:`u_d \in R^k` (``drug_codes`` ``(D, k)``,
+            zeros at first) added to its first hidden layer through ``identity_proj`` (:math:`P`, ``(H_1, k)``):
+            :math:`h_1 = W x_d + b + P u_d`, the drug's identity as a low-rank embedding instead of one-hot input
+            columns. ``random_effects`` names ``drug_codes``: a Bayesian model gives them the prior
+            :math:`N(0, I)`, so :math:`P u_d` is a random effect with covariance :math:`P P^T` learned from the
+            data, and a drug never measured keeps that prior spread (0: none, the default).
     """
 
     # Buffers (register_buffer in __init__), declared for the type checker.
@@ -247,20 +276,50 @@ class RecoverPredictor(nn.Module):
         dropout: float = 0.0,
         allow_neg_eigval: bool = True,
         normalize_pair: bool = False,
+        identity_dim: int = 0,
+        rank1_factors: bool = False,
+        rank1_prior_scale: float = 0.5,
     ) -> None:
         super().__init__()
+        if not rank1_prior_scale > 0:
+            raise ValueError(f"RecoverPredictor: rank1_prior_scale must be positive, got {rank1_prior_scale}")
+        self.rank1_prior_scale = float(rank1_prior_scale)
+        if identity_dim < 0 or (identity_dim and not drug_hidden):
+            raise ValueError(
+                f"RecoverPredictor: identity_dim must be >= 0 and needs at least one drug_hidden layer, got "
+                f"identity_dim={identity_dim}, drug_hidden={list(drug_hidden)}"
+            )
         self.normalize_pair = normalize_pair
         self.register_buffer("drug_features", drug_features.float())
         self.register_buffer("cell_features", cell_features.float())
         self.dropout = dropout
         self.mc_dropout = False
         n_drug_in, n_cell_in = drug_features.shape[1], cell_features.shape[1]
-        self.drug_layers = nn.ModuleList(Linear(i, o) for i, o in _mlp_sizes(n_drug_in, drug_hidden))
+        self.drug_layers = nn.ModuleList(
+            Linear(i, o, factors=rank1_factors) for i, o in _mlp_sizes(n_drug_in, drug_hidden)
+        )
         self.film = nn.ModuleList(FiLM(n_cell_in, o) for _, o in _mlp_sizes(n_drug_in, drug_hidden)) if film else None
         emb = drug_hidden[-1] if drug_hidden else n_drug_in
         self.merge = SymmetricBilinear(emb, merge_dim, merge_rank, allow_neg_eigval)
         head_in = merge_dim + (0 if film else n_cell_in)
         self.head_layers = nn.ModuleList(Linear(i, o) for i, o in _mlp_sizes(head_in, [*head_hidden, 1]))
+        # {cell line (None without FiLM): (D, K, r) projections of every drug}, while drug_projection_cache is on.
+        self._projection_cache: dict[int | None, Tensor] | None = None
+        self._projection_cache_bytes = PROJECTION_CACHE_BYTES
+        self.identity_proj = Linear(identity_dim, drug_hidden[0], bias=False) if identity_dim else None
+        if identity_dim:
+            self.drug_codes = nn.Parameter(torch.zeros(drug_features.shape[0], identity_dim))
+
+    @property
+    def random_effects(self) -> dict[str, tuple[float, float]]:
+        """``{parameter: (prior mean, prior sd)}``: what a Bayesian model makes random whatever its weight prior,
+        each entry independently Normal: the drug codes :math:`N(0, 1)`, rank-1 factors :math:`N(1, s^2)`."""
+        out = {"drug_codes": (0.0, 1.0)} if self.identity_proj is not None else {}
+        for i, layer in enumerate(self.drug_layers):
+            if isinstance(layer, Linear) and layer.factors:
+                for name in ("in_factor", "out_factor"):
+                    out[f"drug_layers.{i}.{name}"] = (1.0, self.rank1_prior_scale)
+        return out
 
     def _dropout(self, h: Tensor) -> Tensor:
         if self.dropout > 0:
@@ -282,6 +341,9 @@ class RecoverPredictor(nn.Module):
             h = layer(h)
             if i == 0:
                 h = h[..., inverse, :]
+                if self.identity_proj is not None:
+                    # Codes may carry sample dims (*S, D, k): h then becomes (*S, U, H_1).
+                    h = h + self.identity_proj(self.drug_codes[..., drug, :])
             if self.film is not None and c is not None:
                 h = self.film[i](h, c)
             h = self._dropout(F.relu(h))
@@ -299,6 +361,55 @@ class RecoverPredictor(nn.Module):
                 z = self._dropout(F.relu(z, inplace=True))
         return z.squeeze(-1)
 
+    @contextlib.contextmanager
+    def drug_projection_cache(self, max_bytes: int = PROJECTION_CACHE_BYTES) -> Iterator[None]:
+        """Within it, :meth:`trunk` projects *every* drug of a cell line once, keeps that ``(D, K, r)`` table
+        (the most recent tables that fit in ``max_bytes``, at least one) and gathers from it.
+
+        For scoring a whole library chunk by chunk: every chunk of a library's pairs holds most of its drugs, so
+        without the cache each chunk would run the per-drug layers over all of them again (with a one-hot
+        identity that is ``O(D^2)`` per chunk). Only for a deterministic per-drug part (the weights unbatched;
+        the Bayesian-head net): a table with sample dimensions raises ``ValueError``. Same numbers as without
+        it wherever matrix products give a row the same bits whatever the other rows (CPU BLAS here; the
+        streaming tests compare plates).
+        """
+        if self._projection_cache is not None:  # nested: the outer cache stays in charge
+            yield
+            return
+        self._projection_cache, self._projection_cache_bytes = {}, int(max_bytes)
+        try:
+            yield
+        finally:
+            self._projection_cache = None
+
+    def _cached_projections(self, drugs: Tensor, cells: Tensor | None) -> Tensor:
+        """``(U, K, r)`` projections of ``drugs`` (``(U,)``, sorted by ``cells`` when given) from the cache."""
+        cache = self._projection_cache
+        assert cache is not None  # only called inside drug_projection_cache
+        n_drugs = self.drug_features.shape[0]
+        groups = [(None, drugs)] if cells is None else []
+        if cells is not None:
+            labels, counts = torch.unique_consecutive(cells, return_counts=True)
+            groups = list(zip(labels.tolist(), drugs.split(counts.tolist())))
+        pieces = []
+        for cell, group in groups:
+            table = cache.get(cell)
+            if table is None:
+                everyone = torch.arange(n_drugs, device=drugs.device)
+                cell_of = None if cell is None else torch.full_like(everyone, cell)
+                table = self.merge.project(self.embed(everyone, cell_of))
+                if table.dim() != 3:
+                    raise ValueError(
+                        "drug_projection_cache: the per-drug layers carry sample dimensions (Bayesian weights or "
+                        "random effects); the cache holds deterministic projections only"
+                    )
+                keep = max(1, self._projection_cache_bytes // (table.numel() * table.element_size()))
+                while len(cache) >= keep:
+                    cache.pop(next(iter(cache)))  # the oldest: chunks arrive cell line by cell line
+                cache[cell] = table
+            pieces.append(table[group])
+        return torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+
     def trunk(self, drug_a: Tensor, drug_b: Tensor, cell: Tensor) -> Tensor:
         """``(*S, N, K)`` merged pair representation (everything before :meth:`head`) for ``(N,)`` indices.
 
@@ -309,13 +420,19 @@ class RecoverPredictor(nn.Module):
         n = drug_a.shape[0]
         if self.film is None:
             drugs, inverse = torch.unique(torch.cat([drug_a, drug_b]), return_inverse=True)
-            proj = self.merge.project(self.embed(drugs, None))
+            if self._projection_cache is not None:
+                proj = self._cached_projections(drugs, None)
+            else:
+                proj = self.merge.project(self.embed(drugs, None))
             return self._pair_out(self.merge.merge_pairs(proj, inverse[:n], inverse[n:], torch.zeros_like(drugs)))
         n_drugs = self.drug_features.shape[0]
         keys = torch.cat([cell * n_drugs + drug_a, cell * n_drugs + drug_b])
         unique, inverse = torch.unique(keys, return_inverse=True)  # sorted, so grouped by cell line
         cells = unique // n_drugs
-        proj = self.merge.project(self.embed(unique % n_drugs, cells))
+        if self._projection_cache is not None:
+            proj = self._cached_projections(unique % n_drugs, cells)
+        else:
+            proj = self.merge.project(self.embed(unique % n_drugs, cells))
         return self._pair_out(self.merge.merge_pairs(proj, inverse[:n], inverse[n:], cells))
 
     def forward(self, drug_a: Tensor, drug_b: Tensor, cell: Tensor) -> Tensor:
