@@ -270,6 +270,8 @@ def run_all(args: argparse.Namespace, runs_csv: Path) -> pd.DataFrame:
                 row["score_on"] = args.score_on
                 row.update(run_one(cfg, args.seen_frac, args.num_samples, screens, args.score_on))
                 print(", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+                # Re-read first: another process may have appended to the same file meanwhile.
+                runs = pd.read_csv(runs_csv) if runs_csv.exists() else pd.DataFrame()
                 runs = pd.concat([runs, pd.DataFrame([row])], ignore_index=True)
                 runs.to_csv(runs_csv, index=False)
     table = summarise(runs)

@@ -100,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
                 }
                 row.update(run_one(args.data, args.score, experiment, seed, args.measured, args.override))
                 print(", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+                # Re-read first: another process may have appended to the same file meanwhile.
+                runs = pd.read_csv(runs_csv) if runs_csv.exists() else pd.DataFrame()
                 runs = pd.concat([runs, pd.DataFrame([row])], ignore_index=True)
                 runs.to_csv(runs_csv, index=False)
         table = runs.groupby("experiment", sort=False)[["sd_ratio", "coverage_90", "spearman", "nll"]].mean()

@@ -230,6 +230,9 @@ def test_presets_build_the_random_effects(preset: str, sites: set[str]) -> None:
     assert isinstance(model, BNNSynergyModel)
     effects = {name for name, site in model.model.sites.items() if site.random_effect}
     assert effects == sites
+    with torch.no_grad():
+        start = sorted({round(float(model.guide.scales()[name].max()), 6) for name in sites})
+    assert start == ([0.01] if preset == "normal_rank1" else [1.0])  # narrow, or at the codes' N(0, 1) prior
     assert not bayesian_head_only(model.model)  # the trunk now carries a posterior: no frozen-trunk shortcut
 
 
