@@ -63,7 +63,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from recover_pyro.bnn.guides import WeightGuide
-from recover_pyro.bnn.layers import BayesianRegression, _TrunkHead, local_params
+from recover_pyro.bnn.layers import PRIOR_SCALE_SUFFIX, BayesianRegression, _TrunkHead, local_params
 from recover_pyro.bnn.local_reparam import LocalReparam
 from recover_pyro.bnn.predictive import HEAD_PREFIX, bayesian_head_only, has_trunk_head, sample_head, sample_predictive
 from recover_pyro.data.screen import Pairs
@@ -288,8 +288,8 @@ def _unique(params: Iterable[torch.nn.Parameter]) -> list[torch.nn.Parameter]:
 
 
 def _point_parameters(model: BayesianRegression) -> list[torch.nn.Parameter]:
-    """The model's point-estimated network parameters (not the noise scale)."""
-    return [p for n, p in model.named_parameters() if not n.startswith("sigma")]
+    """The model's point-estimated network parameters (not the noise scale or learned prior scales)."""
+    return [p for n, p in model.named_parameters() if not n.startswith("sigma") and PRIOR_SCALE_SUFFIX not in n]
 
 
 def fit_svi(
@@ -448,8 +448,10 @@ def _svi_stage(
     else:
         run_model = model
         args = (train.drug_a, train.drug_b, train.cell, y)
-        trained = list(model.parameters())
-    scale_params = guide.scale_parameters()
+        trained = [p for n_, p in model.named_parameters() if PRIOR_SCALE_SUFFIX not in n_]
+    # Empirical-Bayes prior scales (log-scale parameters) learn at the guide scales' rate.
+    prior_scales = [p for n_, p in model.named_parameters() if PRIOR_SCALE_SUFFIX in n_]
+    scale_params = [*guide.scale_parameters(), *prior_scales]
     scale_ids = {id(p) for p in scale_params}
     others = _unique([*trained, *(p for p in guide.parameters() if id(p) not in scale_ids)])
     optimizer = adam(

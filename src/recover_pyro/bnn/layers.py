@@ -158,6 +158,22 @@ def _fan_in(module: nn.Module, value: Tensor) -> int:
     return int(getattr(module, "in_features", value.shape[-1]))
 
 
+PRIOR_SCALE_SUFFIX = "_prior_scale"
+"""A learned (empirical-Bayes) prior scale of site ``<layer>.<param>`` is the layer's ``<param>_prior_scale``."""
+
+
+class _LearnedScaleNormal:
+    """``N(0, s^2)`` over a whole site, ``s`` read from the owning layer's ``<attr>_prior_scale`` (a PyroSample
+    prior called with that layer); a class, not a closure, so that it holds no reference to a model."""
+
+    def __init__(self, attr: str, shape: torch.Size) -> None:
+        self.attr, self.shape = attr, shape
+
+    def __call__(self, layer: nn.Module) -> TorchDistribution:
+        scale = getattr(layer, f"{self.attr}{PRIOR_SCALE_SUFFIX}")
+        return dist.Normal(torch.zeros_like(scale), scale).expand(self.shape).to_event(len(self.shape))
+
+
 def _component_inits(
     init: Tensor, components: int, effect: bool, loc: float, scale: float, generator: torch.Generator | None
 ) -> Tensor:
@@ -361,6 +377,9 @@ class BayesianRegression(LocalPyroModule):
                 f"identity_effects={identity_effects!r}"
             )
         self.components = int(components)
+        empirical_bayes = bool(getattr(prior, "empirical_bayes", False))
+        if empirical_bayes and not isinstance(prior, NormalPrior):
+            raise ValueError(f"empirical_bayes prior scales need a NormalPrior, got {type(prior).__name__}")
         names = select_bayesian_parameters(predictor, bayesian_layers)
         # Random effects (RecoverPredictor's drug codes, rank-1 factors) are always latent, with their own prior.
         random_effects: dict[str, tuple[float, float]] = dict(getattr(predictor, "random_effects", {}))
@@ -382,6 +401,12 @@ class BayesianRegression(LocalPyroModule):
                 site = WeightSite(f"predictor.{name}", init.shape, fan_in, init, effect, loc, scale)
                 if effect:
                     site_prior = dist.Normal(torch.full_like(init, loc), scale).to_event(init.dim())
+                elif empirical_bayes:
+                    # The scale lives on the layer beside the weight (a module attribute, so that copies of the
+                    # model carry their own), read by the prior each time the site is sampled.
+                    start = init.new_tensor(cast(NormalPrior, prior).site_scale(fan_in))
+                    setattr(module, f"{attr}{PRIOR_SCALE_SUFFIX}", PyroParam(start, constraints.positive))
+                    site_prior = _LearnedScaleNormal(attr, site.shape)
                 else:
                     site_prior = prior.distribution(site.shape, site.fan_in, dtype=init.dtype, device=init.device)
                 setattr(module, attr, PyroSample(site_prior))

@@ -156,10 +156,18 @@ def _check_positive(owner: str, **values: float) -> None:
 
 @dataclass(frozen=True)
 class NormalPrior(Prior):
-    """:math:`w \\sim N(0, s^2)` with :math:`s` = ``scale``, or ``scale / sqrt(fan_in)`` if ``fan_in_scaled``."""
+    """:math:`w \\sim N(0, s^2)` with :math:`s` = ``scale``, or ``scale / sqrt(fan_in)`` if ``fan_in_scaled``.
+
+    With ``empirical_bayes`` each Bayesian site's :math:`s` is a learned parameter (type-II maximum likelihood
+    under the ELBO, :class:`~recover_pyro.bnn.layers.BayesianRegression`) that starts at that value: with a
+    mean-field Normal posterior its optimum is :math:`s^2 = \\frac{1}{n}\\sum_i (\\mu_i^2 + \\sigma_i^2)` over the
+    site's ``n`` weights, so the prior follows what the data make of the weights (on a first round of 60
+    experiments, a prior no wider than the posterior it yields).
+    """
 
     scale: float = 1.0
     fan_in_scaled: bool = False
+    empirical_bayes: bool = False
 
     def __post_init__(self) -> None:
         _check_positive("NormalPrior", scale=self.scale)
