@@ -296,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rule-n", type=int, default=2_000_000, help="candidates of the per-rule rows")
-    parser.add_argument("--ray-n", type=int, default=4_000_000, help="candidates of the Ray rows")
+    parser.add_argument("--ray-n", type=int, default=10_000_000, help="candidates of the Ray rows (start-up amortised)")
     parser.add_argument("--chunk", type=int, default=65536, help="candidates per streamed chunk")
     parser.add_argument("--table", help="print a results CSV as markdown and exit")
     args = parser.parse_args(argv)

@@ -163,10 +163,11 @@ def test_normalize_pair_rescales_every_pair_to_norm_sqrt_k_and_only_that(film):
         assert torch.equal(scaled(a, b, c), scaled.head(z_scaled, c)) and torch.equal(scaled(a, b, c), scaled(b, a, c))
 
 
-@pytest.mark.parametrize("film", [True, False])
-def test_projection_cache_projects_every_drug_once_per_cell_line(film):
+@pytest.mark.parametrize(("film", "block"), [(True, 1024), (False, 1024), (True, 16)])
+def test_projection_cache_projects_every_drug_once_per_cell_line(film, block, monkeypatch):
     """Scoring a library in chunks: inside ``drug_projection_cache`` the per-drug layers run once per cell line
     over every drug (not once per chunk), and the trunk's output is the one computed without the cache."""
+    monkeypatch.setattr(predictor_module, "PROJECTION_BLOCK", block)
     torch.manual_seed(0)
     n_drugs = 40
     net = RecoverPredictor(
@@ -187,8 +188,10 @@ def test_projection_cache_projects_every_drug_once_per_cell_line(film):
             )
         handle.remove()
     assert torch.allclose(cached, plain, atol=1e-6)
-    # One pass over all drugs per cell line with FiLM (3), a single one without (the embedding ignores the cell).
-    assert calls == [n_drugs] * (3 if film else 1)
+    # One pass over all drugs per cell line with FiLM (3), a single one without (the embedding ignores the cell),
+    # in blocks of PROJECTION_BLOCK drugs.
+    per_cell = [n_drugs] if block >= n_drugs else [16, 16, 8]
+    assert calls == per_cell * (3 if film else 1)
     assert net._projection_cache is None  # gone on leaving
 
 
