@@ -618,6 +618,14 @@ def scoring_library(results: Path) -> str:
     """Whole-library scoring (``scripts/benchmark_scoring.py``): in memory against streamed, Ray workers."""
     frame = pd.read_csv(results / "scoring/scoring.csv")
     plates = dict(zip(frame["measurement"], frame["plate"]))
+    # The benchmark appends rows in the order they finish; the table reads by path, then by size.
+    order = ["memory", "stream", "rule", "ray", "recommend"]
+    kinds = frame["measurement"].astype(str).str.split("_", n=1).str[0]
+    stream_by_size = kinds.isin(["memory", "stream"])
+    frame = frame.assign(
+        _group=kinds.map(lambda k: 0 if k in ("memory", "stream") else order.index(k)),
+        _size=frame["n_candidates"].where(stream_by_size, 0),
+    ).sort_values(["_group", "_size"], kind="stable")
     rows = []
     for _, r in frame.iterrows():
         kind = str(r["measurement"]).split("_", 1)[0]
