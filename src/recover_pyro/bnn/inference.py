@@ -440,6 +440,7 @@ def _svi_stage(
                     len(val),
                     8 * config.eval_batch_size,
                 )
+        guide.update_on_features(model, z, train)
         run_model: Callable[..., Any] = model.head_model
         if model.identity is not None:
             run_model = functools.partial(model.head_model, drug_a=train.drug_a, drug_b=train.drug_b)
@@ -451,9 +452,11 @@ def _svi_stage(
         trained = [p for n_, p in model.named_parameters() if PRIOR_SCALE_SUFFIX not in n_]
     # Empirical-Bayes prior scales (log-scale parameters) learn at the guide scales' rate.
     prior_scales = [p for n_, p in model.named_parameters() if PRIOR_SCALE_SUFFIX in n_]
-    scale_params = [*guide.scale_parameters(), *prior_scales]
-    scale_ids = {id(p) for p in scale_params}
-    others = _unique([*trained, *(p for p in guide.parameters() if id(p) not in scale_ids)])
+    # What the guide sets in closed form on the frozen trunk (update_on_features) is not SVI's to move.
+    fixed = {id(p) for p in guide.closed_form_parameters(model)} if frozen else set()
+    scale_params = [p for p in [*guide.scale_parameters(), *prior_scales] if id(p) not in fixed]
+    skip = {id(p) for p in scale_params} | fixed
+    others = _unique([*trained, *(p for p in guide.parameters() if id(p) not in skip)])
     optimizer = adam(
         [{"params": others, "lr": config.lr}, {"params": scale_params, "lr": config.scale_lr or config.lr}], config.lr
     )
@@ -475,71 +478,80 @@ def _svi_stage(
     since_drop: list[float] = []
     converged = config.stopping != "elbo"
     model.train()
-    bar = tqdm(range(config.epochs), disable=not config.progress, desc="SVI epochs", leave=None)
-    for epoch in bar:
-        beta = kl_weight(epoch, config.kl_anneal_epochs)
-        step_model, step_guide = _annealed(run_model, guide, beta)
-        recorder = ObservedLogLikelihood()
-        losses: list[float] = []
-        for idx in minibatches(n, config.batch_size, generator):
-            idx = idx.to(y.device)  # drawn on the CPU: the same minibatches on every device
-            optimizer.zero_grad()
-            # Pyro's checks (shapes, supports, mean-field order) run on the first step only: the
-            # structure never changes afterwards, and they cost ~25% of a step.
-            first_step = epoch == 0 and not losses
-            with pyro.validation_enabled(validate and first_step), reparam or contextlib.nullcontext():
-                loss = elbo.differentiable_loss(recorder(step_model), step_guide, *args, subsample=idx) / n
-            if first_step and reparam is not None and reparam.recorded != set(reparam_sites):
-                raise ValueError(
-                    "fit_svi: local_reparam needs a Normal guide distribution at every head site; "
-                    f"{sorted(set(reparam_sites) - reparam.recorded)} got none from {type(guide).__name__}. "
-                    "Use a mean-field Normal (or sparse variational dropout) guide, or inference.local_reparam=false"
-                )
-            loss.backward()
-            if config.clip_norm is not None:
-                torch.nn.utils.clip_grad_norm_(all_params, config.clip_norm)
-            optimizer.step()
-            losses.append(float(loss.detach()))
-        report.losses.append(sum(losses) / len(losses))
-        if not math.isfinite(report.losses[-1]):
-            raise FloatingPointError(
-                f"fit_svi: the ELBO became {report.losses[-1]} in epoch {epoch}; "
-                f"lower lr (now {config.lr}) or set clip_norm"
-            )
-        nll = -recorder.total / (n * len(losses) * config.num_particles)
-        row: dict[str, Any] = {
-            "stage": "svi",
-            "epoch": epoch,
-            "neg_elbo": report.losses[-1],
-            "expected_nll": nll,
-            "kl": report.losses[-1] - nll,
-            "noise_scale": float(model.noise_scale().detach()),
-        }
-        schedule.step()
-        if val is not None:
-            report.val_metric.append(validation_metric(model, guide, val, config, z_val))
-            row[f"val_{config.val_metric}"] = report.val_metric[-1]
-        report.curve.append(row)
-        bar.set_postfix(epoch_postfix(report.losses, report.val_metric, f"val_{config.val_metric}"))
-        if stopper is not None:
-            if stopper.step(report.val_metric[-1], [p.detach() for p in all_params]):
-                break
-        elif config.stopping == "elbo" and beta >= 1.0:
-            # Only the full ELBO counts: while the KL weight ramps up, the loss rises by design.
-            since_drop.append(report.losses[-1])
-            if epoch + 1 >= config.min_epochs and elbo_converged(since_drop, config.window, config.tol):
-                if drops_left == 0:
-                    converged = True
-                    log.info(
-                        "SVI: the ELBO converged after %d epochs (negative ELBO %.4g per datum)",
-                        epoch + 1,
-                        report.losses[-1],
+    # Held fixed: no gradients through them (with a GP head the (M, M) factor would cost most of each step).
+    held = [p for p in guide.parameters() if id(p) in fixed]
+    for p in held:
+        p.requires_grad_(False)
+    try:
+        bar = tqdm(range(config.epochs), disable=not config.progress, desc="SVI epochs", leave=None)
+        for epoch in bar:
+            beta = kl_weight(epoch, config.kl_anneal_epochs)
+            step_model, step_guide = _annealed(run_model, guide, beta)
+            recorder = ObservedLogLikelihood()
+            losses: list[float] = []
+            for idx in minibatches(n, config.batch_size, generator):
+                idx = idx.to(y.device)  # drawn on the CPU: the same minibatches on every device
+                optimizer.zero_grad()
+                # Pyro's checks (shapes, supports, mean-field order) run on the first step only: the
+                # structure never changes afterwards, and they cost ~25% of a step.
+                first_step = epoch == 0 and not losses
+                with pyro.validation_enabled(validate and first_step), reparam or contextlib.nullcontext():
+                    loss = elbo.differentiable_loss(recorder(step_model), step_guide, *args, subsample=idx) / n
+                if first_step and reparam is not None and reparam.recorded != set(reparam_sites):
+                    raise ValueError(
+                        "fit_svi: local_reparam needs a Normal guide distribution at every head site; "
+                        f"{sorted(set(reparam_sites) - reparam.recorded)} got none from {type(guide).__name__}. "
+                        "Use a mean-field Normal (or sparse variational dropout) guide, or inference.local_reparam=false"
                     )
+                loss.backward()
+                if config.clip_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(all_params, config.clip_norm)
+                optimizer.step()
+                losses.append(float(loss.detach()))
+            report.losses.append(sum(losses) / len(losses))
+            if not math.isfinite(report.losses[-1]):
+                raise FloatingPointError(
+                    f"fit_svi: the ELBO became {report.losses[-1]} in epoch {epoch}; "
+                    f"lower lr (now {config.lr}) or set clip_norm"
+                )
+            nll = -recorder.total / (n * len(losses) * config.num_particles)
+            row: dict[str, Any] = {
+                "stage": "svi",
+                "epoch": epoch,
+                "neg_elbo": report.losses[-1],
+                "expected_nll": nll,
+                "kl": report.losses[-1] - nll,
+                "noise_scale": float(model.noise_scale().detach()),
+            }
+            schedule.step()
+            if val is not None:
+                report.val_metric.append(validation_metric(model, guide, val, config, z_val))
+                row[f"val_{config.val_metric}"] = report.val_metric[-1]
+            report.curve.append(row)
+            bar.set_postfix(epoch_postfix(report.losses, report.val_metric, f"val_{config.val_metric}"))
+            if stopper is not None:
+                if stopper.step(report.val_metric[-1], [p.detach() for p in all_params]):
                     break
-                drops_left -= 1
-                since_drop = []
-                for group in optimizer.param_groups:
-                    group["lr"] *= config.lr_drop
+            elif config.stopping == "elbo" and beta >= 1.0:
+                # Only the full ELBO counts: while the KL weight ramps up, the loss rises by design.
+                since_drop.append(report.losses[-1])
+                if epoch + 1 >= config.min_epochs and elbo_converged(since_drop, config.window, config.tol):
+                    if drops_left == 0:
+                        converged = True
+                        log.info(
+                            "SVI: the ELBO converged after %d epochs (negative ELBO %.4g per datum)",
+                            epoch + 1,
+                            report.losses[-1],
+                        )
+                        break
+                    drops_left -= 1
+                    since_drop = []
+                    for group in optimizer.param_groups:
+                        group["lr"] *= config.lr_drop
+
+    finally:
+        for p in held:
+            p.requires_grad_(True)
 
     if stopper is not None:
         if stopper.best_state is None:
@@ -552,6 +564,8 @@ def _svi_stage(
     else:
         report.best_epoch = len(report.losses) - 1
     report.converged = converged
+    if frozen:
+        guide.update_on_features(model, z, train, model.noise_scale().detach() ** 2)
 
 
 def _annealed(model: Callable, guide: Callable, beta: float) -> tuple[Callable, Callable]:

@@ -233,7 +233,7 @@ class BNNSynergyModel(StandardisedModel):
         priors = {}
         for site in self.model.sites:
             q = self.guide.site_distribution(site)
-            priors[site] = dist.Normal(q.loc.detach().clone(), widen * q.scale.detach().clone())
+            priors[site] = dist.Normal(q.mean.detach().clone(), widen * q.stddev.detach().clone())
         self.model.set_priors(priors)
 
     def fit_summary(self) -> dict[str, float]:

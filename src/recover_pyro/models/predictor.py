@@ -65,7 +65,16 @@ class Linear(nn.Module):
     ``in + out`` numbers. Batched factors ``(*S, in)`` / ``(*S, out)`` give batched outputs.
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, factors: bool = False) -> None:
+    spectral_u: Tensor  # a buffer with spectral_bound (register_buffer in __init__), declared for the type checker
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        factors: bool = False,
+        spectral_bound: float | None = None,
+    ) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
@@ -75,6 +84,12 @@ class Linear(nn.Module):
         if factors:
             self.in_factor = nn.Parameter(torch.ones(in_features))
             self.out_factor = nn.Parameter(torch.ones(out_features))
+        if spectral_bound is not None and not spectral_bound > 0:
+            raise ValueError(f"Linear: spectral_bound must be positive, got {spectral_bound}")
+        self.spectral_bound = spectral_bound
+        if spectral_bound is not None:
+            # Power-iteration estimate of the weight's leading left singular vector (saved: exact resume).
+            self.register_buffer("spectral_u", F.normalize(torch.randn(out_features), dim=0))
 
     def reset_parameters(self) -> None:
         # Same initialisation as torch.nn.Linear.
@@ -83,11 +98,29 @@ class Linear(nn.Module):
             bound = 1.0 / math.sqrt(self.in_features)
             nn.init.uniform_(self.bias, -bound, bound)
 
+    def spectrally_normalised(self, weight: Tensor) -> Tensor:
+        r""":math:`W / \max(1, \hat\sigma / c)` with :math:`\hat\sigma` the power-iteration estimate of ``weight``'s
+        largest singular value and :math:`c` = ``spectral_bound`` (Miyato et al. 2018, soft as in SNGP: a layer
+        already inside the bound is left alone). One power-iteration step per forward pass with gradients (training);
+        a weight that is not the layer's own parameter (a Bayesian model's weight sample) is returned as it is: the
+        bound is for a point-estimated trunk."""
+        if self.spectral_bound is None or not isinstance(weight, nn.Parameter):
+            return weight
+        u, update = self.spectral_u, torch.is_grad_enabled()
+        with torch.no_grad():
+            v = F.normalize(weight.t() @ u, dim=0)
+            if update:
+                u = F.normalize(weight.detach() @ v, dim=0)
+                self.spectral_u.copy_(u)
+                v = F.normalize(weight.t() @ u, dim=0)
+        sigma = u @ weight @ v
+        return weight / torch.clamp(sigma / self.spectral_bound, min=1.0)
+
     def forward(self, x: Tensor) -> Tensor:
         """``(*S, N, in) -> (*S, N, out)``. When an active moment lookup (:mod:`recover_pyro.models.weight_moments`,
         e.g. the Pyro wing's ``LocalReparam`` during SVI) recorded the weight as a guide's Normal sample, the
         output is sampled per row from its closed form instead (the bias likewise, or kept as given)."""
-        weight, bias = self.weight, self.bias
+        weight, bias = self.spectrally_normalised(self.weight), self.bias
         if self.factors:
             out = batched_linear(x * self.in_factor.unsqueeze(-2), weight, None) * self.out_factor.unsqueeze(-2)
             return out if bias is None else out + bias.unsqueeze(-2)
@@ -260,11 +293,25 @@ class RecoverPredictor(nn.Module):
             columns. ``random_effects`` names ``drug_codes``: a Bayesian model gives them the prior
             :math:`N(0, I)`, so :math:`P u_d` is a random effect with covariance :math:`P P^T` learned from the
             data, and a drug never measured keeps that prior spread (0: none, the default).
+        gp_features: ``M > 0`` makes the head a random-feature Gaussian process (SNGP, Liu et al. 2020): the
+            hidden head layers join the trunk, whose output :math:`z` (``H``) is mapped to the fixed features
+            :math:`\phi(z) = \sqrt{2/M}\cos(\Omega z + b)`, :math:`\Omega_{mh} \sim N(0, 1 / (\ell^2 H))`,
+            :math:`b_m \sim U(0, 2\pi)` (buffers ``gp_omega`` ``(M, H)``, ``gp_phase`` ``(M,)``), so that
+            :math:`\phi(z)^T\phi(z') \approx \exp(-\|z - z'\|^2 / 2\ell^2 H)`; the output is the bias-free
+            ``head_layers.0``, :math:`\beta^T\phi(z)`. With a Gaussian prior on :math:`\beta` and a guide that keeps
+            its covariance (:class:`~recover_pyro.bnn.guides.RowMultivariateNormalGuide`), the predictive variance
+            grows with the distance from the training pairs' representations (0: none, the default).
+        gp_lengthscale: :math:`\ell`, the kernel's lengthscale in units of :math:`\sqrt{H}`.
+        spectral_norm: a bound :math:`c` on the largest singular value of every per-drug and hidden head layer of
+            the trunk (:meth:`Linear.spectrally_normalised`), so that distances between drugs survive into
+            :math:`z` (``None``: unbounded, the default).
     """
 
     # Buffers (register_buffer in __init__), declared for the type checker.
     drug_features: Tensor
     cell_features: Tensor
+    gp_omega: Tensor
+    gp_phase: Tensor
 
     def __init__(
         self,
@@ -281,8 +328,15 @@ class RecoverPredictor(nn.Module):
         identity_dim: int = 0,
         rank1_factors: bool = False,
         rank1_prior_scale: float = 0.5,
+        gp_features: int = 0,
+        gp_lengthscale: float = 1.0,
+        spectral_norm: float | None = None,
     ) -> None:
         super().__init__()
+        if gp_features < 0 or not gp_lengthscale > 0:
+            raise ValueError(
+                f"RecoverPredictor: need gp_features >= 0 and gp_lengthscale > 0, got {gp_features}, {gp_lengthscale}"
+            )
         if not rank1_prior_scale > 0:
             raise ValueError(f"RecoverPredictor: rank1_prior_scale must be positive, got {rank1_prior_scale}")
         self.rank1_prior_scale = float(rank1_prior_scale)
@@ -298,13 +352,24 @@ class RecoverPredictor(nn.Module):
         self.mc_dropout = False
         n_drug_in, n_cell_in = drug_features.shape[1], cell_features.shape[1]
         self.drug_layers = nn.ModuleList(
-            Linear(i, o, factors=rank1_factors) for i, o in _mlp_sizes(n_drug_in, drug_hidden)
+            Linear(i, o, factors=rank1_factors, spectral_bound=spectral_norm)
+            for i, o in _mlp_sizes(n_drug_in, drug_hidden)
         )
         self.film = nn.ModuleList(FiLM(n_cell_in, o) for _, o in _mlp_sizes(n_drug_in, drug_hidden)) if film else None
         emb = drug_hidden[-1] if drug_hidden else n_drug_in
         self.merge = SymmetricBilinear(emb, merge_dim, merge_rank, allow_neg_eigval)
         head_in = merge_dim + (0 if film else n_cell_in)
-        self.head_layers = nn.ModuleList(Linear(i, o) for i, o in _mlp_sizes(head_in, [*head_hidden, 1]))
+        self.gp_features = int(gp_features)
+        if gp_features:
+            self.gp_hidden = nn.ModuleList(
+                Linear(i, o, spectral_bound=spectral_norm) for i, o in _mlp_sizes(head_in, head_hidden)
+            )
+            gp_in = head_hidden[-1] if head_hidden else head_in
+            self.register_buffer("gp_omega", torch.randn(gp_features, gp_in) / (gp_lengthscale * math.sqrt(gp_in)))
+            self.register_buffer("gp_phase", 2 * math.pi * torch.rand(gp_features))
+            self.head_layers = nn.ModuleList([Linear(gp_features, 1, bias=False)])
+        else:
+            self.head_layers = nn.ModuleList(Linear(i, o) for i, o in _mlp_sizes(head_in, [*head_hidden, 1]))
         # {cell line (None without FiLM): (D, K, r) projections of every drug}, while drug_projection_cache is on.
         self._projection_cache: dict[int | None, Tensor] | None = None
         self._projection_cache_bytes = PROJECTION_CACHE_BYTES
@@ -351,11 +416,30 @@ class RecoverPredictor(nn.Module):
             h = self._dropout(F.relu(h))
         return h
 
+    def _with_cell(self, z: Tensor, cell: Tensor) -> Tensor:
+        """Without FiLM the cell line enters here: ``(*S, N, K) -> (*S, N, K + G)``."""
+        if self.film is not None:
+            return z
+        c = self.cell_features[cell]
+        return torch.cat([z, c.expand(*z.shape[:-1], c.shape[-1])], -1)
+
+    def gp_representation(self, z: Tensor, cell: Tensor) -> Tensor:
+        """``(*S, N, K) -> (*S, N, H)``: the merged pairs through the hidden head layers of a random-feature GP
+        head (``gp_features > 0``), the input of its features."""
+        h = self._with_cell(z, cell)
+        for layer in self.gp_hidden:
+            h = self._dropout(F.relu(layer(h)))
+        return h
+
+    def random_features(self, h: Tensor) -> Tensor:
+        r"""``(*S, N, H) -> (*S, N, M)``: :math:`\phi(h) = \sqrt{2/M}\cos(\Omega h + b)` (``gp_features > 0``)."""
+        return math.sqrt(2.0 / self.gp_features) * torch.cos(torch.matmul(h, self.gp_omega.t()) + self.gp_phase)
+
     def head(self, z: Tensor, cell: Tensor) -> Tensor:
-        """``(*S, N, K) -> (*S, N)``."""
-        if self.film is None:
-            c = self.cell_features[cell]
-            z = torch.cat([z, c.expand(*z.shape[:-1], c.shape[-1])], -1)
+        """``(*S, N, K) -> (*S, N)`` (with a GP head ``z`` is :meth:`gp_representation` ``(*S, N, H)``)."""
+        if self.gp_features:
+            return self.head_layers[0](self.random_features(z)).squeeze(-1)
+        z = self._with_cell(z, cell)
         for i, layer in enumerate(self.head_layers):
             z = layer(z)
             if i < len(self.head_layers) - 1:
@@ -418,7 +502,8 @@ class RecoverPredictor(nn.Module):
         return torch.cat(pieces) if len(pieces) > 1 else pieces[0]
 
     def trunk(self, drug_a: Tensor, drug_b: Tensor, cell: Tensor) -> Tensor:
-        """``(*S, N, K)`` merged pair representation (everything before :meth:`head`) for ``(N,)`` indices.
+        """``(*S, N, K)`` merged pair representation (everything before :meth:`head`) for ``(N,)`` indices; with
+        a GP head, through its hidden layers (:meth:`gp_representation`, ``(*S, N, H)``).
 
         Embeddings are computed per unique (cell line, drug), or per unique drug without FiLM (the cell line
         then enters only the head); pairs are merged per cell line (or all together), from an all-pairs table
@@ -431,7 +516,8 @@ class RecoverPredictor(nn.Module):
                 proj = self._cached_projections(drugs, None)
             else:
                 proj = self.merge.project(self.embed(drugs, None))
-            return self._pair_out(self.merge.merge_pairs(proj, inverse[:n], inverse[n:], torch.zeros_like(drugs)))
+            z = self._pair_out(self.merge.merge_pairs(proj, inverse[:n], inverse[n:], torch.zeros_like(drugs)))
+            return self.gp_representation(z, cell) if self.gp_features else z
         n_drugs = self.drug_features.shape[0]
         keys = torch.cat([cell * n_drugs + drug_a, cell * n_drugs + drug_b])
         unique, inverse = torch.unique(keys, return_inverse=True)  # sorted, so grouped by cell line
@@ -440,7 +526,8 @@ class RecoverPredictor(nn.Module):
             proj = self._cached_projections(unique % n_drugs, cells)
         else:
             proj = self.merge.project(self.embed(unique % n_drugs, cells))
-        return self._pair_out(self.merge.merge_pairs(proj, inverse[:n], inverse[n:], cells))
+        z = self._pair_out(self.merge.merge_pairs(proj, inverse[:n], inverse[n:], cells))
+        return self.gp_representation(z, cell) if self.gp_features else z
 
     def forward(self, drug_a: Tensor, drug_b: Tensor, cell: Tensor) -> Tensor:
         """Predicted (standardised) synergy ``(*S, N)`` for index tensors of shape ``(N,)``."""
