@@ -130,6 +130,14 @@ def test_row_guide_samples_have_its_covariance_and_shapes() -> None:
     assert guide.scales()["predictor.head_layers.0.bias"].shape == (3,)
     with pytest.raises(ValueError, match="max_row=2"):
         RowMultivariateNormalGuide(model, max_row=2)
+    # Held parameters (no gradients, as SVI holds a GP head's): the factor is reused, yet a change in place counts.
+    site = "predictor.head_layers.1.weight"
+    for p in guide.parameters():
+        p.requires_grad_(False)
+    before = guide.sample_weights(20_000, torch.Generator().manual_seed(1))[site]
+    guide._unconstrained(site, "scale").add_(math.log(2.0))  # positive constraint: exp(log s + log 2) = 2 s
+    after = guide.sample_weights(20_000, torch.Generator().manual_seed(1))[site]
+    assert torch.allclose(after - guide.locs()[site], 2 * (before - guide.locs()[site]), atol=1e-5)
 
 
 def test_preset_builds_the_gp_head() -> None:

@@ -351,6 +351,7 @@ class RowMultivariateNormalGuide(WeightGuide):
             raise ValueError(f"RowMultivariateNormalGuide: init_scale must be positive, got {init_scale}")
         if self.components > 1:
             raise ValueError("RowMultivariateNormalGuide: one component only (set model.components=1)")
+        self._tril_cache: dict[str, tuple[tuple[tuple[int, int], ...], Tensor] | None] = {}
         for name, site in model.sites.items():
             init = site.init
             row = init.shape[-1] if init.dim() else 0
@@ -427,8 +428,17 @@ class RowMultivariateNormalGuide(WeightGuide):
         getattr(self, f"{name}_unconstrained").copy_(unconstrained)
 
     def _scale_tril(self, site: str) -> Tensor:
-        """``(rows, in, in)`` Cholesky factors :math:`L_j`."""
-        return self._param(site, "scale").unsqueeze(-1) * self._param(site, "tril")
+        """``(rows, in, in)`` Cholesky factors :math:`L_j`; while their parameters are held (no gradients, e.g. a GP
+        head during SVI) built once and reused until a parameter changes in place."""
+        raw = (self._unconstrained(site, "scale"), self._unconstrained(site, "tril"))
+        held = not any(p.requires_grad for p in raw)
+        key = tuple((id(p), p._version) for p in raw)
+        cached = self._tril_cache.get(site)
+        if held and cached is not None and cached[0] == key:
+            return cached[1]
+        value = self._param(site, "scale").unsqueeze(-1) * self._param(site, "tril")
+        self._tril_cache[site] = (key, value.detach()) if held else None
+        return value
 
     def site_distribution(self, site: str) -> TorchDistribution:
         """A MultivariateNormal with ``batch_shape`` the site's rows and ``event_shape`` ``(in,)``."""
