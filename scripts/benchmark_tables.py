@@ -619,13 +619,15 @@ def scoring_library(results: Path) -> str:
     frame = pd.read_csv(results / "scoring/scoring.csv")
     plates = dict(zip(frame["measurement"], frame["plate"]))
     # The benchmark appends rows in the order they finish; the table reads by path, then by size.
-    order = ["memory", "stream", "rule", "ray", "recommend"]
-    kinds = frame["measurement"].astype(str).str.split("_", n=1).str[0]
-    stream_by_size = kinds.isin(["memory", "stream"])
-    frame = frame.assign(
-        _group=kinds.map(lambda k: 0 if k in ("memory", "stream") else order.index(k)),
-        _size=frame["n_candidates"].where(stream_by_size, 0),
-    ).sort_values(["_group", "_size"], kind="stable")
+    group = (
+        frame["measurement"]
+        .astype(str)
+        .str.split("_", n=1)
+        .str[0]
+        .map({"memory": 0, "stream": 0, "rule": 1, "ray": 2, "recommend": 3})
+    )
+    frame = frame.assign(_group=group, _size=frame["n_candidates"].where(group == 0, 0))
+    frame = frame.sort_values(["_group", "_size"], kind="stable")
     rows = []
     for _, r in frame.iterrows():
         kind = str(r["measurement"]).split("_", 1)[0]

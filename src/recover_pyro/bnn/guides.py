@@ -423,9 +423,8 @@ class RowMultivariateNormalGuide(WeightGuide):
     def _set_constrained(self, site: str, what: str, value: Tensor) -> None:
         """Set a constrained parameter to ``value`` through its constraint's inverse transform."""
         name = f"{_key(site)}_{what}"
-        constraint = {"scale": constraints.positive, "tril": constraints.unit_lower_cholesky}[what]
-        unconstrained = torch.distributions.transform_to(constraint).inv(value)
-        getattr(self, f"{name}_unconstrained").copy_(unconstrained)
+        constraint = self._pyro_params[name][0]  # as the PyroParam was declared
+        getattr(self, f"{name}_unconstrained").copy_(torch.distributions.transform_to(constraint).inv(value))
 
     def _scale_tril(self, site: str) -> Tensor:
         """``(rows, in, in)`` Cholesky factors :math:`L_j`; while their parameters are held (no gradients, e.g. a GP

@@ -453,7 +453,8 @@ def _svi_stage(
     # Empirical-Bayes prior scales (log-scale parameters) learn at the guide scales' rate.
     prior_scales = [p for n_, p in model.named_parameters() if PRIOR_SCALE_SUFFIX in n_]
     # What the guide sets in closed form on the frozen trunk (update_on_features) is not SVI's to move.
-    fixed = {id(p) for p in guide.closed_form_parameters(model)} if frozen else set()
+    held = guide.closed_form_parameters(model) if frozen else []
+    fixed = {id(p) for p in held}
     scale_params = [p for p in [*guide.scale_parameters(), *prior_scales] if id(p) not in fixed]
     skip = {id(p) for p in scale_params} | fixed
     others = _unique([*trained, *(p for p in guide.parameters() if id(p) not in skip)])
@@ -479,7 +480,6 @@ def _svi_stage(
     converged = config.stopping != "elbo"
     model.train()
     # Held fixed: no gradients through them (with a GP head the (M, M) factor would cost most of each step).
-    held = [p for p in guide.parameters() if id(p) in fixed]
     for p in held:
         p.requires_grad_(False)
     try:

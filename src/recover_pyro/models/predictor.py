@@ -516,8 +516,7 @@ class RecoverPredictor(nn.Module):
                 proj = self._cached_projections(drugs, None)
             else:
                 proj = self.merge.project(self.embed(drugs, None))
-            z = self._pair_out(self.merge.merge_pairs(proj, inverse[:n], inverse[n:], torch.zeros_like(drugs)))
-            return self.gp_representation(z, cell) if self.gp_features else z
+            return self._pair_out(self.merge.merge_pairs(proj, inverse[:n], inverse[n:], torch.zeros_like(drugs)), cell)
         n_drugs = self.drug_features.shape[0]
         keys = torch.cat([cell * n_drugs + drug_a, cell * n_drugs + drug_b])
         unique, inverse = torch.unique(keys, return_inverse=True)  # sorted, so grouped by cell line
@@ -526,18 +525,18 @@ class RecoverPredictor(nn.Module):
             proj = self._cached_projections(unique % n_drugs, cells)
         else:
             proj = self.merge.project(self.embed(unique % n_drugs, cells))
-        z = self._pair_out(self.merge.merge_pairs(proj, inverse[:n], inverse[n:], cells))
-        return self.gp_representation(z, cell) if self.gp_features else z
+        return self._pair_out(self.merge.merge_pairs(proj, inverse[:n], inverse[n:], cells), cell)
 
     def forward(self, drug_a: Tensor, drug_b: Tensor, cell: Tensor) -> Tensor:
         """Predicted (standardised) synergy ``(*S, N)`` for index tensors of shape ``(N,)``."""
         return self.head(self.trunk(drug_a, drug_b, cell), cell)
 
-    def _pair_out(self, z: Tensor) -> Tensor:
-        """``z`` ``(*S, N, K)``, rescaled to norm ``sqrt(K)`` per pair with ``normalize_pair``."""
+    def _pair_out(self, z: Tensor, cell: Tensor) -> Tensor:
+        """The trunk's output from the merged pairs ``z`` ``(*S, N, K)``: rescaled to norm ``sqrt(K)`` per pair with
+        ``normalize_pair``, then through a GP head's hidden layers (:meth:`gp_representation`)."""
         if self.normalize_pair:
-            return F.normalize(z, dim=-1) * z.shape[-1] ** 0.5
-        return z
+            z = F.normalize(z, dim=-1) * z.shape[-1] ** 0.5
+        return self.gp_representation(z, cell) if self.gp_features else z
 
 
 class DeepSynergyPredictor(nn.Module):
