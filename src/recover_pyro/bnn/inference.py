@@ -107,10 +107,6 @@ class SVIConfig:
         patience: with ``stopping="val"``, stop after this many epochs without a better ``val_metric``.
         warm_start_epochs: maximum epochs of the deterministic warm start (0: none).
         warm_start_patience: its early-stopping patience on the validation MSE (with validation data).
-        swa_epochs: after the warm start, run this many more epochs at ``swa_lr`` and replace the point-estimated
-            parameters and guide means by their average over those epochs' ends and the warm start's result
-            (stochastic weight averaging, Izmailov et al. 2018; 0: off).
-        swa_lr: the constant Adam learning rate of those epochs (``None``: ``lr``).
         freeze_trunk: with every Bayesian site in the head of a trunk / head predictor, keep the warm-started
             trunk fixed during SVI (its output is then computed once).
         clip_norm: clip the gradient norm to this value (None: no clipping).
@@ -141,8 +137,6 @@ class SVIConfig:
     patience: int = 20
     warm_start_epochs: int = 200
     warm_start_patience: int = 20
-    swa_epochs: int = 0
-    swa_lr: float | None = None
     freeze_trunk: bool = True
     clip_norm: float | None = None
     local_reparam: bool = False
@@ -176,17 +170,13 @@ class SVIConfig:
                 self.warm_start_patience,
             )
             < 1
-            or min(self.kl_anneal_epochs, self.min_epochs, self.lr_drops, self.warm_start_epochs, self.swa_epochs) < 0
+            or min(self.kl_anneal_epochs, self.min_epochs, self.lr_drops, self.warm_start_epochs) < 0
         ):
             raise ValueError(
                 f"SVIConfig: epochs, batch_size, num_particles, patience, val_samples, "
                 f"eval_batch_size, window and warm_start_patience must be >= 1 and kl_anneal_epochs, "
-                f"min_epochs, lr_drops, warm_start_epochs and swa_epochs >= 0: {self}"
+                f"min_epochs, lr_drops and warm_start_epochs >= 0: {self}"
             )
-        if self.swa_lr is not None and not self.swa_lr > 0:
-            raise ValueError(f"SVIConfig.swa_lr must be positive or None, got {self.swa_lr}")
-        if self.swa_epochs and not self.warm_start_epochs:
-            raise ValueError("SVIConfig: swa_epochs averages the warm start's iterates; set warm_start_epochs > 0")
         if not 0 < self.lr_drop < 1 or not self.tol >= 0:
             raise ValueError(f"SVIConfig: need 0 < lr_drop < 1 and tol >= 0, got {self.lr_drop}, {self.tol}")
         if self.clip_norm is not None and not self.clip_norm > 0:
@@ -367,9 +357,8 @@ def warm_start(
     targets), updating the point-estimated parameters and the guide means in place.
 
     With ``val`` it early-stops on the validation MSE (patience ``warm_start_patience``) and restores the
-    best epoch; without it runs ``warm_start_epochs``. With ``swa_epochs`` it then averages the iterates of
-    that many further epochs (:func:`average_iterates`). Appends one ``stage="warm_start"`` (``"swa"``) row per
-    epoch to ``report.curve``.
+    best epoch; without it runs ``warm_start_epochs``. Appends one ``stage="warm_start"`` row per epoch to
+    ``report.curve``.
     """
     y = _targets(train, "training")
     params = _unique([*_point_parameters(model), *guide.loc_parameters()])
@@ -379,11 +368,34 @@ def warm_start(
     # leave=None: a top-level bar stays (its line ends before the next log line); a nested one is cleared.
     bar = tqdm(range(config.warm_start_epochs), disable=not config.progress, desc="warm start", leave=None)
     for epoch in bar:
-        row = _mse_epoch(model, guide, train, y, val, optimizer, config, generator)
-        report.curve.append({"stage": "warm_start", "epoch": epoch, **row})
-        bar.set_postfix(epoch_postfix([row["train_mse"]], [row["val_mse"]] if "val_mse" in row else [], "val_mse"))
-        if stopper is not None and stopper.step(row["val_mse"], [p.detach() for p in params]):
-            break
+        total = 0.0
+        for idx in minibatches(len(train), config.batch_size, generator):
+            idx = idx.to(y.device)
+            optimizer.zero_grad()
+            f = model.mean_function(guide.locs(), train.drug_a[idx], train.drug_b[idx], train.cell[idx])
+            # With components f is (K, B): every component is fitted to the targets.
+            loss = F.mse_loss(f, y[idx]) if f.dim() == 1 else (f - y[idx]).pow(2).mean()
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(idx)
+        row: dict[str, Any] = {"stage": "warm_start", "epoch": epoch, "train_mse": total / len(train)}
+        if stopper is not None and val is not None:
+            with torch.no_grad():
+                f_val = _chunked(
+                    lambda s: model.mean_function(guide.locs(), val.drug_a[s], val.drug_b[s], val.cell[s]),
+                    len(val),
+                    config.eval_batch_size,
+                    dim=-1,
+                )
+                assert val.y is not None  # validation pairs carry targets (fit_svi checks them)
+                row["val_mse"] = float((f_val - val.y.float()).pow(2).mean())
+            report.curve.append(row)
+            bar.set_postfix(epoch_postfix([row["train_mse"]], [row["val_mse"]], "val_mse"))
+            if stopper.step(row["val_mse"], [p.detach() for p in params]):
+                break
+        else:
+            report.curve.append(row)
+            bar.set_postfix(epoch_postfix([row["train_mse"]], []))
     if stopper is not None and stopper.best_state is not None:
         with torch.no_grad():
             for p, best in zip(params, stopper.best_state):
@@ -392,78 +404,6 @@ def warm_start(
         announce_early_stop(log, "warm start", stopper.best_epoch, len(report.curve), config.warm_start_epochs)
     else:
         report.warm_start_epoch = config.warm_start_epochs - 1
-    if config.swa_epochs:
-        average_iterates(model, guide, train, val, config, generator, report, params)
-
-
-def average_iterates(
-    model: BayesianRegression,
-    guide: WeightGuide,
-    train: Pairs,
-    val: Pairs | None,
-    config: SVIConfig,
-    generator: torch.Generator,
-    report: FitReport,
-    params: list[torch.nn.Parameter],
-) -> None:
-    """Stochastic weight averaging of the warm start: from its result :math:`\\theta_0`, run ``swa_epochs``
-    epochs of MSE at the constant learning rate ``swa_lr`` and set ``params`` to
-    :math:`\\bar\\theta = \\frac{1}{E+1}\\sum_{e=0}^{E} \\theta_e` (:math:`\\theta_e`: the parameters after epoch
-    :math:`e`). The iterates wander around the early-stopped minimum; their average lies nearer the centre
-    of the flat region they explore, which predicts held-out data better than any one of them (Izmailov et
-    al. 2018, "Averaging weights leads to wider optima and better generalization"). Appends one
-    ``stage="swa"`` row per epoch (the MSEs of the iterate, not of the average) to ``report.curve``.
-    """
-    y = _targets(train, "training")
-    optimizer = adam(params, lr=config.swa_lr or config.lr)
-    average = [p.detach().clone() for p in params]
-    model.train()
-    bar = tqdm(range(config.swa_epochs), disable=not config.progress, desc="weight averaging", leave=None)
-    for epoch in bar:
-        row = _mse_epoch(model, guide, train, y, val, optimizer, config, generator)
-        report.curve.append({"stage": "swa", "epoch": epoch, **row})
-        with torch.no_grad():
-            for a, p in zip(average, params):
-                a.add_(p.detach() - a, alpha=1.0 / (epoch + 2))
-    with torch.no_grad():
-        for a, p in zip(average, params):
-            p.copy_(a)
-
-
-def _mse_epoch(
-    model: BayesianRegression,
-    guide: WeightGuide,
-    train: Pairs,
-    y: Tensor,
-    val: Pairs | None,
-    optimizer: torch.optim.Optimizer,
-    config: SVIConfig,
-    generator: torch.Generator,
-) -> dict[str, float]:
-    """One epoch of Adam on the mean squared error of the network at the guide means; its training MSE and,
-    with ``val``, the validation MSE after it."""
-    total = 0.0
-    for idx in minibatches(len(train), config.batch_size, generator):
-        idx = idx.to(y.device)
-        optimizer.zero_grad()
-        f = model.mean_function(guide.locs(), train.drug_a[idx], train.drug_b[idx], train.cell[idx])
-        # With components f is (K, B): every component is fitted to the targets.
-        loss = F.mse_loss(f, y[idx]) if f.dim() == 1 else (f - y[idx]).pow(2).mean()
-        loss.backward()
-        optimizer.step()
-        total += float(loss.detach()) * len(idx)
-    row = {"train_mse": total / len(train)}
-    if val is not None:
-        with torch.no_grad():
-            f_val = _chunked(
-                lambda s: model.mean_function(guide.locs(), val.drug_a[s], val.drug_b[s], val.cell[s]),
-                len(val),
-                config.eval_batch_size,
-                dim=-1,
-            )
-            assert val.y is not None  # validation pairs carry targets (fit_svi checks them)
-            row["val_mse"] = float((f_val - val.y.float()).pow(2).mean())
-    return row
 
 
 def _chunked(fn: Callable[[slice], Tensor], n: int, size: int, dim: int = 0) -> Tensor:
