@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import pandas as pd
 
 SIZES = {"1e6": 1_000_000, "1e7": 10_000_000, "1e8": 100_000_000, "4.76e6": 4_763_241}
@@ -91,22 +92,27 @@ def _acquisition(rule: str) -> Any:
     return Acquisition.from_kind(rule, **kwargs)
 
 
-def library_files(n_drugs: int, folder: Path, seed: int = 0) -> tuple[Path, Path]:
-    """A drug table of ``n_drugs`` distinct generated molecules and a measured round of 60 of their pairs."""
-    import numpy as np
+def generated_smiles(n: int, rng: np.random.Generator) -> list[str]:
+    """``n`` distinct canonical SMILES of random C/N/O/S chains of 6-14 atoms (stand-ins for a compound library)."""
     from rdkit import Chem, RDLogger
 
     RDLogger.DisableLog("rdApp.*")
-    rng = np.random.default_rng(seed)
     seen: set[str] = set()
     smiles: list[str] = []
-    while len(smiles) < n_drugs:
+    while len(smiles) < n:
         chain = "".join(rng.choice(list("CCCNOS"), size=int(rng.integers(6, 15))))
         mol = Chem.MolFromSmiles(chain)
         canonical = None if mol is None else Chem.MolToSmiles(mol)
         if canonical and canonical not in seen:
             seen.add(canonical)
             smiles.append(canonical)
+    return smiles
+
+
+def library_files(n_drugs: int, folder: Path, seed: int = 0) -> tuple[Path, Path]:
+    """A drug table of ``n_drugs`` distinct generated molecules and a measured round of 60 of their pairs."""
+    rng = np.random.default_rng(seed)
+    smiles = generated_smiles(n_drugs, rng)
     ids = [f"M{i:05d}" for i in range(n_drugs)]
     folder.mkdir(parents=True, exist_ok=True)
     drugs = folder / "drugs.csv"

@@ -58,6 +58,7 @@ PRESETS = {
     "normal_ucb": "BNN, Normal prior + UCB, kappa 2 x 0.8 per round (`normal_ucb`)",
     "recover_ensemble_ucb": "**RECOVER's ensemble + UCB** (`recover_ensemble_ucb`)",
     "ensemble_ucb": "5 small nets + UCB (`ensemble_ucb`)",
+    "normal_gp_identity_ucb": "BNN, GP head + drug identity effects + UCB (`normal_gp_identity_ucb`)",
     "random": "random (`random`, fits no model)",
     "scale_mixture_ucb_pretrained": "BNN, scale mixture + UCB, pretrained (`scale_mixture_ucb_pretrained`)",
 }
@@ -309,6 +310,27 @@ def accuracy_novelty(results: Path) -> str:
             rows.append([f"{label} ({df['test_seed'].nunique()})", MODELS[model], *cells, *trunk])
     header = ["data (test sets)", "model", "abs. error new / seen", "epistemic sd new / seen", "`novelty_auroc`"]
     return markdown(header + ["BNN trunk norm new / seen", "BNN `sd_norm_spearman`"], rows)
+
+
+@table("library/almanac_mcf7_runs.csv")
+def library_exploration(results: Path) -> str:
+    """A plate over ALMANAC MCF7 drugs plus new molecules after 60 measured pairs (``scripts/library_exploration.py``)."""
+    runs = pd.read_csv(results / "library/almanac_mcf7_runs.csv")
+    rows = []
+    for name, df in runs.groupby("experiment", sort=False):
+        cells = [f"{df[c].mean():.2f}" for c in ("plate_generated", "plate_new")]
+        cells += [f"{df[c].mean():.1f}" for c in ("sd_seen", "sd_unmeasured", "sd_new", "sd_new_new")]
+        rows.append([preset_label(str(name)), str(df["seed"].nunique()), *cells, f"{df['sd_ratio'].mean():.2f}"])
+    header = [
+        "preset",
+        "seeds",
+        "plate: new molecule",
+        "plate: drug in no measured pair",
+        "epistemic sd: measured drugs",
+    ]
+    return markdown(
+        header + ["one unmeasured screen drug", "one new molecule", "two new molecules", "sd new / measured"], rows
+    )
 
 
 # --- discovery --------------------------------------------------------------------------------------------
