@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import subprocess
 import sys
@@ -149,3 +150,24 @@ def test_nan_score_in_measured_file_names_the_line(lab: dict) -> None:
     with pytest.raises(InvalidScoreError) as info:
         _recommend([bad], lab["smiles"])
     assert info.value.row == 8 and "nan_round.csv" in str(info.value)
+
+
+class _WideModel(DeterministicModel):
+    """A net whose predictive sd is 100x its residual noise: a posterior still at a wide prior."""
+
+    def predict(self, pairs, num_samples=100, **kw):
+        p = super().predict(pairs, num_samples, **kw)
+        return dataclasses.replace(p, noise_scale=p.noise_scale * 100)
+
+
+def test_a_plate_far_wider_than_the_measured_scores_is_flagged(lab: dict, caplog: pytest.LogCaptureFixture) -> None:
+    measured_sd = pd.read_csv(lab["round0"])["comboscore"].std()
+    with caplog.at_level("WARNING", logger="recover_pyro.wetlab.plate"):
+        calm = _recommend([lab["round0"]], lab["smiles"])
+    assert calm.table.predicted_std.mean() < 3 * measured_sd and "still near its prior" not in caplog.text
+    model = functools.partial(_WideModel, predictor=SMALL_NET, training=TrainConfig(epochs=15, batch_size=16))
+    with caplog.at_level("WARNING", logger="recover_pyro.wetlab.plate"):
+        wide = recommend([lab["round0"]], lab["smiles"], ["MCF7"], "comboscore", model=model,
+                         acquisition=UCB(q=8, kappa=1.0), featurize=featurize, num_samples=10)  # fmt: skip
+    assert wide.table.predicted_std.mean() > 3 * measured_sd
+    assert "still near its prior" in caplog.text and "+experiment=normal_gp_identity_ucb" in caplog.text

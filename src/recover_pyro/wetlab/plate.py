@@ -82,6 +82,10 @@ RECOMMEND_SPELLING: dict[str, str | None] = {
     "score_columns": None,
     "root": None,
 }
+#: A plate whose mean predicted sd exceeds this multiple of the measured scores' sd gets a warning: the model is
+#: then still near its prior (the default BNN after 60 ALMANAC MCF7 pairs: ~12x; the small-net ensemble and
+#: ``normal_gp_identity_ucb``: ~1x, docs/benchmarks.md).
+WIDE_PLATE_SD = 3.0
 PLATE_COLUMNS = [
     "rank",
     "drug_a",
@@ -359,6 +363,7 @@ def _recommend(
     _check_untested(chosen, screen.experiments, pool.forbidden)
     log.info("batch holds %d unique drugs", unique_drugs(batch.indices, drugs))
     table = _plate_table(chosen, screen, predictive.mean[idx], predictive.std[idx], batch.scores)
+    _warn_wide_plate(table, screen.experiments[score])
     return Recommendation(table=table, measured=screen, n_candidates=len(untested))
 
 
@@ -415,12 +420,31 @@ def _recommend_from_library(
         unique_drugs(torch.arange(len(chosen)), torch.stack([pairs.drug_a, pairs.drug_b], 1)),
     )
     table = _plate_table(chosen, screen, predictive.mean, predictive.std, batch.scores)
+    _warn_wide_plate(table, screen.experiments[score])
     return Recommendation(table=table, measured=screen, n_candidates=n_candidates)
 
 
 def _warn_small_pool(q: int, n: int) -> None:
     if q > n:
         log.warning("acquisition.q=%d exceeds the %d untested candidate combinations; the plate holds %d rows", q, n, n)
+
+
+def _warn_wide_plate(table: pd.DataFrame, measured: pd.Series) -> None:
+    """Warn when the plate's mean predicted sd is over :data:`WIDE_PLATE_SD` times the measured scores' sd: the
+    ranking is then mostly the model's prior, and a UCB plate mostly exploration."""
+    spread = float(measured.std())
+    if not len(table) or not spread > 0:
+        return
+    ratio = float(table["predicted_std"].mean()) / spread
+    if ratio > WIDE_PLATE_SD:
+        log.warning(
+            "the plate's predicted sd is %.1fx the sd of the %d measured scores (%.3g): the model is still near its "
+            "prior, so the plate is mostly exploration. Measure it and recommend again, or fit a model calibrated on "
+            "a first round (+experiment=normal_gp_identity_ucb; docs/benchmarks.md)",
+            ratio,
+            len(measured),
+            spread,
+        )
 
 
 def _plate_table(
