@@ -48,6 +48,7 @@ from recover_pyro.cli.builders import build_features, build_screen, build_split,
 from recover_pyro.data.featurize import Features
 from recover_pyro.data.screen import Pairs, Screen
 from recover_pyro.metrics import evaluate
+from recover_pyro.models.base import PredictiveSamples
 from recover_pyro.records.manifest import command_line, recording
 
 COLUMNS = [
@@ -124,27 +125,36 @@ def run_one(
     num_samples: int,
     screens: dict[str, tuple[Screen, Features]] | None = None,
     score_on: str = "test",
+    members: int = 1,
 ) -> dict[str, Any]:
     """Fit ``cfg``'s model on :func:`novelty_sets`' ``fit`` experiments; score the ``new`` and ``seen`` ones.
 
     ``score_on="val"`` (pilots): the new-drug experiments are the split's validation drugs instead of its test
     drugs, and the fit sets its early-stopping data aside from ``fit`` (the model's ``holdout``), so that nothing
     about the validation drugs reaches the fit and the test drugs stay untouched.
+
+    ``members > 1`` (a diagnostic): fit the model that many times with seeds ``seed, seed + 1000, ...`` and pool
+    ``num_samples / members`` posterior samples of each, an equal-weight mixture of their posteriors: what
+    averaging several trunks would give, at ``members`` times the cost.
     """
     torch.manual_seed(cfg.seed)
     features, sets = novelty_sets(cfg, seen_frac, screens)
     if score_on == "val":
         sets["new"] = sets.pop("val")
-    model = model_factory(cfg, features)()
+    make = model_factory(cfg, features)
     start = time.perf_counter()
-    model.fit(sets["fit"], sets.get("val"))
+    models = []
+    for k in range(members):
+        models.append(make(seed=int(cfg.seed) + 1000 * k) if k else make())
+        models[-1].fit(sets["fit"], sets.get("val"))
     fit_seconds = time.perf_counter() - start
+    model = models[0]
     out: dict[str, Any] = {f"n_{k}": len(sets[k]) for k in ("fit", "new", "seen")}
     sds = {}
     for name in ("new", "seen"):
         held = sets[name]
         assert held.y is not None
-        predictive = model.predict(held, num_samples=num_samples).cpu()
+        predictive = pooled_predictive(models, held, num_samples)
         sds[name] = predictive.epistemic_std.numpy()
         out[f"sd_{name}"] = float(sds[name].mean())
         out[f"error_{name}"] = float((predictive.mean - held.y.cpu()).abs().mean())
@@ -160,6 +170,16 @@ def run_one(
     out["novelty_auroc"] = auroc(sds["new"], sds["seen"])
     out["fit_seconds"] = fit_seconds
     return out
+
+
+def pooled_predictive(models: Sequence[Any], pairs: Pairs, num_samples: int) -> PredictiveSamples:
+    """``num_samples`` predictive samples of the equal-weight mixture of ``models``' posteriors (their ``(S_k, N)``
+    samples stacked, ``S_k = num_samples / len(models)``; one model: its own predictive)."""
+    if len(models) == 1:
+        return models[0].predict(pairs, num_samples=num_samples).cpu()
+    parts = [m.predict(pairs, num_samples=max(1, num_samples // len(models))).cpu() for m in models]
+    noise = [p.noise_scale.expand(p.num_samples) if p.noise_scale.dim() == 0 else p.noise_scale for p in parts]
+    return PredictiveSamples(torch.cat([p.f for p in parts]), torch.cat(noise), parts[0].noise_df)
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
@@ -225,6 +245,9 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame | None:
     )
     parser.add_argument("--override", nargs="*", default=[], help="Hydra overrides for every fit (pilots only)")
     parser.add_argument("--variant", default="", help="with --override: rows are named <experiment>[<variant>]")
+    parser.add_argument(
+        "--members", type=int, default=1, help="pool the posteriors of this many fits per row (rows: <experiment>xK)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="prefix of <out>_runs.csv and <out>.csv")
     parser.add_argument("--plot", type=Path, default=None, help="PNG of finished runs: with --panels, no fits")
     parser.add_argument("--panels", nargs="*", default=[], help="TITLE=RUNS_CSV per panel of --plot")
@@ -241,6 +264,8 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame | None:
         parser.error(f"--seen-frac must be in (0, 1), got {args.seen_frac}")
     if bool(args.override) != bool(args.variant):
         parser.error("--override and --variant go together: rows fitted with overrides need their own name")
+    if args.members < 1:
+        parser.error(f"--members must be >= 1, got {args.members}")
     runs_csv = args.out.with_name(args.out.name + "_runs.csv")
     runs_csv.parent.mkdir(parents=True, exist_ok=True)
     with recording(
@@ -263,12 +288,13 @@ def run_all(args: argparse.Namespace, runs_csv: Path) -> pd.DataFrame:
         for seed in args.seeds:
             for experiment in args.experiments:
                 name = f"{experiment}[{args.variant}]" if args.variant else experiment
+                name += f"x{args.members}" if args.members > 1 else ""
                 if (name, test_seed, seed) in done:
                     continue
                 cfg = compose_config(args.data, args.score, experiment, test_seed, seed, args.override)
                 row = {"experiment": name, "test_seed": test_seed, "seed": seed, "overrides": " ".join(args.override)}
                 row["score_on"] = args.score_on
-                row.update(run_one(cfg, args.seen_frac, args.num_samples, screens, args.score_on))
+                row.update(run_one(cfg, args.seen_frac, args.num_samples, screens, args.score_on, args.members))
                 print(", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
                 # Re-read first: another process may have appended to the same file meanwhile.
                 runs = pd.read_csv(runs_csv) if runs_csv.exists() else pd.DataFrame()

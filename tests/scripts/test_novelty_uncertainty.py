@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from script_loader import load_script
 from recover_pyro.records.manifest import read_manifest
@@ -120,3 +121,25 @@ def test_on_real_almanac_mcf7_identity_effects_and_a_gp_head_know_new_drugs(scri
     cfg = script.compose_config("almanac", None, "normal_gp_identity", test_seed=0, seed=0)
     row = script.run_one(cfg, seen_frac=0.15, num_samples=100)
     assert row["n_new"] == 308 and row["novelty_auroc"] > 0.6 and row["sd_ratio"] > 1.0
+
+
+def test_pooled_members_are_an_equal_weight_mixture(script) -> None:
+    """``--members K``: the samples of K fits stacked, so the mixture's mean is the members' mean and its epistemic
+    variance their mean variance plus the spread of their means."""
+    from recover_pyro.models.base import PredictiveSamples
+
+    class Fixed:
+        def __init__(self, centre: float, noise: torch.Tensor) -> None:
+            self.centre, self.noise = centre, noise
+
+        def predict(self, pairs, num_samples):
+            f = self.centre + torch.linspace(-1, 1, num_samples)[:, None].expand(num_samples, 3)
+            return PredictiveSamples(f, self.noise)
+
+    one = Fixed(0.0, torch.tensor(2.0))
+    assert script.pooled_predictive([one], None, 10).f.shape == (10, 3)
+    pooled = script.pooled_predictive([one, Fixed(4.0, torch.full((5,), 3.0))], None, 10)
+    assert pooled.f.shape == (10, 3) and pooled.noise_scale.tolist() == [2.0] * 5 + [3.0] * 5
+    assert torch.allclose(pooled.mean, torch.full((3,), 2.0))
+    within = torch.linspace(-1, 1, 5).var(unbiased=False)
+    assert torch.allclose(pooled.f.var(0, unbiased=False), torch.full((3,), float(within) + 4.0))
