@@ -39,7 +39,7 @@ from benchmark_scoring import generated_smiles
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from small_data_uncertainty import first_round
+from small_data_uncertainty import first_round, fit_missing
 
 from recover_pyro.cli.builders import CONFIG_DIR, build_acquisition, build_screen
 from recover_pyro.data.screen import Pairs
@@ -177,21 +177,11 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
         description=f"library exploration: {args.new_drugs} new molecules, {args.measured} measured ({args.out.name})",
         out=args.out.name,
     ):
-        runs = pd.read_csv(runs_csv) if runs_csv.exists() else pd.DataFrame()
-        done = set(zip(runs.experiment, runs.seed)) if len(runs) else set()
-        for seed in args.seeds:
-            for experiment in args.experiments:
-                name = f"{experiment}[{args.variant}]" if args.variant else experiment
-                if (name, seed) in done:
-                    continue
-                row = {"experiment": name, "seed": seed, "new_drugs": args.new_drugs, "measured": args.measured,
-                       "overrides": " ".join(args.override)}  # fmt: skip
-                row.update(run_one(experiment, seed, args, args.override))
-                print(", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
-                # Re-read first: another process may have appended to the same file meanwhile.
-                runs = pd.read_csv(runs_csv) if runs_csv.exists() else pd.DataFrame()
-                runs = pd.concat([runs, pd.DataFrame([row])], ignore_index=True)
-                runs.to_csv(runs_csv, index=False)
+        base = {"new_drugs": args.new_drugs, "measured": args.measured, "overrides": " ".join(args.override)}
+        runs = fit_missing(
+            runs_csv, args.experiments, args.seeds, args.variant, base,
+            lambda experiment, seed: run_one(experiment, seed, args, args.override),
+        )  # fmt: skip
         columns = ["plate_new", "plate_generated", "top_sd_new", "sd_seen", "sd_new", "sd_ratio", "wall_s"]
         table = runs.groupby("experiment", sort=False)[columns].mean()
         print(table.to_string())

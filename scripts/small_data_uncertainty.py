@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -64,6 +64,32 @@ def run_one(
     }
 
 
+def fit_missing(
+    runs_csv: Path,
+    experiments: Sequence[str],
+    seeds: Sequence[int],
+    variant: str,
+    base: dict[str, Any],
+    run: Callable[[str, int], dict[str, Any]],
+) -> pd.DataFrame:
+    """Append a row per (experiment, seed) not yet in ``runs_csv``: its name (``<experiment>[<variant>]`` with a
+    variant), seed, ``base`` and ``run(experiment, seed)``; return every row of the file."""
+    runs = pd.read_csv(runs_csv) if runs_csv.exists() else pd.DataFrame()
+    done = set(zip(runs.experiment, runs.seed)) if len(runs) else set()
+    for seed in seeds:
+        for experiment in experiments:
+            name = f"{experiment}[{variant}]" if variant else experiment
+            if (name, seed) in done:
+                continue
+            row = {"experiment": name, "seed": seed, **base, **run(experiment, seed)}
+            print(", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+            # Re-read first: another process may have appended to the same file meanwhile.
+            runs = pd.read_csv(runs_csv) if runs_csv.exists() else pd.DataFrame()
+            runs = pd.concat([runs, pd.DataFrame([row])], ignore_index=True)
+            runs.to_csv(runs_csv, index=False)
+    return runs
+
+
 def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="almanac")
@@ -85,25 +111,11 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
         description=f"small data: predictive sd after {args.measured} measured experiments ({args.out.name})",
         out=args.out.name,
     ):
-        runs = pd.read_csv(runs_csv) if runs_csv.exists() else pd.DataFrame()
-        done = set(zip(runs.experiment, runs.seed)) if len(runs) else set()
-        for seed in args.seeds:
-            for experiment in args.experiments:
-                name = f"{experiment}[{args.variant}]" if args.variant else experiment
-                if (name, seed) in done:
-                    continue
-                row = {
-                    "experiment": name,
-                    "seed": seed,
-                    "measured": args.measured,
-                    "overrides": " ".join(args.override),
-                }
-                row.update(run_one(args.data, args.score, experiment, seed, args.measured, args.override))
-                print(", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
-                # Re-read first: another process may have appended to the same file meanwhile.
-                runs = pd.read_csv(runs_csv) if runs_csv.exists() else pd.DataFrame()
-                runs = pd.concat([runs, pd.DataFrame([row])], ignore_index=True)
-                runs.to_csv(runs_csv, index=False)
+        base = {"measured": args.measured, "overrides": " ".join(args.override)}
+        runs = fit_missing(
+            runs_csv, args.experiments, args.seeds, args.variant, base,
+            lambda experiment, seed: run_one(args.data, args.score, experiment, seed, args.measured, args.override),
+        )  # fmt: skip
         table = runs.groupby("experiment", sort=False)[["sd_ratio", "coverage_90", "spearman", "nll"]].mean()
         print(table.to_string())
         return table
