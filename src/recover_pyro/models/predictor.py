@@ -539,6 +539,79 @@ class RecoverPredictor(nn.Module):
         return self.gp_representation(z, cell) if self.gp_features else z
 
 
+class TrunkEnsemblePredictor(nn.Module):
+    r"""``K`` independently initialised RECOVER trunks under one random-feature Gaussian-process head.
+
+    Each member is a :class:`RecoverPredictor` with a GP head (``gp_features = M``, its own random features
+    :math:`\phi_k`); their features are joined, :math:`\Phi = [\phi_1(h_1), \dots, \phi_K(h_K)] / \sqrt{K}`
+    (``(*S, N, K M)``), under one bias-free output :math:`f = \beta^T \Phi`, :math:`\beta \sim N(0, I)`: a GP whose
+    kernel is the average of the ``K`` trunks' kernels, :math:`\Phi(x)^T\Phi(x') = \frac1K \sum_k
+    \phi_k(x)^T\phi_k(x')`, so its prior amplitude is one trunk's, and its exact posterior (the ``row_mvn`` guide on
+    the frozen trunks) weighs the trunks by how well their representations explain the data. The point of ``K``
+    trunks is what an ensemble averages: the spread of independently trained representations.
+
+    :meth:`forward` is what the deterministic warm start fits: every trunk's *own* prediction
+    :math:`f_k = \beta_k^T \phi_k(h_k)` (``(K, N)``, :math:`\beta_k` the ``k``-th block of the output weight),
+    each to the targets, so the trunks train independently as an ensemble's members do. The Bayesian model uses
+    :meth:`trunk` and :meth:`head` (SVI on the frozen trunks and prediction run only those), whose output is the
+    joint :math:`\beta^T\Phi`. Hence only with ``freeze_trunk`` SVI (the default).
+
+    Args:
+        drug_features, cell_features: as :class:`RecoverPredictor`.
+        trunks: ``K >= 1``.
+        **kwargs: :class:`RecoverPredictor` arguments for every member; ``gp_features`` must be positive.
+    """
+
+    drug_features: Tensor
+    cell_features: Tensor
+
+    def __init__(self, drug_features: Tensor, cell_features: Tensor, trunks: int = 2, **kwargs: object) -> None:
+        super().__init__()
+        if trunks < 1 or not int(kwargs.get("gp_features", 0)) > 0:  # type: ignore[call-overload]
+            raise ValueError(
+                f"TrunkEnsemblePredictor: need trunks >= 1 and gp_features > 0, got {trunks}, {kwargs.get('gp_features')}"
+            )
+        self.register_buffer("drug_features", drug_features.float())
+        self.register_buffer("cell_features", cell_features.float())
+        self.members = nn.ModuleList(RecoverPredictor(drug_features, cell_features, **kwargs) for _ in range(trunks))
+        for member in self.members:
+            member.head_layers = nn.ModuleList()  # the joint output below replaces the members' own
+        self.member_features = int(kwargs["gp_features"])  # type: ignore[call-overload]
+        self.gp_features = trunks * self.member_features
+        self.head_layers = nn.ModuleList([Linear(self.gp_features, 1, bias=False)])
+
+    def trunk(self, drug_a: Tensor, drug_b: Tensor, cell: Tensor) -> Tensor:
+        """``(*S, N, K H)``: the members' GP representations side by side."""
+        return torch.cat([m.trunk(drug_a, drug_b, cell) for m in self.members], dim=-1)
+
+    def random_features(self, h: Tensor) -> Tensor:
+        r"""``(*S, N, K H) -> (*S, N, K M)``: :math:`[\phi_1(h_1), \dots, \phi_K(h_K)] / \sqrt{K}`."""
+        parts = h.chunk(len(self.members), dim=-1)
+        phi = [m.random_features(part) for m, part in zip(self.members, parts)]
+        return torch.cat(phi, dim=-1) / math.sqrt(len(self.members))
+
+    def head(self, z: Tensor, cell: Tensor) -> Tensor:
+        """``(*S, N, K H) -> (*S, N)``: the joint output :math:`\beta^T\Phi`."""
+        return self.head_layers[0](self.random_features(z)).squeeze(-1)
+
+    def forward(self, drug_a: Tensor, drug_b: Tensor, cell: Tensor) -> Tensor:
+        """``(*S, K, N)``: every trunk's own prediction :math:`\beta_k^T\phi_k(h_k)` (what the warm start fits)."""
+        k = len(self.members)
+        phi = self.random_features(self.trunk(drug_a, drug_b, cell)) * math.sqrt(k)  # (*S, N, K M)
+        phi = phi.unflatten(-1, (k, self.member_features)).movedim(-2, -3)  # (*S, K, N, M)
+        weight = self.head_layers[0].weight  # read once: a Bayesian weight is sampled on access
+        weight = weight.reshape(*weight.shape[:-2], k, self.member_features)  # (*S, K, M)
+        return (phi * weight.unsqueeze(-2)).sum(-1)
+
+    @contextlib.contextmanager
+    def drug_projection_cache(self, max_bytes: int = PROJECTION_CACHE_BYTES) -> Iterator[None]:
+        """Every member's :meth:`RecoverPredictor.drug_projection_cache`, each with ``max_bytes / K``."""
+        with contextlib.ExitStack() as stack:
+            for m in self.members:
+                stack.enter_context(m.drug_projection_cache(max(1, max_bytes // len(self.members))))
+            yield
+
+
 class DeepSynergyPredictor(nn.Module):
     """DeepSynergy-style MLP on ``[x_a, x_b, cell]``; both drug orders are predicted and averaged.
 
