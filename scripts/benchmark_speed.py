@@ -17,8 +17,10 @@ Measurements (models are built from the same configs as ``python -m recover_pyro
 * ``round_bnn`` / ``round_ensemble`` / ``round_recover_ensemble``: one campaign round on ALMANAC MCF7: fit on
   330 revealed pairs (no validation set, as in campaigns: each model holds out its own 10 % for early stopping
   and its noise estimate), score the other 1146 pairs with ``S = 100``, acquire a UCB batch of ``q = 30``.
-  Default BNN (``+experiment=normal``, Bayesian head), the small-net 5-member ensemble
-  (``+experiment=ensemble``) and RECOVER's recipe (``+experiment=recover_ensemble``).
+  The head-only BNN (``+experiment=normal``, the default before issue #24), the small-net 5-member ensemble
+  (``+experiment=ensemble``) and RECOVER's recipe (``+experiment=recover_ensemble``). ``round_gp_identity``: the
+  same round of the default BNN with its campaign settings (``+experiment=normal_gp_identity`` with
+  ``model.predictor.gp_lengthscale=1.0``, the model of ``normal_gp_identity_ucb``).
 * ``throughput_head`` / ``throughput_all``: candidates x samples per second of ``model.predict`` with
   ``S = 100`` on ALMANAC candidates (all 55 cell lines) for the default model and for
   ``model.bayesian_layers=all``.
@@ -102,6 +104,7 @@ TRAIN_MEASUREMENTS = [f"train_{m}_{d}" for d in TRAIN_DATA for m in TRAIN_MODELS
 # Whole default fits (early stopping / ELBO convergence as configured), O'Neil.
 FIT_MEASUREMENTS = ["fit_bnn_oneil", "fit_deterministic_oneil"]
 MEASUREMENTS = [
+    "round_gp_identity",
     "round_bnn",
     "round_ensemble",
     "round_recover_ensemble",
@@ -349,6 +352,8 @@ def measure_space(layers: str, subset: int | None, repeats: int, million: bool =
 
 
 def run_measurement(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    if name == "round_gp_identity":
+        return measure_round("normal_gp_identity", args.repeats, ["model.predictor.gp_lengthscale=1.0"])
     if name == "round_bnn":
         return measure_round("normal", args.repeats)
     if name == "round_ensemble":

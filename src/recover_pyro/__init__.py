@@ -48,6 +48,7 @@ _EXPORTS: dict[str, str] = {
     "ScaleMixtureNormalPrior": "recover_pyro.bnn.priors",
     "LogUniformPrior": "recover_pyro.bnn.priors",
     "MeanFieldNormalGuide": "recover_pyro.bnn.guides",
+    "RowMultivariateNormalGuide": "recover_pyro.bnn.guides",
     "SparseVariationalDropoutGuide": "recover_pyro.bnn.guides",
     "SVIConfig": "recover_pyro.bnn.inference",
     # acquisition, campaigns, metrics
@@ -72,7 +73,7 @@ __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # static checkers and IDEs see the real objects
     from recover_pyro.acquisition import Acquisition
-    from recover_pyro.bnn.guides import MeanFieldNormalGuide, SparseVariationalDropoutGuide
+    from recover_pyro.bnn.guides import MeanFieldNormalGuide, RowMultivariateNormalGuide, SparseVariationalDropoutGuide
     from recover_pyro.bnn.inference import SVIConfig
     from recover_pyro.bnn.model import BNNSynergyModel
     from recover_pyro.bnn.priors import LaplacePrior, LogUniformPrior, NormalPrior, ScaleMixtureNormalPrior

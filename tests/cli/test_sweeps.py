@@ -382,6 +382,11 @@ def test_optuna_sweep_minimises_the_validation_metric(tmp_path):
     )
     best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     trials = [json.loads((job / "metrics.json").read_text()) for job in sorted(sweep_dir.glob("[0-9]*"))]
-    assert len(trials) == 2 and set(best["best_params"]) == {"inference.lr", "inference.epochs", "guide.init_scale"}
+    assert len(trials) == 2 and set(best["best_params"]) == {
+        "inference.lr",
+        "inference.epochs",
+        "guide.init_scale",
+        "model.predictor.gp_lengthscale",
+    }
     assert best["best_value"] == pytest.approx(min(t["val_nll"] for t in trials))
     assert (sweep_dir / "summary.csv").is_file()
