@@ -83,8 +83,8 @@ RECOMMEND_SPELLING: dict[str, str | None] = {
     "root": None,
 }
 #: A plate whose mean predicted sd exceeds this multiple of the measured scores' sd gets a warning: the model is
-#: then still near its prior (the default BNN after 60 ALMANAC MCF7 pairs: ~12x; the small-net ensemble and
-#: ``normal_gp_identity_ucb``: ~1x, docs/benchmarks.md).
+#: then still near its prior (the head-only BNN ``normal`` after 60 ALMANAC MCF7 pairs: ~12x; the default BNN and the
+#: small-net ensemble: ~1x, docs/benchmarks.md).
 WIDE_PLATE_SD = 3.0
 PLATE_COLUMNS = [
     "rank",
@@ -440,7 +440,7 @@ def _warn_wide_plate(table: pd.DataFrame, measured: pd.Series) -> None:
         log.warning(
             "the plate's predicted sd is %.1fx the sd of the %d measured scores (%.3g): the model is still near its "
             "prior, so the plate is mostly exploration. Measure it and recommend again, or fit a model calibrated on "
-            "a first round (+experiment=normal_gp_identity_ucb; docs/benchmarks.md)",
+            "a first round (the default model, named +experiment=normal_gp_identity_ucb; docs/benchmarks.md)",
             ratio,
             len(measured),
             spread,
