@@ -49,7 +49,7 @@ from recover_pyro.models.base import PredictiveSamples
 from recover_pyro.models.noise import residual_noise
 from recover_pyro.records.manifest import command_line, recording
 
-BNN_EXPERIMENTS = ["normal", "laplace", "scale_mixture", "sparse_dropout"]
+BNN_EXPERIMENTS = ["normal_gp_identity", "normal", "laplace", "scale_mixture", "sparse_dropout"]
 BASELINES = ["deterministic", "ensemble", "recover_ensemble", "mc_dropout", "gbt"]
 # Metrics added after the first tables were written: --rescore fills them in for rows that lack them.
 RESCORED_METRICS = ["noise_df", "sd_error_spearman"]

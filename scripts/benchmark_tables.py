@@ -43,7 +43,8 @@ CLOSING = re.compile(r"^<!-- /table -->$", re.M)
 
 # Row labels and order of the models of the accuracy tables (train presets; `gbt` is the benchmark's own).
 MODELS = {
-    "normal": "BNN, Normal prior (`normal`, the default)",
+    "normal_gp_identity": "**BNN, GP head + drug identity effects** (`normal_gp_identity`, the default)",
+    "normal": "BNN, Bayesian head only, Normal prior (`normal`)",
     "laplace": "BNN, Laplace prior (`laplace`)",
     "scale_mixture": "BNN, scale mixture (`scale_mixture`)",
     "sparse_dropout": "BNN, sparse var. dropout (`sparse_dropout`)",
@@ -55,10 +56,10 @@ MODELS = {
 }
 # Short labels of the campaign presets.
 PRESETS = {
-    "normal_ucb": "BNN, Normal prior + UCB, kappa 2 x 0.8 per round (`normal_ucb`)",
+    "normal_gp_identity_ucb": "**BNN, GP head + drug identity effects + UCB** (`normal_gp_identity_ucb`, the default)",
+    "normal_ucb": "BNN, Bayesian head only + UCB, kappa 2 x 0.8 per round (`normal_ucb`)",
     "recover_ensemble_ucb": "**RECOVER's ensemble + UCB** (`recover_ensemble_ucb`)",
     "ensemble_ucb": "5 small nets + UCB (`ensemble_ucb`)",
-    "normal_gp_identity_ucb": "BNN, GP head + drug identity effects + UCB (`normal_gp_identity_ucb`)",
     "random": "random (`random`, fits no model)",
     "scale_mixture_ucb_pretrained": "BNN, scale mixture + UCB, pretrained (`scale_mixture_ucb_pretrained`)",
 }
@@ -217,39 +218,29 @@ def test_set_zero_pairs(runs: Path, a: str, b: str) -> pd.DataFrame:
     return left.loc[both, columns] - right.loc[both, columns]
 
 
-@table(
-    "accuracy/test_sets/summary_paired.csv",
-    "accuracy/test_sets/summary_unseen_drug_paired.csv",
-    "accuracy/oneil_bliss_random_runs.csv",
-    "accuracy/test_sets/summary_oneil_pair_paired.csv",
-    "accuracy/test_sets/summary_oneil_unseen_drug_paired.csv",
+# The default BNN's paired comparisons (``scripts/paired_accuracy.py --a normal_gp_identity --b <b>``): protocol,
+# the ``<out>`` under accuracy/test_sets/default_vs/ (``<name>_vs_<b>``), b. RECOVER's recipe ran on O'Neil's pair
+# test set 0 only.
+DEFAULT_PAIRED = (
+    ("ALMANAC MCF7 pairs, 8 test sets x 3 seeds", "almanac_pair", "ensemble"),
+    ("ALMANAC MCF7 unseen drugs, 8 test sets x 3 seeds", "almanac_unseen_drug", "ensemble"),
+    ("O'Neil pairs, 3 test sets x 3 seeds", "oneil_pair", "ensemble"),
+    ("O'Neil unseen drugs, 4 test sets x 3 seeds", "oneil_unseen_drug", "ensemble"),
+    ("ALMANAC MCF7 pairs, 8 test sets x 3 seeds", "almanac_pair", "recover_ensemble"),
+    ("ALMANAC MCF7 unseen drugs, 8 test sets x 3 seeds", "almanac_unseen_drug", "recover_ensemble"),
+    ("O'Neil pairs, test set 0 x 3 seeds", "oneil_pair", "recover_ensemble"),
+    ("O'Neil unseen drugs, 4 test sets x 3 seeds", "oneil_unseen_drug", "recover_ensemble"),
 )
+
+
+@table("accuracy/test_sets/default_vs/*_paired.csv")
 def accuracy_paired(results: Path) -> str:
-    """The default BNN against RECOVER's recipe and the small-net ensemble, paired by (test set, seed)."""
-    sets = results / "accuracy/test_sets"
-    comparisons = [
-        ("ALMANAC MCF7 pairs, 8 test sets x 3 seeds", "recover_ensemble", pd.read_csv(sets / "summary_paired.csv")),
-        (
-            "ALMANAC MCF7 unseen drugs, 8 test sets x 3 seeds",
-            "recover_ensemble",
-            pd.read_csv(sets / "summary_unseen_drug_paired.csv"),
-        ),
-        (
-            "O'Neil pairs, test set 0 x 3 seeds",
-            "recover_ensemble",
-            test_set_zero_pairs(results / "accuracy/oneil_bliss_random_runs.csv", "normal", "recover_ensemble"),
-        ),
-        ("O'Neil pairs, 3 test sets x 3 seeds", "ensemble", pd.read_csv(sets / "summary_oneil_pair_paired.csv")),
-        (
-            "O'Neil unseen drugs, 4 test sets x 3 seeds",
-            "recover_ensemble",
-            pd.read_csv(sets / "summary_oneil_unseen_drug_paired.csv"),
-        ),
-    ]
+    """The default BNN against the small-net ensemble and RECOVER's recipe, paired by (test set, seed)."""
     rows = []
-    for label, b, diffs in comparisons:
+    for label, name, b in DEFAULT_PAIRED:
+        diffs = pd.read_csv(results / f"accuracy/test_sets/default_vs/{name}_vs_{b}_paired.csv")
         rows.append(
-            [label, f"`normal` - `{b}`", str(len(diffs))]
+            [label, f"`normal_gp_identity` - `{b}`", str(len(diffs))]
             + [paired(diffs[m]) for m in ("spearman", "nll", "r2", "coverage_90", "sd_error_spearman")]
         )
     header = ["protocol", "a - b", "pairs", "Spearman", "NLL", "r2", "90 % coverage", "`sd_error_spearman`"]
@@ -299,7 +290,7 @@ def accuracy_novelty(results: Path) -> str:
     for label, name in (("synthetic", "synthetic"), ("ALMANAC MCF7", "almanac_mcf7"), ("O'Neil Bliss", "oneil_bliss")):
         runs = pd.read_csv(results / f"accuracy/novelty/{name}_runs.csv")
         runs = runs.drop_duplicates(subset=["experiment", "test_seed", "seed"], keep="last")
-        for model in ("normal", "ensemble", "recover_ensemble"):
+        for model in ("normal_gp_identity", "normal", "ensemble", "recover_ensemble"):
             df = runs[runs["experiment"] == model]
             if df.empty:
                 continue
@@ -383,21 +374,25 @@ def preset_label(name: str) -> str:
     return PRESETS.get(name, f"`{name}`")
 
 
-@table("discovery/mcf7_v2/runs/", "discovery/mcf7_v3_normal_ucb/runs/")
+@table("discovery/mcf7_v2/runs/", "discovery/mcf7_v3_normal_ucb/runs/", "discovery/mcf7_v4_gp_identity_ucb/runs/")
 def discovery_mcf7(results: Path) -> str:
     """RECOVER's MCF7 protocol, every campaign preset as shipped (`normal_ucb`: the run of its kappa schedule)."""
-    v2, v3 = results / "discovery/mcf7_v2", results / "discovery/mcf7_v3_normal_ucb"
-    names = sorted({p.stem.rsplit("_s", 1)[0] for p in (v2 / "runs").glob("*.csv")})
-    rows = [(preset_label(n), campaigns([v3 if n == "normal_ucb" else v2], n)) for n in names]
+    d = results / "discovery"
+    later = {"normal_ucb": d / "mcf7_v3_normal_ucb", "normal_gp_identity_ucb": d / "mcf7_v4_gp_identity_ucb"}
+    names = sorted({p.stem.rsplit("_s", 1)[0] for p in (d / "mcf7_v2/runs").glob("*.csv")}) + ["normal_gp_identity_ucb"]
+    rows = [(preset_label(n), campaigns([later.get(n, d / "mcf7_v2")], n)) for n in names]
     return discovery_table(rows)
 
 
-@table("discovery/oneil_v2/runs/", "discovery/oneil_v3_normal_ucb/runs/")
+@table("discovery/oneil_v2/runs/", "discovery/oneil_v3_normal_ucb/runs/", "discovery/oneil_more/runs/")
 def discovery_oneil(results: Path) -> str:
     """O'Neil, all 39 cell lines as one pool, 1 % revealed + 10 rounds of 1 %; seeds 0-2."""
-    v2, v3 = results / "discovery/oneil_v2", results / "discovery/oneil_v3_normal_ucb"
-    names = sorted({p.stem.rsplit("_s", 1)[0] for p in (v2 / "runs").glob("*.csv")})
-    rows = [(preset_label(n), campaigns([v3 if n == "normal_ucb" else v2], n)) for n in names]
+    d = results / "discovery"
+    later = {"normal_ucb": d / "oneil_v3_normal_ucb", "normal_gp_identity_ucb": d / "oneil_more"}
+    names = sorted({p.stem.rsplit("_s", 1)[0] for p in (d / "oneil_v2/runs").glob("*.csv")}) + [
+        "normal_gp_identity_ucb"
+    ]
+    rows = [(preset_label(n), campaigns([later.get(n, d / "oneil_v2")], n)[:3]) for n in names]
     return discovery_table(rows)
 
 
@@ -432,14 +427,14 @@ def discovery_pretrained(results: Path) -> str:
     return discovery_table(rows, pretrain)
 
 
-MAIN_MODELS = ("normal", "recover_ensemble", "ensemble")
+MAIN_MODELS = ("normal_gp_identity", "recover_ensemble", "ensemble")
 CELL_LINES = ("MCF7", "KM12", "UACC-257", "A498", "NCI-H322M", "SF268")
 
 
 @table("discovery/uq_cells/<cell line>/runs/")
 def discovery_cells(results: Path) -> str:
     """The MCF7 protocol on MCF7 and the five ALMANAC cell lines with the most pairs; 5 seeds each."""
-    presets = ("normal_ucb", "recover_ensemble_ucb", "ensemble_ucb")
+    presets = ("normal_gp_identity_ucb", "normal_ucb", "recover_ensemble_ucb", "ensemble_ucb")
     rows, means = [], {p: [] for p in presets}
     for cell in CELL_LINES:
         folder = results / "discovery/uq_cells" / cell
@@ -457,7 +452,7 @@ def discovery_cells(results: Path) -> str:
         for p in presets:
             means[p].append((np.mean(top[p]), np.mean(top5[p]), train[p]))
         rows.append(
-            [cell, str(len(runs["normal_ucb"]))]
+            [cell, str(len(runs["normal_gp_identity_ucb"]))]
             + [" / ".join(f"{np.mean(x[p]):.3f}" for p in presets) for x in (top, top5)]
             + [" / ".join(f"{train[p]:.1f}" for p in presets)]
         )
@@ -469,14 +464,14 @@ def discovery_cells(results: Path) -> str:
     header = [
         "cell line",
         "seeds",
-        "top-1 % r10: BNN / RECOVER / small nets",
-        "top-5 % r10: BNN / RECOVER / small nets",
+        "top-1 % r10: default BNN / head-only BNN / RECOVER / small nets",
+        "top-5 % r10: default / head-only / RECOVER / small nets",
     ]
-    return markdown(header + ["training s per campaign: BNN / RECOVER / small nets"], rows)
+    return markdown(header + ["training s per campaign: default / head-only / RECOVER / small nets"], rows)
 
 
 @table(
-    "discovery/uq_cells/paired_normal_ucb_vs_*.csv",
+    "discovery/uq_cells/paired_*_vs_*.csv",
     "discovery/cells/paired.csv",
     "discovery/oneil_more/paired_normal_ucb_vs_ensemble_ucb.csv",
     "discovery/mcf7_pretrained_v4/paired_vs_*.csv",
@@ -485,6 +480,24 @@ def discovery_paired(results: Path) -> str:
     """Paired differences ``a - b`` by (cell line, seed): recall after the last round and pool metrics."""
     d = results / "discovery"
     comparisons = [
+        (
+            "six cell lines x 5 seeds",
+            "normal_gp_identity_ucb",
+            "ensemble_ucb",
+            d / "uq_cells/paired_normal_gp_identity_ucb_vs_ensemble_ucb.csv",
+        ),
+        (
+            "six cell lines x 5 seeds",
+            "normal_gp_identity_ucb",
+            "recover_ensemble_ucb",
+            d / "uq_cells/paired_normal_gp_identity_ucb_vs_recover_ensemble_ucb.csv",
+        ),
+        (
+            "O'Neil pool, 8 seeds",
+            "normal_gp_identity_ucb",
+            "ensemble_ucb",
+            d / "oneil_more/paired_normal_gp_identity_ucb_vs_ensemble_ucb.csv",
+        ),
         (
             "six cell lines x 5 seeds",
             "normal_ucb",
@@ -526,12 +539,16 @@ def discovery_paired(results: Path) -> str:
     return markdown(header + ["pool `sd_error_spearman` a - b", "pool r2 a - b"], rows)
 
 
-@table("discovery/uq_cells2/<cell line>/runs/")
+@table("discovery/uq_cells2/<cell line>/runs/", "discovery/uq_cells/<cell line>/runs/")
 def discovery_pool_calibration(results: Path) -> str:
     """Model metrics on the unrevealed pool during the six-cell-line campaigns (mean over rounds 1-10)."""
     rows = []
-    for preset in ("normal_ucb", "recover_ensemble_ucb", "ensemble_ucb"):
-        runs = [run for cell in CELL_LINES for run in campaigns([results / "discovery/uq_cells2" / cell], preset)]
+    d = results / "discovery"
+    for preset in ("normal_gp_identity_ucb", "normal_ucb", "recover_ensemble_ucb", "ensemble_ucb"):
+        # uq_cells2: the earlier presets re-run with pool metrics; the default's own runs have them
+        runs = [
+            run for cell in CELL_LINES for run in campaigns([d / "uq_cells2" / cell, d / "uq_cells" / cell], preset)
+        ]
         rounds = pd.concat([run[run["round"] >= 1] for run in runs])
         rows.append(
             [preset_label(preset), str(len(runs))]
@@ -576,14 +593,18 @@ def speed_training(results: Path) -> str:
 def speed_rounds(results: Path) -> str:
     """One campaign round (fit, score S = 100, acquire), 1 thread, mean ± sd over seeds 0-2."""
     rounds = pd.read_csv(results / "speed/rounds.csv")
-    rounds = rounds[rounds["code"].astype(str).str.contains("adfe62d") & rounds["measurement"].str.startswith("round_")]
+    # the side-by-side run of the current default (2026-12-07)
+    rounds = rounds[
+        rounds["code"].astype(str).str.startswith("2026-12-07") & rounds["measurement"].str.startswith("round_")
+    ]
     train = pd.read_csv(results / "speed/train_after.csv")
     rows = []
     labels = {
-        "round_bnn": "BNN (`normal`), ALMANAC MCF7, 330 revealed, 1,146 scored",
+        "round_gp_identity": "default BNN (`normal_gp_identity_ucb`'s model), ALMANAC MCF7, 330 revealed, 1,146 scored",
+        "round_bnn": "head-only BNN (`normal`), same",
         "round_ensemble": "5 small nets (`ensemble`), same",
         "round_recover_ensemble": "RECOVER's ensemble (`recover_ensemble`), same",
-        "round_bnn_almanac_all": "BNN (`normal`), ALMANAC all cell lines, 741 revealed, 73,398 scored",
+        "round_bnn_almanac_all": "head-only BNN (`normal`), ALMANAC all cell lines, 741 revealed, 73,398 scored (2026-11-30)",
     }
     for source, measurement in [(rounds, m) for m in dict.fromkeys(rounds["measurement"])] + [
         (train, "round_bnn_almanac_all")
@@ -680,7 +701,7 @@ def scoring_library(results: Path) -> str:
 @table(
     "accuracy/test_sets/summary*.csv",
     "accuracy/oneil_bliss_*.csv",
-    "discovery/mcf7_v2/, mcf7_v3_normal_ucb/, uq_cells/, oneil_v2/, oneil_v3_normal_ucb/, mcf7_pretrained_*/",
+    "discovery/mcf7_v2/, mcf7_v4_gp_identity_ucb/, uq_cells/, uq_cells2/, oneil_v2/, oneil_more/, mcf7_pretrained_*/",
 )
 def headline(results: Path) -> str:
     """The README's table: the default BNN, RECOVER's published ensemble and the 5-small-net ensemble."""
@@ -723,21 +744,21 @@ def headline(results: Path) -> str:
     rows.append(
         ["Discovery, MCF7: top-1 % recall after 330 of 1,476 (seeds)"]
         + [
-            recall([d / "mcf7_v3_normal_ucb"], "normal_ucb"),
+            recall([d / "mcf7_v4_gp_identity_ucb"], "normal_gp_identity_ucb"),
             recall([d / "mcf7_v2"], "recover_ensemble_ucb"),
             recall([d / "mcf7_v2"], "ensemble_ucb"),
         ]
     )
     rows.append(
         ["Discovery, six ALMANAC cell lines: top-1 % recall (campaigns)"]
-        + [cells_recall(p) for p in ("normal_ucb", "recover_ensemble_ucb", "ensemble_ucb")]
+        + [cells_recall(p) for p in ("normal_gp_identity_ucb", "recover_ensemble_ucb", "ensemble_ucb")]
     )
     rows.append(
         ["Discovery, O'Neil pool: top-1 % recall after 11 % (seeds)"]
         + [
-            recall([d / "oneil_v3_normal_ucb"], "normal_ucb"),
+            recall([d / "oneil_more"], "normal_gp_identity_ucb"),
             recall([d / "oneil_v2"], "recover_ensemble_ucb"),
-            recall([d / "oneil_v2"], "ensemble_ucb"),
+            recall([d / "oneil_v2", d / "oneil_more"], "ensemble_ucb"),
         ]
     )
     rows.append(
@@ -752,8 +773,14 @@ def headline(results: Path) -> str:
         ]
     )
     calibration = [
-        pd.concat([r[r["round"] >= 1] for cell in CELL_LINES for r in campaigns([d / "uq_cells2" / cell], p)])
-        for p in ("normal_ucb", "recover_ensemble_ucb", "ensemble_ucb")
+        pd.concat(
+            [
+                r[r["round"] >= 1]
+                for cell in CELL_LINES
+                for r in campaigns([d / "uq_cells2" / cell, d / "uq_cells" / cell], p)
+            ]
+        )
+        for p in ("normal_gp_identity_ucb", "recover_ensemble_ucb", "ensemble_ucb")
     ]
     rows.append(
         ["Six-cell-line campaigns: 90 % coverage of the unrevealed pool, aim 0.90 (30 campaigns, rounds 1-10)"]
@@ -761,7 +788,7 @@ def headline(results: Path) -> str:
     )
     # accuracy, then discovery, then the three rows about the uncertainty itself
     rows = rows[:4] + rows[6:10] + [rows[4], rows[10], rows[5]]
-    header = ["protocol", "BNN (`normal` / `normal_ucb`)", "RECOVER's ensemble", "5 small nets"]
+    header = ["protocol", "default BNN (`normal_gp_identity` / `_ucb`)", "RECOVER's ensemble", "5 small nets"]
     return markdown(header, rows)
 
 

@@ -231,7 +231,9 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame | None:
     )
     parser.add_argument("--data", default="almanac")
     parser.add_argument("--score", default=None)
-    parser.add_argument("--experiments", nargs="+", default=["normal", "ensemble", "recover_ensemble"])
+    parser.add_argument(
+        "--experiments", nargs="+", default=["normal_gp_identity", "normal", "ensemble", "recover_ensemble"]
+    )
     parser.add_argument("--test-seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--seen-frac", type=float, default=0.15)
