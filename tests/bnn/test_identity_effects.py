@@ -299,9 +299,10 @@ def test_unknown_options_are_named():
     assert BayesianRegression(NoTables(), identity_effects="drugs", num_drugs=4, num_cells=1).identity is not None
 
 
-def test_config_default_is_off_and_the_preset_builds_the_variant():
+def test_the_head_only_bnn_has_them_off_and_the_preset_builds_the_variant():
+    # (the default BNN has them: tests/cli/test_default_model.py)
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        default = compose("config", overrides=["data=synthetic", "data.screen.n_drugs=12"])
+        default = compose("config", overrides=["data=synthetic", "data.screen.n_drugs=12", "+experiment=normal"])
         preset = compose(
             "config", overrides=["data=synthetic", "data.screen.n_drugs=12", "+experiment=normal_identity"]
         )

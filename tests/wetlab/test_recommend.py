@@ -13,7 +13,7 @@ import pytest
 
 from recover_pyro.acquisition import UCB
 from recover_pyro.models.baselines import DeterministicModel, TrainConfig
-from recover_pyro.errors import ConflictingMeasurementError, InvalidScoreError, UnknownDrugError
+from recover_pyro.errors import ConflictingMeasurementError, EmptySelectionError, InvalidScoreError, UnknownDrugError
 from recover_pyro.data.featurize import featurize
 from recover_pyro.data.loaders import load_almanac, save_drug_table, save_measurements_csv
 from recover_pyro.models.predictor import RecoverPredictor
@@ -195,3 +195,12 @@ def test_the_default_model_after_a_first_round_of_60_real_pairs_is_not_near_its_
     ratio = pd.read_csv(out)["predicted_std"].mean() / pd.read_csv(round0)["comboscore"].std()
     assert 0.5 < ratio <= 2.0
     assert "still near its prior" not in done.stdout + done.stderr
+
+
+def test_a_screen_with_every_pair_measured_names_the_files(lab: dict) -> None:
+    """Found by the property test: an empty candidate pool names the drug table and the measured files."""
+    screen = lab["screen"]
+    everything = save_measurements_csv(screen, lab["folder"] / "everything.csv")
+    with pytest.raises(EmptySelectionError) as err:
+        _recommend([everything], lab["smiles"])
+    assert str(lab["smiles"]) in err.value.file and str(everything) in err.value.file

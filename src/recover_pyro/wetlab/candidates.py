@@ -207,6 +207,7 @@ def build_pool(
     measured: pd.DataFrame,
     tried: pd.DataFrame,
     rules: CandidateRules,
+    source: str | None = None,
 ) -> Pool:
     """Apply ``rules`` to ``all_pairs`` (every pair of the drug table in the requested cell lines).
 
@@ -215,6 +216,7 @@ def build_pool(
         drugs: the drug table (index drug id, column ``name``).
         measured: measured ``drug_a, drug_b, cell_line`` rows (canonical order).
         tried: rows of the measured files whatever their score (:func:`~recover_pyro.wetlab.measured.tried_pairs`).
+        source: the files the pool comes from (the drug table, the measured files), named by an empty pool's error.
 
     Raises:
         UnknownDrugError: ``leave_out`` or an ``exclude`` file names a drug outside the drug table.
@@ -249,7 +251,8 @@ def build_pool(
         removed = ", ".join(f"{k}: {v}" for k, v in counts.items())
         raise EmptySelectionError(
             f"no candidate combination is left to propose ({removed}); widen candidates, shorten exclude or "
-            "leave_out, or add drugs to the drug table"
+            "leave_out, or add drugs to the drug table",
+            file=source,
         )
     log.info("candidates: %s; %d left", ", ".join(f"{k} {v}" for k, v in counts.items()), len(pool))
     return Pool(pairs=pool.reset_index(drop=True), forbidden=forbidden.reset_index(drop=True), counts=counts)

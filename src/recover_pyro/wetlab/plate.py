@@ -343,7 +343,12 @@ def _recommend(
             best_f, len(paths) - 1, seed, smiles,
         )  # fmt: skip
     pool = build_pool(
-        screen.all_candidates(cell_lines=list(cell_lines)), screen.drugs, screen.experiments, tried, rules
+        screen.all_candidates(cell_lines=list(cell_lines)),
+        screen.drugs,
+        screen.experiments,
+        tried,
+        rules,
+        source=", ".join([str(smiles), *files]),
     )
     check_same_molecules(pool.pairs, screen.drugs, smiles)
     untested = pool.pairs
@@ -396,7 +401,8 @@ def _recommend_from_library(
     n_candidates = space.count()
     if n_candidates == 0:
         raise EmptySelectionError(
-            "no candidate combination is left to propose; shorten exclude or leave_out, or add drugs to the drug table"
+            "no candidate combination is left to propose; shorten exclude or leave_out, or add drugs to the drug table",
+            file=str(smiles),
         )
     _warn_small_pool(acquisition.q, n_candidates)
     features = featurize(screen)
