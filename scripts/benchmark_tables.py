@@ -205,19 +205,6 @@ def accuracy_oneil_test_sets(results: Path) -> str:
     return markdown(header + ["lowest / highest test set", "epistemic sd", "`sd_error_spearman`"], rows)
 
 
-def test_set_zero_pairs(runs: Path, a: str, b: str) -> pd.DataFrame:
-    """``a - b`` by seed on the default test set (``split.test_seed`` 0) of a ``*_runs.csv``."""
-    frame = pd.read_csv(runs)
-    overrides = frame["overrides"].astype("string").fillna("") if "overrides" in frame else pd.Series("", frame.index)
-    frame = frame[~overrides.str.contains("split.test_seed=")]
-    frame = frame.drop_duplicates(subset=["experiment", "seed"], keep="last")
-    left = frame[frame["experiment"] == a].set_index("seed")
-    right = frame[frame["experiment"] == b].set_index("seed")
-    both = left.index.intersection(right.index)
-    columns = ["spearman", "nll", "r2", "coverage_90", "sd_error_spearman"]
-    return left.loc[both, columns] - right.loc[both, columns]
-
-
 # The default BNN's paired comparisons (``scripts/paired_accuracy.py --a normal_gp_identity --b <b>``): protocol,
 # the ``<out>`` under accuracy/test_sets/default_vs/ (``<name>_vs_<b>``), b. RECOVER's recipe ran on O'Neil's pair
 # test set 0 only.
@@ -431,6 +418,13 @@ MAIN_MODELS = ("normal_gp_identity", "recover_ensemble", "ensemble")
 CELL_LINES = ("MCF7", "KM12", "UACC-257", "A498", "NCI-H322M", "SF268")
 
 
+def pool_metric_campaigns(results: Path, preset: str) -> list[pd.DataFrame]:
+    """The six-cell-line campaigns of ``preset`` that record the pool's metrics: ``uq_cells2/`` (the earlier presets
+    re-run with them), else ``uq_cells/`` (the default's own runs have them)."""
+    d = results / "discovery"
+    return [run for cell in CELL_LINES for run in campaigns([d / "uq_cells2" / cell, d / "uq_cells" / cell], preset)]
+
+
 @table("discovery/uq_cells/<cell line>/runs/")
 def discovery_cells(results: Path) -> str:
     """The MCF7 protocol on MCF7 and the five ALMANAC cell lines with the most pairs; 5 seeds each."""
@@ -543,12 +537,8 @@ def discovery_paired(results: Path) -> str:
 def discovery_pool_calibration(results: Path) -> str:
     """Model metrics on the unrevealed pool during the six-cell-line campaigns (mean over rounds 1-10)."""
     rows = []
-    d = results / "discovery"
     for preset in ("normal_gp_identity_ucb", "normal_ucb", "recover_ensemble_ucb", "ensemble_ucb"):
-        # uq_cells2: the earlier presets re-run with pool metrics; the default's own runs have them
-        runs = [
-            run for cell in CELL_LINES for run in campaigns([d / "uq_cells2" / cell, d / "uq_cells" / cell], preset)
-        ]
+        runs = pool_metric_campaigns(results, preset)
         rounds = pd.concat([run[run["round"] >= 1] for run in runs])
         rows.append(
             [preset_label(preset), str(len(runs))]
@@ -773,13 +763,7 @@ def headline(results: Path) -> str:
         ]
     )
     calibration = [
-        pd.concat(
-            [
-                r[r["round"] >= 1]
-                for cell in CELL_LINES
-                for r in campaigns([d / "uq_cells2" / cell, d / "uq_cells" / cell], p)
-            ]
-        )
+        pd.concat([r[r["round"] >= 1] for r in pool_metric_campaigns(results, p)])
         for p in ("normal_gp_identity_ucb", "recover_ensemble_ucb", "ensemble_ucb")
     ]
     rows.append(
