@@ -219,6 +219,20 @@ def test_posterior_draws_hold_the_effects_and_predict_stays_s_by_n(synthetic, la
     assert len(pyro.get_param_store()) == 0
 
 
+@pytest.mark.parametrize("cells", [1, 3])
+def test_cell_effects_only_with_more_than_one_cell_line(cells):
+    """One cell line's effect would be an offset shared by every experiment: drugs_and_cells is then drugs."""
+    drugs = torch.randn(6, 4)
+
+    def build(option: str) -> BayesianRegression:
+        return BayesianRegression(NoSignal(drugs, torch.randn(cells, 2)), identity_effects=option)
+
+    both, drugs_only = build("drugs_and_cells"), build("drugs")
+    expected = ["identity.drug_scale", "identity.drug"] + (["identity.cell_scale", "identity.cell"] if cells > 1 else [])
+    assert both.identity is not None and both.identity.site_names == expected
+    assert drugs_only.identity is not None and drugs_only.identity.site_names == expected[:2]
+
+
 def test_state_dict_round_trip_gives_identical_predictions_and_resumes_exactly(synthetic):
     features, train, val, test = synthetic
     kwargs = dict(predictor=SMALL, identity_effects="drugs", inference=SVIConfig(lr=0.01, epochs=3, batch_size=64))

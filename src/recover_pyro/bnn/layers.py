@@ -331,6 +331,8 @@ class BayesianRegression(LocalPyroModule):
         init_noise: initial value of a learned noise standard deviation.
         identity_effects: ``"none"`` (default: no sites, no parameters added), ``"drugs"`` (``u[a] + u[b]``)
             or ``"drugs_and_cells"`` (``+ v[c]``): additive identity random effects (:class:`IdentityEffects`).
+            With one cell line ``"drugs_and_cells"`` is ``"drugs"``: a single cell line's effect is an offset
+            shared by every experiment.
         identity_scale: their scales' prior, ``"empirical_bayes"`` (improper uniform: the guide's point
             estimate maximises the ELBO) or ``"hierarchical"`` (HalfNormal hyperprior).
         identity_hyperprior: scale of the hierarchical HalfNormal hyperprior (model scale).
@@ -424,12 +426,19 @@ class BayesianRegression(LocalPyroModule):
         order = self._sampling_order({n: s.init for n, s in sites.items()})
         self.sites: OrderedDict[str, WeightSite] = OrderedDict((n, sites[n]) for n in order)
         self.identity: IdentityEffects | None = None
-        if IDENTITY_GROUPS[identity_effects]:
+        groups = IDENTITY_GROUPS[identity_effects]
+        cells = _table_rows(predictor, "cell_features", num_cells) if groups else 0
+        if "cell" in groups and cells == 1:
+            # One cell line: its effect would be an offset that every experiment shares, not identifiable from the
+            # network's own; it would only add the same variance to every prediction (in the pilot campaigns on
+            # single cell lines it made UCB find less, docs/history.md 2026-12-07).
+            groups = tuple(g for g in groups if g != "cell")
+        if groups:
             with local_params():
                 self.identity = IdentityEffects(
-                    IDENTITY_GROUPS[identity_effects],
+                    groups,
                     _table_rows(predictor, "drug_features", num_drugs),
-                    _table_rows(predictor, "cell_features", num_cells),
+                    cells,
                     identity_scale,
                     identity_hyperprior,
                     like,

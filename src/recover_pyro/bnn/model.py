@@ -69,7 +69,8 @@ class BNNSynergyModel(StandardisedModel):
         identity_effects: ``"none"`` (default; the model is then exactly the one without the option),
             ``"drugs"`` or ``"drugs_and_cells"``: add ``u[drug_a] + u[drug_b] (+ v[cell])`` to the mean function,
             ``u_d ~ N(0, tau_u^2)``, ``v_c ~ N(0, tau_v^2)`` (:class:`~recover_pyro.bnn.layers.IdentityEffects`),
-            so that a drug without training data keeps the prior variance of its effect.
+            so that a drug without training data keeps the prior variance of its effect (with one cell line,
+            ``"drugs_and_cells"`` adds no cell effect: it would be an offset that every experiment shares).
         identity_scale: how ``tau`` is learned: ``"empirical_bayes"`` (a point estimate maximising the ELBO,
             type-II maximum likelihood) or ``"hierarchical"`` (``tau ~ HalfNormal(identity_hyperprior)``, LogNormal
             posterior).
