@@ -25,9 +25,9 @@ def test_the_default_is_the_named_preset(config_name: str, preset: str) -> None:
     default = OmegaConf.to_container(_compose(config_name, []), resolve=False)
     named = OmegaConf.to_container(_compose(config_name, [f"+experiment={preset}"]), resolve=False)
     assert default == named
-    # Campaigns and plates also get cell-line effects (off on a single cell line, tests/bnn/test_identity_effects.py).
-    cells = "drugs" if config_name == "config" else "drugs_and_cells"
-    assert default["model"]["predictor"]["gp_features"] > 0 and default["model"]["identity_effects"] == cells
+    # Cell-line effects are off on a single cell line (tests/bnn/test_identity_effects.py).
+    assert default["model"]["predictor"]["gp_features"] > 0
+    assert default["model"]["identity_effects"] == "drugs_and_cells"
     assert default["features"]["one_hot"] is False and default["inference"]["elbo"] == "meanfield"
     assert default["guide"]["_target_"].endswith("RowMultivariateNormalGuide")
 
