@@ -43,7 +43,7 @@ CLOSING = re.compile(r"^<!-- /table -->$", re.M)
 
 # Row labels and order of the models of the accuracy tables (train presets; `gbt` is the benchmark's own).
 MODELS = {
-    "normal_gp_identity": "**BNN, GP head + drug identity effects** (`normal_gp_identity`, the default)",
+    "normal_gp_identity": "**BNN, GP head + identity effects** (`normal_gp_identity`, the default)",
     "normal": "BNN, Bayesian head only, Normal prior (`normal`)",
     "laplace": "BNN, Laplace prior (`laplace`)",
     "scale_mixture": "BNN, scale mixture (`scale_mixture`)",
@@ -56,7 +56,7 @@ MODELS = {
 }
 # Short labels of the campaign presets.
 PRESETS = {
-    "normal_gp_identity_ucb": "**BNN, GP head + drug identity effects + UCB** (`normal_gp_identity_ucb`, the default)",
+    "normal_gp_identity_ucb": "**BNN, GP head + identity effects + UCB** (`normal_gp_identity_ucb`, the default)",
     "normal_ucb": "BNN, Bayesian head only + UCB, kappa 2 x 0.8 per round (`normal_ucb`)",
     "recover_ensemble_ucb": "**RECOVER's ensemble + UCB** (`recover_ensemble_ucb`)",
     "ensemble_ucb": "5 small nets + UCB (`ensemble_ucb`)",
@@ -371,11 +371,11 @@ def discovery_mcf7(results: Path) -> str:
     return discovery_table(rows)
 
 
-@table("discovery/oneil_v2/runs/", "discovery/oneil_v3_normal_ucb/runs/", "discovery/oneil_more/runs/")
+@table("discovery/oneil_v2/runs/", "discovery/oneil_v3_normal_ucb/runs/", "discovery/oneil_v5_cells/runs/")
 def discovery_oneil(results: Path) -> str:
     """O'Neil, all 39 cell lines as one pool, 1 % revealed + 10 rounds of 1 %; seeds 0-2."""
     d = results / "discovery"
-    later = {"normal_ucb": d / "oneil_v3_normal_ucb", "normal_gp_identity_ucb": d / "oneil_more"}
+    later = {"normal_ucb": d / "oneil_v3_normal_ucb", "normal_gp_identity_ucb": d / "oneil_v5_cells"}
     names = sorted({p.stem.rsplit("_s", 1)[0] for p in (d / "oneil_v2/runs").glob("*.csv")}) + [
         "normal_gp_identity_ucb"
     ]
@@ -468,6 +468,7 @@ def discovery_cells(results: Path) -> str:
     "discovery/uq_cells/paired_*_vs_*.csv",
     "discovery/cells/paired.csv",
     "discovery/oneil_more/paired_normal_ucb_vs_ensemble_ucb.csv",
+    "discovery/oneil_v5_cells/paired_normal_gp_identity_ucb_vs_ensemble_ucb.csv",
     "discovery/mcf7_pretrained_v4/paired_vs_*.csv",
 )
 def discovery_paired(results: Path) -> str:
@@ -490,7 +491,7 @@ def discovery_paired(results: Path) -> str:
             "O'Neil pool, 8 seeds",
             "normal_gp_identity_ucb",
             "ensemble_ucb",
-            d / "oneil_more/paired_normal_gp_identity_ucb_vs_ensemble_ucb.csv",
+            d / "oneil_v5_cells/paired_normal_gp_identity_ucb_vs_ensemble_ucb.csv",
         ),
         (
             "six cell lines x 5 seeds",
@@ -691,7 +692,7 @@ def scoring_library(results: Path) -> str:
 @table(
     "accuracy/test_sets/summary*.csv",
     "accuracy/oneil_bliss_*.csv",
-    "discovery/mcf7_v2/, mcf7_v4_gp_identity_ucb/, uq_cells/, uq_cells2/, oneil_v2/, oneil_more/, mcf7_pretrained_*/",
+    "discovery/mcf7_v2/, mcf7_v4_gp_identity_ucb/, uq_cells/, uq_cells2/, oneil_v2/, oneil_more/, oneil_v5_cells/, mcf7_pretrained_*/",
 )
 def headline(results: Path) -> str:
     """The README's table: the default BNN, RECOVER's published ensemble and the 5-small-net ensemble."""
@@ -746,7 +747,7 @@ def headline(results: Path) -> str:
     rows.append(
         ["Discovery, O'Neil pool: top-1 % recall after 11 % (seeds)"]
         + [
-            recall([d / "oneil_more"], "normal_gp_identity_ucb"),
+            recall([d / "oneil_v5_cells"], "normal_gp_identity_ucb"),
             recall([d / "oneil_v2"], "recover_ensemble_ucb"),
             recall([d / "oneil_v2", d / "oneil_more"], "ensemble_ucb"),
         ]
