@@ -228,7 +228,9 @@ def test_cell_effects_only_with_more_than_one_cell_line(cells):
         return BayesianRegression(NoSignal(drugs, torch.randn(cells, 2)), identity_effects=option)
 
     both, drugs_only = build("drugs_and_cells"), build("drugs")
-    expected = ["identity.drug_scale", "identity.drug"] + (["identity.cell_scale", "identity.cell"] if cells > 1 else [])
+    expected = ["identity.drug_scale", "identity.drug"] + (
+        ["identity.cell_scale", "identity.cell"] if cells > 1 else []
+    )
     assert both.identity is not None and both.identity.site_names == expected
     assert drugs_only.identity is not None and drugs_only.identity.site_names == expected[:2]
 
