@@ -361,26 +361,31 @@ def preset_label(name: str) -> str:
     return PRESETS.get(name, f"`{name}`")
 
 
+# Presets whose shipped campaigns ran after a protocol's base folder, by protocol: preset -> its own folder.
+MCF7_LATER = {"normal_ucb": "mcf7_v3_normal_ucb", "normal_gp_identity_ucb": "mcf7_v4_gp_identity_ucb"}
+ONEIL_LATER = {"normal_ucb": "oneil_v3_normal_ucb", "normal_gp_identity_ucb": "oneil_v5_cells"}
+
+
+def protocol_table(results: Path, base: str, later: dict[str, str], seeds: int | None = None) -> str:
+    """Every preset of ``base``'s campaigns (a preset in ``later`` from its own folder; ``later``'s others appended),
+    each from its first ``seeds`` campaigns (all by default)."""
+    d = results / "discovery"
+    names = sorted({p.stem.rsplit("_s", 1)[0] for p in (d / base / "runs").glob("*.csv")})
+    names += [n for n in later if n not in names]
+    rows = [(preset_label(n), campaigns([d / later.get(n, base)], n)[:seeds]) for n in names]
+    return discovery_table(rows)
+
+
 @table("discovery/mcf7_v2/runs/", "discovery/mcf7_v3_normal_ucb/runs/", "discovery/mcf7_v4_gp_identity_ucb/runs/")
 def discovery_mcf7(results: Path) -> str:
     """RECOVER's MCF7 protocol, every campaign preset as shipped (`normal_ucb`: the run of its kappa schedule)."""
-    d = results / "discovery"
-    later = {"normal_ucb": d / "mcf7_v3_normal_ucb", "normal_gp_identity_ucb": d / "mcf7_v4_gp_identity_ucb"}
-    names = sorted({p.stem.rsplit("_s", 1)[0] for p in (d / "mcf7_v2/runs").glob("*.csv")}) + ["normal_gp_identity_ucb"]
-    rows = [(preset_label(n), campaigns([later.get(n, d / "mcf7_v2")], n)) for n in names]
-    return discovery_table(rows)
+    return protocol_table(results, "mcf7_v2", MCF7_LATER)
 
 
 @table("discovery/oneil_v2/runs/", "discovery/oneil_v3_normal_ucb/runs/", "discovery/oneil_v5_cells/runs/")
 def discovery_oneil(results: Path) -> str:
     """O'Neil, all 39 cell lines as one pool, 1 % revealed + 10 rounds of 1 %; seeds 0-2."""
-    d = results / "discovery"
-    later = {"normal_ucb": d / "oneil_v3_normal_ucb", "normal_gp_identity_ucb": d / "oneil_v5_cells"}
-    names = sorted({p.stem.rsplit("_s", 1)[0] for p in (d / "oneil_v2/runs").glob("*.csv")}) + [
-        "normal_gp_identity_ucb"
-    ]
-    rows = [(preset_label(n), campaigns([later.get(n, d / "oneil_v2")], n)[:3]) for n in names]
-    return discovery_table(rows)
+    return protocol_table(results, "oneil_v2", ONEIL_LATER, seeds=3)
 
 
 @table(
@@ -491,7 +496,7 @@ def discovery_paired(results: Path) -> str:
             "O'Neil pool, 8 seeds",
             "normal_gp_identity_ucb",
             "ensemble_ucb",
-            d / "oneil_v5_cells/paired_normal_gp_identity_ucb_vs_ensemble_ucb.csv",
+            d / ONEIL_LATER["normal_gp_identity_ucb"] / "paired_normal_gp_identity_ucb_vs_ensemble_ucb.csv",
         ),
         (
             "six cell lines x 5 seeds",
@@ -736,7 +741,7 @@ def headline(results: Path) -> str:
     rows.append(
         ["Discovery, MCF7: top-1 % recall after 330 of 1,476 (seeds)"]
         + [
-            recall([d / "mcf7_v4_gp_identity_ucb"], "normal_gp_identity_ucb"),
+            recall([d / MCF7_LATER["normal_gp_identity_ucb"]], "normal_gp_identity_ucb"),
             recall([d / "mcf7_v2"], "recover_ensemble_ucb"),
             recall([d / "mcf7_v2"], "ensemble_ucb"),
         ]
@@ -748,7 +753,7 @@ def headline(results: Path) -> str:
     rows.append(
         ["Discovery, O'Neil pool: top-1 % recall after 11 % (seeds)"]
         + [
-            recall([d / "oneil_v5_cells"], "normal_gp_identity_ucb"),
+            recall([d / ONEIL_LATER["normal_gp_identity_ucb"]], "normal_gp_identity_ucb"),
             recall([d / "oneil_v2"], "recover_ensemble_ucb"),
             recall([d / "oneil_v2", d / "oneil_more"], "ensemble_ucb"),
         ]
