@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 
+import pyro.distributions as dist
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -108,6 +109,33 @@ def test_gp_head_fit_is_the_exact_linear_gaussian_posterior() -> None:
     # The head learned something: held-out r2 well above zero on a task a constant cannot fit.
     err = (model.predict(held, 64).f.mean(0) - held.y).pow(2).mean()
     assert float(err) < 0.8 * float(held.y.var())
+
+
+def test_gp_head_closed_form_starts_from_a_pretrained_prior() -> None:
+    """With the prior ``N(m0, diag(s0^2))`` that ``posterior_as_prior`` sets, the head's posterior is
+    ``Sigma = (Phi^T Phi / sigma^2 + S0^-1)^-1``, ``mu = Sigma (Phi^T y / sigma^2 + S0^-1 m0)``; with data that say
+    nothing (noise variance 1e9) it is the prior itself."""
+    x, train, _ = toy()
+    torch.manual_seed(0)
+    net = SMALL_GP(x, torch.ones(1, 1))
+    model = BayesianRegression(net, NormalPrior(), "head")
+    guide = RowMultivariateNormalGuide(model)
+    g = torch.Generator().manual_seed(3)
+    m0, s0 = torch.randn(1, 64, generator=g), 0.5 + torch.rand(1, 64, generator=g)
+    model.set_priors({SITE: dist.Normal(m0, s0)})
+    noise_var = torch.tensor(0.2)
+    with torch.no_grad(), local_params():
+        z = net.trunk(train.drug_a, train.drug_b, train.cell)
+        phi = net.random_features(z).double()
+    precision = torch.diag(s0[0].double().pow(-2))
+    sigma = torch.linalg.inv(phi.t() @ phi / 0.2 + precision)
+    mu = sigma @ (phi.t() @ train.y.double() / 0.2 + precision @ m0[0].double())
+    guide.update_on_features(model, z, train, noise_var)
+    assert torch.allclose(guide.covariance(SITE)[0].double(), sigma, atol=1e-5, rtol=1e-3)
+    assert torch.allclose(guide.locs()[SITE][0].double(), mu, atol=1e-4, rtol=1e-3)
+    guide.update_on_features(model, z, train, torch.tensor(1e9))
+    assert torch.allclose(guide.locs()[SITE], m0, atol=1e-5)
+    assert torch.allclose(guide.scales()[SITE], s0, atol=1e-5)
 
 
 def test_row_guide_samples_have_its_covariance_and_shapes() -> None:

@@ -65,7 +65,10 @@ def toy(tau: float, seed: int = 0) -> tuple[torch.Tensor, Pairs, Pairs]:
     return u, pairs[order[60:]], pairs[order[:60]]
 
 
-def fit_toy(tau: float, scale: str = "empirical_bayes", elbo: str = "meanfield") -> tuple[BNNSynergyModel, Pairs]:
+def fit_toy(
+    tau: float, scale: str = "empirical_bayes", elbo: str = "meanfield", prior_locs: torch.Tensor | None = None
+) -> tuple[BNNSynergyModel, Pairs]:
+    """Fit the toy; ``prior_locs`` ``(DRUGS,)``: the effects' prior means (0 by default)."""
     u, fit, val = toy(tau)
     model = BNNSynergyModel(
         torch.zeros(DRUGS, 1),
@@ -77,6 +80,9 @@ def fit_toy(tau: float, scale: str = "empirical_bayes", elbo: str = "meanfield")
         standardize=False,
         inference=SVIConfig(lr=0.01, elbo=elbo, lr_drops=2),
     )
+    if prior_locs is not None:
+        assert model.model.identity is not None
+        model.model.identity.set_prior_locs({"identity.drug": prior_locs})
     model.fit(fit, val)
     return model, fit
 
@@ -93,14 +99,16 @@ def q_effects(model: BNNSynergyModel) -> tuple[torch.Tensor, torch.Tensor]:
     return q.loc.detach(), q.scale.detach()
 
 
-def exact_posterior(fit: Pairs, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and precision of ``p(u_seen | y, tau, sigma)`` of the Gaussian linear model ``y = X u + noise``."""
+def exact_posterior(fit: Pairs, tau: float, prior_locs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and precision of ``p(u_seen | y, tau, sigma)`` of the Gaussian linear model ``y = X u + noise``,
+    ``u ~ N(m, tau^2)`` (``m``: ``prior_locs`` of the seen drugs, 0 by default)."""
     x = torch.zeros(len(fit), SEEN, dtype=torch.float64)
     rows = torch.arange(len(fit))
     x[rows, fit.drug_a] += 1.0
     x[rows, fit.drug_b] += 1.0
     precision = x.T @ x / SIGMA**2 + torch.eye(SEEN, dtype=torch.float64) / tau**2
-    return torch.linalg.solve(precision, x.T @ fit.y.double() / SIGMA**2), precision
+    m = torch.zeros(SEEN, dtype=torch.float64) if prior_locs is None else prior_locs.double()
+    return torch.linalg.solve(precision, x.T @ fit.y.double() / SIGMA**2 + m / tau**2), precision
 
 
 def pairs(a: list[int], b: list[int]) -> Pairs:
@@ -137,6 +145,29 @@ def test_posterior_means_are_the_conjugate_posterior_means(empirical_bayes):
         # ... and sds 1 / sqrt(precision_dd), far below the prior's tau (up to the optimiser's noise).
         ratio = s[:SEEN].double() * precision.diagonal().sqrt()
         assert 0.7 < float(ratio.min()) and float(ratio.max()) < 2.0, tau
+
+
+def test_posterior_as_prior_centres_the_effects_and_the_next_fit_is_conjugate():
+    """After ``posterior_as_prior`` the effects' prior is ``N(m, tau^2)`` with ``m`` the fitted means, and a fit on new
+    data (a second toy; drugs 0-4 in none of its pairs) finds ``P^-1 (X^T y / sigma^2 + m / tau^2)``, which keeps
+    ``m`` for drugs no new datum mentions, and ``tau`` is the spread around ``m``:
+    ``tau^2 = mean_d E_q[(u_d - m_d)^2]``."""
+    model, _ = fit_toy(1.0)
+    m = q_effects(model)[0].clone()  # the guide's parameter moves in the next fit
+    model.posterior_as_prior()
+    identity = model.model.identity
+    assert identity is not None
+    prior = identity.prior(identity.sites[0], torch.tensor(0.7))
+    assert torch.equal(prior.mean, m) and torch.allclose(prior.stddev, torch.tensor(0.7))
+    _, fit, val = toy(1.0, seed=1)
+    fit, val = (p[torch.nonzero((p.drug_a >= 5) & (p.drug_b >= 5)).squeeze(1)] for p in (fit, val))
+    model.fit(fit, val)
+    q_m, q_s = q_effects(model)
+    tau = model.identity_scales()["drug"]
+    mean, _ = exact_posterior(fit, tau, m[:SEEN])
+    assert float((q_m[:SEEN].double() - mean).abs().max()) < 0.04
+    assert float((q_m[:5] - m[:5]).abs().max()) < 0.04 and float(m[:5].abs().max()) > 0.3
+    assert tau**2 == pytest.approx(float(((q_m - m) ** 2 + q_s**2).mean()), rel=0.03)
 
 
 def test_a_drug_never_seen_keeps_its_prior_and_its_pairs_carry_tau_squared(empirical_bayes):

@@ -824,6 +824,39 @@ def test_pretrained_experiment_config_runs_end_to_end(tmp_path: Path) -> None:
     assert np.isfinite(result.rounds.at[0, "r2"])
 
 
+def test_default_pretrained_preset_keeps_the_trunk_and_updates_the_pretrained_posterior(tmp_path: Path) -> None:
+    """``normal_gp_identity_ucb_pretrained``: round models keep the pretrained trunk (no warm start) and fit the head
+    and the effects from the pretrained posterior, which is their prior (the effects' prior means included)."""
+    cfg = compose_campaign(
+        [
+            "+experiment=normal_gp_identity_ucb_pretrained",
+            "data.screen.n_drugs=8",
+            "data.screen.n_cell_lines=3",
+            "campaign.pool_cell_lines=[cell_1]",
+            "campaign.n_initial=6",
+            "campaign.n_rounds=1",
+            "acquisition.q=4",
+            "campaign.progress=false",
+            "num_samples=4",
+            "inference.epochs=2",
+            'pretrain_overrides=["inference.warm_start_epochs=3","inference.epochs=2"]',
+        ]
+    )
+    assert (cfg.campaign.pretrain, cfg.campaign.transfer, cfg.inference.warm_start_epochs) == (
+        "other_cell_lines",
+        "posterior",
+        0,
+    )
+    result = campaign_from_config(cfg, tmp_path)
+    assert result.rounds["n_measured"].tolist() == [6, 10] and result.pretrained is not None
+    pretrained = result.pretrained
+    last = torch.load(result.checkpoint, weights_only=True)["model_state"]
+    trunk = [k for k in pretrained["model"] if k.startswith("predictor.") and "head_layers" not in k]
+    assert trunk and all(torch.equal(last["model"][k], pretrained["model"][k]) for k in trunk)
+    moved = [k for k in pretrained["guide"] if not torch.equal(last["guide"][k], pretrained["guide"][k])]
+    assert any("head_layers" in k for k in moved) and any("identity" in k for k in moved), moved
+
+
 def test_hydra_entry_composes_and_runs(tmp_path: Path) -> None:
     cfg = compose_campaign(
         [

@@ -385,9 +385,10 @@ class RowMultivariateNormalGuide(WeightGuide):
         r"""With a random-feature GP head (``RecoverPredictor(gp_features=M)``, its single Bayesian site the output
         weights :math:`\beta`), set :math:`q(\beta)` to the posterior of the linear-Gaussian model on the frozen trunk:
 
-        .. math:: \Sigma = (\Phi^T\Phi / \sigma^2 + I / s^2)^{-1}, \qquad \mu = \Sigma \Phi^T r / \sigma^2
+        .. math:: \Sigma = (\Phi^T\Phi / \sigma^2 + S_0^{-1})^{-1}, \qquad \mu = \Sigma (\Phi^T r / \sigma^2 + S_0^{-1} m_0)
 
-        with :math:`\Phi = \phi(z)` ``(N, M)``, :math:`s^2` the prior's variance (a Gaussian prior makes it exact) and
+        with :math:`\Phi = \phi(z)` ``(N, M)``, :math:`N(m_0, S_0)` the prior (diagonal; a Gaussian prior makes it exact;
+        :math:`m_0 \ne 0` after :meth:`~recover_pyro.bnn.model.BNNSynergyModel.posterior_as_prior`) and
         :math:`r` the targets less the identity effects' posterior means (if the model has them; :math:`q(\beta)` is
         then the mean-field optimum given :math:`q(u)`). SNGP's Laplace step (Liu et al. 2020): before SVI with
         :math:`\sigma^2` the warm-started fit's mean squared residual (the learned noise starts there), after it with
@@ -412,8 +413,10 @@ class RowMultivariateNormalGuide(WeightGuide):
                 z[:1], train.cell[:1], drug_a=train.drug_a[:1], drug_b=train.drug_b[:1]
             )
             prior = cast(TorchDistribution, trace.nodes[site]["fn"])
-            chol = torch.linalg.cholesky(phi.t() @ phi / noise_var + torch.diag(1.0 / prior.variance.reshape(-1)))
-            loc = torch.cholesky_solve((phi.t() @ target / noise_var).unsqueeze(-1), chol)
+            precision = 1.0 / prior.variance.reshape(-1)
+            chol = torch.linalg.cholesky(phi.t() @ phi / noise_var + torch.diag(precision))
+            shift = phi.t() @ target / noise_var + precision * prior.mean.reshape(-1)
+            loc = torch.cholesky_solve(shift.unsqueeze(-1), chol)
             tril = torch.linalg.cholesky(torch.cholesky_inverse(chol))
             diag = tril.diagonal()
             self._unconstrained(site, "loc").copy_(loc.t())

@@ -228,8 +228,12 @@ class IdentitySite:
 class IdentityEffects(PyroModule):
     r"""Additive random effects of drug and cell-line identity:
 
-    .. math:: f_{id}(a, b, c) = u_a + u_b + v_c, \qquad u_d \sim N(0, \tau_u^2), \quad v_c \sim N(0, \tau_v^2)
-              \text{ i.i.d.}
+    .. math:: f_{id}(a, b, c) = u_a + u_b + v_c, \qquad u_d \sim N(m_d, \tau_u^2), \quad v_c \sim N(m_c, \tau_v^2)
+              \text{ independent}
+
+    with prior means :math:`m = 0` unless :meth:`set_prior_locs` sets them (a pretrained posterior's means, see
+    :meth:`~recover_pyro.bnn.model.BNNSynergyModel.posterior_as_prior`; :math:`\tau` is then the spread of the
+    effects around them).
 
     Per group two latent sites, sampled outside any data plate: the scale :math:`\tau` (``identity.drug_scale``,
     0-d), then the effects (``identity.drug`` ``(D,)``, ``identity.cell`` ``(C,)``) given it. The module holds no
@@ -279,8 +283,11 @@ class IdentityEffects(PyroModule):
         self.hierarchical = scale == "hierarchical"
         self.hyperprior_scale = float(hyperprior_scale)
         self.sites: tuple[IdentitySite, ...] = tuple(IdentitySite(g, sizes[g]) for g in groups)
-        # The priors' constant, as a buffer so that it follows the module's device (not saved).
+        # The priors' constant and means, as buffers so that they follow the module's device (not saved: priors
+        # are not part of a state_dict).
         self.register_buffer("_one", like.new_ones(()), persistent=False)
+        for site in self.sites:
+            self.register_buffer(f"_prior_loc_{site.group}", like.new_zeros(site.size), persistent=False)
 
     @property
     def site_names(self) -> list[str]:
@@ -288,8 +295,21 @@ class IdentityEffects(PyroModule):
         return [name for site in self.sites for name in (site.scale_name, site.name)]
 
     def prior(self, site: IdentitySite, tau: Tensor) -> TorchDistribution:
-        """N(0, ``tau``^2) over the ``(size,)`` effects of a group (one event)."""
-        return dist.Normal(torch.zeros_like(tau), tau).expand([site.size]).to_event(1)
+        """N(m, ``tau``^2) over the ``(size,)`` effects of a group (one event)."""
+        loc = cast(Tensor, getattr(self, f"_prior_loc_{site.group}"))
+        return dist.Normal(loc, tau).expand([site.size]).to_event(1)
+
+    def set_prior_locs(self, locs: dict[str, Tensor]) -> None:
+        """Set the prior means :math:`m` of the named effect sites (``identity.drug`` ``(D,)``, ...)."""
+        unknown = set(locs) - {site.name for site in self.sites}
+        if unknown:
+            raise KeyError(f"set_prior_locs: {sorted(unknown)} are not identity sites; they are {self.site_names}")
+        for site in self.sites:
+            if site.name in locs:
+                loc = locs[site.name].detach()
+                if loc.shape != (site.size,):
+                    raise ValueError(f"set_prior_locs: {site.name} needs shape ({site.size},), got {tuple(loc.shape)}")
+                getattr(self, f"_prior_loc_{site.group}").copy_(loc)
 
     def scale_prior(self) -> TorchDistribution:
         """The prior of a scale :math:`\\tau`: HalfNormal(``hyperprior_scale``) (hierarchical) or the improper

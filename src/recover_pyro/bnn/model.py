@@ -225,7 +225,9 @@ class BNNSynergyModel(StandardisedModel):
         conjugate model whose posterior factorises); ``widen > 1`` tempers what :math:`A` says, for data
         :math:`B` from a shifted distribution (e.g. a new cell line). The guide keeps its parameters, so the
         next fit starts at the old posterior. Priors are not part of :meth:`state_dict`. Identity effects keep
-        their own prior (only the weight sites are updated).
+        their hierarchical or empirical-Bayes scale and take the posterior means as their prior means
+        (:meth:`IdentityEffects.set_prior_locs <recover_pyro.bnn.layers.IdentityEffects.set_prior_locs>`): a new
+        cell line's drug effects vary by a learned :math:`\tau` around the pretrained ones.
         """
         if not widen > 0:
             raise ValueError(f"posterior_as_prior: widen must be positive, got {widen}")
@@ -236,6 +238,9 @@ class BNNSynergyModel(StandardisedModel):
             q = self.guide.site_distribution(site)
             priors[site] = dist.Normal(q.mean.detach().clone(), widen * q.stddev.detach().clone())
         self.model.set_priors(priors)
+        if self.model.identity is not None:
+            locs = self.guide.identity_locs()
+            self.model.identity.set_prior_locs({site.name: locs[site.name] for site in self.model.identity.sites})
 
     def fit_summary(self) -> dict[str, float]:
         """The guide's numbers worth reporting (e.g. ``pruned_fraction`` of sparse variational dropout) and,
