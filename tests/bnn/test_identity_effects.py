@@ -99,7 +99,9 @@ def q_effects(model: BNNSynergyModel) -> tuple[torch.Tensor, torch.Tensor]:
     return q.loc.detach(), q.scale.detach()
 
 
-def exact_posterior(fit: Pairs, tau: float, prior_locs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def exact_posterior(
+    fit: Pairs, tau: float, prior_locs: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and precision of ``p(u_seen | y, tau, sigma)`` of the Gaussian linear model ``y = X u + noise``,
     ``u ~ N(m, tau^2)`` (``m``: ``prior_locs`` of the seen drugs, 0 by default)."""
     x = torch.zeros(len(fit), SEEN, dtype=torch.float64)
